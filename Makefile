@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) torch==2.13.0
 	$(PIP) fbgemm-gpu-cpu==1.8.0
 	$(PIP) --no-deps torchrec==1.8.0
-	$(PIP) tensordict torchmetrics==1.0.3 tqdm pyre-extensions iopath
+	$(PIP) tensordict torchmetrics==1.0.3 tqdm pyre-extensions
 	$(PIP) -e '.[dev]'
 	touch $(STAMP)
 

@@ -1,0 +1,162 @@
+"""The ``recsim`` command: run scenarios, list them, compare tracked runs, benchmark.
+
+Bad input (unknown scenario, invalid config, malformed ``--set``, non-empty output folder) prints
+one line to stderr and exits with status 2 before any file or MLflow run is created.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from recsim.config import ConfigError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Simulate biased feedback cascading through learning loops.")
+console = Console()
+err_console = Console(stderr=True)
+
+
+def fail(message: str) -> None:
+    """One line to stderr, exit status 2."""
+    err_console.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+def _fmt(value: Any) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def summary_table(final: dict[str, dict[str, Any]], title: str) -> Table:
+    """Metrics as rows, arms as columns (arms side by side)."""
+    metrics = list(next(iter(final.values()), {}))
+    table = Table(title=title)
+    table.add_column("metric", style="bold", no_wrap=True)
+    for arm in final:
+        table.add_column(arm, justify="right", overflow="fold")
+    for m in metrics:
+        table.add_row(m, *(_fmt(values.get(m)) for values in final.values()))
+    return table
+
+
+@app.command()
+def run(
+    scenario: Annotated[str, typer.Argument(help="Scenario name (see `recsim scenarios`) or a .yaml file.")] = "feedback-loop",
+    rounds: Annotated[int | None, typer.Option(help="Override loop.rounds for every arm.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Override the root seed for every arm.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="dotted.key=value (YAML value); arms.ARM.key=value for one arm.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output folder (must be new or empty); default runs/SCENARIO/TIMESTAMP.")] = None,
+    no_tracking: Annotated[bool, typer.Option("--no-tracking", help="Do not log to MLflow.")] = False,
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI (default sqlite:///mlflow.db).")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Run every arm of a scenario; write config.yaml, metrics.parquet, logs/, curves.png, summary.json."""
+    from recsim.scenario import load_scenario
+
+    overrides = list(set_ or [])
+    if no_tracking:
+        overrides.append("tracking.enabled=false")
+    if tracking_uri:
+        overrides.append(f"tracking.uri={tracking_uri}")
+    try:
+        sc = load_scenario(scenario)
+        configs = sc.resolve(overrides, rounds=rounds, seed=seed)
+    except ConfigError as exc:
+        fail(str(exc))
+    out = out or Path("runs") / sc.name / time.strftime("%Y%m%d-%H%M%S")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        fail(f"output folder {out} exists and is not empty; choose a new --out")
+
+    first = next(iter(configs.values()))
+    tracker = None
+    if first.tracking.enabled:
+        from recsim.tracking import MlflowTracker
+
+        tracker = MlflowTracker(first.tracking.uri, first.tracking.experiment or sc.name)
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from recsim.loop import final_table, run_scenario
+
+    total = sum(c.loop.rounds for c in configs.values())
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=err_console, disable=quiet, transient=False,
+    ) as progress:
+        task = progress.add_task(sc.name, total=total)
+
+        def on_round(arm: str, r: int, row: dict[str, Any]) -> None:
+            shown = "  ".join(f"{k}={_fmt(row[k])}" for k in ("gold", "ndcg_truth", "gini") if k in row)
+            progress.update(task, advance=1, description=f"{arm} r{r}  {shown}")
+
+        frame = run_scenario(sc, configs, out, tracker, on_round)
+    console.print(summary_table(final_table(frame, sc.table), f"{sc.name}: final round"))
+    console.print(f"outputs: {out}")
+    if tracker is not None:
+        console.print(f"MLflow: {first.tracking.uri} (experiment '{first.tracking.experiment or sc.name}')")
+
+
+@app.command()
+def scenarios() -> None:
+    """List the built-in scenarios."""
+    from recsim.scenario import builtin_scenarios
+
+    table = Table(show_header=True)
+    table.add_column("scenario", style="bold")
+    table.add_column("arms", justify="right")
+    table.add_column("description")
+    for name, sc in builtin_scenarios().items():
+        table.add_row(name, str(len(sc.arms)), sc.description)
+    console.print(table)
+
+
+@app.command()
+def compare(
+    experiment: Annotated[str, typer.Option(help="MLflow experiment (a scenario name by default).")] = "feedback-loop",
+    tracking_uri: Annotated[str, typer.Option(help="MLflow tracking URI.")] = "sqlite:///mlflow.db",
+    metrics: Annotated[str, typer.Option(help="Comma-separated metrics for the table and figure.")] = "gold,gold_satisfaction,regret,ndcg_truth,gini,coverage,gap,ece",
+    out: Annotated[Path, typer.Option(help="PNG of the metrics over rounds.")] = Path("compare.png"),
+    parent: Annotated[str | None, typer.Option(help="Parent run id; default: the latest finished one.")] = None,
+) -> None:
+    """Table of the latest run of an experiment (arms side by side) and a PNG of metrics over rounds."""
+    from recsim.compare import CompareError, load_comparison
+
+    names = [m.strip() for m in metrics.split(",") if m.strip()]
+    try:
+        result = load_comparison(tracking_uri, experiment, names, parent)
+    except CompareError as exc:
+        fail(str(exc))
+    from recsim.plots import plot_curves
+
+    console.print(summary_table(result.final, f"{experiment}: run {result.parent_id[:8]}, final round"))
+    plot_curves(result.curves, names, out, title=experiment)
+    console.print(f"figure: {out}")
+
+
+@app.command()
+def bench(quick: Annotated[bool, typer.Option("--quick", help="Small sizes (under a minute).")] = False) -> None:
+    """Print benchmark results, one JSON object per line."""
+    from recsim.bench import run_benchmarks
+
+    for line in run_benchmarks(quick):
+        print(line, flush=True)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

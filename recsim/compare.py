@@ -1,0 +1,61 @@
+"""Read a scenario's runs back from MLflow: final values per arm and per-round curves."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import polars as pl
+
+
+class CompareError(ValueError):
+    """Nothing to compare (no experiment, no finished run); the message is one line."""
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """parent_id: the scenario run; final: arm -> {metric: last value}; curves: arm, round, metrics."""
+
+    parent_id: str
+    final: dict[str, dict[str, float | None]]
+    curves: pl.DataFrame
+
+
+def load_comparison(uri: str, experiment: str, metrics: list[str], parent: str | None = None) -> Comparison:
+    """The arms (nested runs) of the latest finished parent run of ``experiment``, or of ``parent``."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        names = [e.name for e in client.search_experiments()]
+        raise CompareError(f"no MLflow experiment '{experiment}' at {uri} (found: {', '.join(names) or 'none'})")
+    runs = mlflow.search_runs(experiment_ids=[exp.experiment_id], tracking_uri=uri, output_format="pandas")
+    if runs.empty:
+        raise CompareError(f"experiment '{experiment}' has no runs")
+    parent_col = "tags.mlflow.parentRunId"
+    is_parent = runs[parent_col].isna() if parent_col in runs else runs["run_id"].notna()
+    parents = runs[is_parent & (runs["status"] == "FINISHED")].sort_values("start_time")
+    if parent is None:
+        if parents.empty:
+            raise CompareError(f"experiment '{experiment}' has no finished scenario run")
+        parent = str(parents.iloc[-1]["run_id"])
+    elif parent not in set(runs["run_id"]):
+        raise CompareError(f"run '{parent}' is not in experiment '{experiment}'")
+    children = runs[runs.get(parent_col) == parent].sort_values("start_time")
+    if children.empty:
+        raise CompareError(f"run '{parent}' has no arms")
+    final: dict[str, dict[str, float | None]] = {}
+    rows: list[dict[str, object]] = []
+    for _, child in children.iterrows():
+        arm = str(child.get("tags.arm") or child.get("tags.mlflow.runName"))
+        final[arm] = {}
+        for m in metrics:
+            value = child.get(f"metrics.{m}")
+            final[arm][m] = None if value is None or value != value else float(value)
+            for point in client.get_metric_history(child["run_id"], m):
+                rows.append({"arm": arm, "round": point.step, "metric": m, "value": point.value})
+    if rows:
+        curves = pl.DataFrame(rows).pivot(on="metric", index=["arm", "round"], values="value").sort("arm", "round")
+    else:
+        curves = pl.DataFrame(schema={"arm": pl.String, "round": pl.Int64})
+    return Comparison(parent, final, curves)

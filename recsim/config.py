@@ -1,0 +1,301 @@
+"""Typed, frozen scenario configuration, validated at the edge.
+
+One :class:`SimConfig` describes one arm of a scenario. Scenarios (Python or YAML, see
+:mod:`recsim.scenario`) give a base config plus per-arm deltas; ``--set dotted.key=value`` overrides
+any field. Every field has a docstring; :func:`validate` turns pydantic's errors into one line that
+names the field, the value received and what is allowed, raised as :class:`ConfigError`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """Invalid user input (config, override or scenario name); the message is one line."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, use_attribute_docstrings=True, validate_default=True
+    )
+
+
+class WorldConfig(_Section):
+    """Users, items and the latent truth (see :mod:`recsim.world`)."""
+
+    n_users: int = Field(2000, gt=0)
+    """Users in the world (U)."""
+    n_items: int = Field(1000, gt=0)
+    """Items in the catalogue at round 0."""
+    new_items_per_round: int = Field(0, ge=0)
+    """Items that join the catalogue at the start of each round after round 0."""
+    dim: int = Field(16, gt=0)
+    """Dimension of the latent taste / appeal factors (D)."""
+    n_clusters: int = Field(8, gt=0)
+    """Clusters of users and items; an item's category is its cluster."""
+    cluster_spread: float = Field(0.6, ge=0)
+    """Spread of members around their cluster centre (0 = every member at its centre)."""
+    affinity_scale: float = Field(3.0, gt=0)
+    """Weight of the user-item affinity (cosine of unit factors) in the click and satisfaction logits."""
+    popularity_scale: float = Field(0.8, ge=0)
+    """Std of the items' log-popularity prior, added to the click logit only."""
+    base_logit: float = -1.5
+    """Intercept of the true click logit."""
+    satisfaction_logit: float = -0.5
+    """Intercept of the true satisfaction logit."""
+    satisfaction_correlation: float = Field(0.5, ge=-1, le=1)
+    """Cosine between an item's click appeal and its satisfaction appeal (1 = same objective)."""
+    drift_rate: float = Field(0.0, ge=0, le=1)
+    """Step of a user's taste toward the mean appeal of the items they clicked (0 = static)."""
+    devices: dict[str, float] = Field(default_factory=lambda: {"mobile": 0.6, "desktop": 0.4})
+    """Device name -> share of users on it (shares must sum to 1)."""
+
+    @model_validator(mode="after")
+    def _shares(self) -> WorldConfig:
+        if not self.devices:
+            raise ValueError("world.devices must name at least one device")
+        bad = {k: v for k, v in self.devices.items() if not 0 <= v <= 1}
+        if bad:
+            raise ValueError(f"world.devices shares must lie in [0, 1], got {bad}")
+        total = sum(self.devices.values())
+        if abs(total - 1) > 1e-6:
+            raise ValueError(f"world.devices shares must sum to 1, got {total:g}")
+        return self
+
+
+class BehaviorConfig(_Section):
+    """How users examine and click slates (see :mod:`recsim.behavior`)."""
+
+    model: Literal["pbm", "cascade"] = "pbm"
+    """'pbm': position-based model, click ~ Bernoulli(theta(k, device) * relevance); 'cascade':
+    scan top-down with the same examination decay, stopping after the first click."""
+    eta: dict[str, float] = Field(default_factory=lambda: {"mobile": 1.2, "desktop": 0.6})
+    """Examination exponent per device: theta(k, device) = (1 / k) ** eta[device]."""
+
+    @model_validator(mode="after")
+    def _eta(self) -> BehaviorConfig:
+        bad = {k: v for k, v in self.eta.items() if v < 0}
+        if bad:
+            raise ValueError(f"behavior.eta must be >= 0 for every device, got {bad}")
+        return self
+
+
+RANKERS = ("random", "popularity", "oracle", "mf")
+
+
+class RankerConfig(_Section):
+    """The learner that scores candidates (see :mod:`recsim.rankers`)."""
+
+    name: Literal["random", "popularity", "oracle", "mf"] = "mf"
+    """Which ranker: random, popularity (click counts), oracle (true relevance) or mf
+    (logistic matrix factorization trained on the logged clicks)."""
+    dim: int = Field(16, gt=0)
+    """Embedding dimension of trainable rankers."""
+    epochs: int = Field(2, gt=0)
+    """Passes over the training window per round."""
+    batch_size: int = Field(1024, gt=0)
+    """Impressions per optimizer step."""
+    lr: float = Field(0.02, gt=0)
+    """Adam learning rate."""
+    weight_decay: float = Field(1e-6, ge=0)
+    """Adam weight decay (L2)."""
+    warm_start: bool = True
+    """Continue from last round's parameters (True) or retrain from a fresh init each round."""
+    window: int | None = Field(None, gt=0)
+    """Train on the last `window` rounds of logs; None = all rounds so far."""
+    prior_clicks: float = Field(1.0, gt=0)
+    """Popularity ranker: pseudo-clicks of the Beta prior of its per-item click rate."""
+    prior_impressions: float = Field(10.0, gt=0)
+    """Popularity ranker: pseudo-impressions of that prior (must exceed prior_clicks)."""
+
+    @model_validator(mode="after")
+    def _prior(self) -> RankerConfig:
+        if self.prior_impressions <= self.prior_clicks:
+            raise ValueError(
+                "ranker.prior_impressions must be > ranker.prior_clicks, got "
+                f"{self.prior_impressions} <= {self.prior_clicks}"
+            )
+        return self
+
+
+class PolicyConfig(_Section):
+    """How slates are built from scores (see :mod:`recsim.policy`)."""
+
+    slate_size: int = Field(10, gt=0)
+    """Positions per slate (K)."""
+    n_candidates: int | None = Field(None, gt=0)
+    """Candidates scored per user, sampled uniformly from the available items; None = all."""
+    epsilon: float = Field(0.0, ge=0, le=1)
+    """Epsilon-greedy: probability that a user's slate this round is a uniformly random one."""
+    exploration_share: float = Field(0.0, ge=0, le=1)
+    """Share of users in the randomized bucket: a fixed set of users always served random slates."""
+    startup_rounds: int = Field(1, ge=0)
+    """Rounds served uniformly at random before the ranker decides (the start-up logs)."""
+
+
+class LoopConfig(_Section):
+    """The multi-round loop (see :mod:`recsim.loop`)."""
+
+    rounds: int = Field(20, gt=0)
+    """Rounds to simulate."""
+    active_users: int | None = Field(None, gt=0)
+    """Users sampled to act each round (B); None = every user."""
+
+
+class MetricsConfig(_Section):
+    """Evaluation settings (see :mod:`recsim.metrics`)."""
+
+    panel_users: int = Field(256, gt=1)
+    """Size of the fixed evaluation panel (P) on which ndcg_truth, homogenization and
+    rank_stability score every available item."""
+    ece_bins: int = Field(10, gt=0)
+    """Equal-width bins of the expected calibration error."""
+
+
+class TrackingConfig(_Section):
+    """MLflow tracking (see :mod:`recsim.tracking`)."""
+
+    enabled: bool = True
+    """Log one parent run per scenario and one nested run per arm."""
+    uri: str = "sqlite:///mlflow.db"
+    """Tracking URI; the default is an embedded SQLite file in the working directory."""
+    experiment: str | None = None
+    """MLflow experiment name; None = the scenario's name."""
+
+
+class SimConfig(_Section):
+    """One arm of a scenario: everything needed to run it, and nothing else."""
+
+    seed: int = 0
+    """Root seed; every random stream derives from (seed, round, stream)."""
+    domain: Literal["recsys"] = "recsys"
+    """Which domain the arm simulates."""
+    device: str = "cpu"
+    """Torch device for the world, behaviour and training."""
+    world: WorldConfig = WorldConfig()
+    behavior: BehaviorConfig = BehaviorConfig()
+    ranker: RankerConfig = RankerConfig()
+    policy: PolicyConfig = PolicyConfig()
+    loop: LoopConfig = LoopConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    tracking: TrackingConfig = TrackingConfig()
+
+    @model_validator(mode="after")
+    def _cross(self) -> SimConfig:
+        w, p = self.world, self.policy
+        if p.slate_size > w.n_items:
+            raise ValueError(
+                f"policy.slate_size must be <= world.n_items ({w.n_items}), got {p.slate_size}"
+            )
+        if p.n_candidates is not None and not p.slate_size <= p.n_candidates <= w.n_items:
+            raise ValueError(
+                f"policy.n_candidates must lie in [policy.slate_size={p.slate_size}, "
+                f"world.n_items={w.n_items}] or be null, got {p.n_candidates}"
+            )
+        if set(self.behavior.eta) != set(w.devices):
+            raise ValueError(
+                f"behavior.eta must give one exponent per device of world.devices "
+                f"{sorted(w.devices)}, got {sorted(self.behavior.eta)}"
+            )
+        if self.loop.active_users is not None and self.loop.active_users > w.n_users:
+            raise ValueError(
+                f"loop.active_users must be <= world.n_users ({w.n_users}), "
+                f"got {self.loop.active_users}"
+            )
+        if self.metrics.panel_users > w.n_users:
+            raise ValueError(
+                f"metrics.panel_users must be <= world.n_users ({w.n_users}), "
+                f"got {self.metrics.panel_users}"
+            )
+        return self
+
+
+# --- building configs from nested dicts and overrides ------------------------------------------
+
+
+def deep_merge(base: dict[str, Any], delta: dict[str, Any]) -> dict[str, Any]:
+    """A new dict: ``base`` with ``delta`` merged in recursively (delta wins)."""
+    out = dict(base)
+    for key, value in delta.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"policy.epsilon=0.1"`` -> ``(["policy", "epsilon"], 0.1)``; values are parsed as YAML.
+
+    >>> parse_override("loop.rounds=5")
+    (['loop', 'rounds'], 5)
+    >>> parse_override("world.devices={a: 1.0}")
+    (['world', 'devices'], {'a': 1.0})
+    """
+    key, sep, raw = text.partition("=")
+    path = key.strip().split(".")
+    if not sep or not all(path):
+        raise ConfigError(f"--set expects dotted.key=value, got {text!r}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {key}: value {raw!r} is not valid YAML ({exc.problem})") from None
+    return path, value
+
+
+def nest(path: list[str], value: Any) -> dict[str, Any]:
+    """``(["a", "b"], 1)`` -> ``{"a": {"b": 1}}``."""
+    out: Any = value
+    for part in reversed(path):
+        out = {part: out}
+    return out
+
+
+def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
+    """Field names allowed at the parent of ``loc`` in :class:`SimConfig`."""
+    model: Any = SimConfig
+    for part in loc[:-1]:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+            return []
+        model = field.annotation
+    return sorted(model.model_fields)
+
+
+def _format_error(err: dict[str, Any]) -> str:
+    loc = tuple(p for p in err["loc"] if p != "__root__")
+    where = ".".join(str(p) for p in loc)
+    if err["type"] == "extra_forbidden":
+        allowed = _allowed_keys(loc)
+        return f"{where}: unknown key (allowed: {', '.join(allowed)})"
+    msg = err["msg"].removeprefix("Value error, ")
+    if not where:
+        return msg
+    return f"{where}: {msg} (got {err.get('input')!r})"
+
+
+def validate(data: dict[str, Any], arm: str | None = None) -> SimConfig:
+    """Build a :class:`SimConfig`, raising :class:`ConfigError` with one line on bad input."""
+    try:
+        return SimConfig.model_validate(data)
+    except ValidationError as exc:
+        lines = "; ".join(_format_error(e) for e in exc.errors(include_url=False))
+        prefix = f"invalid config for arm '{arm}': " if arm else "invalid config: "
+        raise ConfigError(prefix + lines) from None
+
+
+def flatten(config: BaseModel | dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Dotted keys -> leaf values (for MLflow params and tables)."""
+    data = config.model_dump(mode="json") if isinstance(config, BaseModel) else config
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value and key not in ("devices", "eta"):
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out

@@ -1,0 +1,90 @@
+"""Append-only Parquet logs, one partition per round, written atomically.
+
+Layout: ``<out>/logs/round=R/arm-<ARM>.parquet``, one file per (round, arm); the round comes from
+the hive path, the arm is also a column. A partition file is written to a temporary name in the
+same folder and moved into place with ``os.replace``, so after a crash it is complete or absent.
+
+Schema of a recommender log row (one impression):
+
+| column            | type    | meaning                                                     |
+|-------------------|---------|-------------------------------------------------------------|
+| round             | Int32   | round (from the partition path)                             |
+| arm               | String  | arm of the scenario                                         |
+| user              | Int64   | user id                                                     |
+| item              | Int64   | item id                                                     |
+| position          | Int16   | 1-based slot in the slate                                   |
+| device            | String  | the user's device                                           |
+| score             | Float32 | ranker score at serving time                                |
+| propensity        | Float32 | P(policy shows this item at this position)                  |
+| examination       | Float32 | true examination probability theta(position, device)        |
+| click             | Boolean | observed click                                              |
+| satisfaction      | Boolean | observed satisfaction; null where there was no click        |
+| true_relevance    | Float32 | true P(click | examined) (hidden from learners)             |
+| true_satisfaction | Float32 | true P(satisfied | click) (hidden from learners)            |
+| exploration       | Boolean | the slate was a random (exploration) slate                  |
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import polars as pl
+
+_SAFE = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+def safe_name(arm: str) -> str:
+    """A file-name-safe form of an arm name."""
+    return _SAFE.sub("_", arm)
+
+
+def write_atomic(frame: pl.DataFrame, path: Path) -> None:
+    """Write ``frame`` to ``path`` via a temporary file and ``os.replace`` (complete or absent)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        frame.write_parquet(tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+class LogStore:
+    """The round-partitioned log of one run directory."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def path(self, round_: int, arm: str) -> Path:
+        return self.root / f"round={round_}" / f"arm-{safe_name(arm)}.parquet"
+
+    def append(self, round_: int, arm: str, frame: pl.DataFrame) -> Path:
+        """Write the partition of (round, arm). A log is append-only: an existing one is an error."""
+        path = self.path(round_, arm)
+        if path.exists():
+            raise FileExistsError(f"log partition {path} already exists; logs are append-only")
+        write_atomic(frame.with_columns(pl.lit(arm).alias("arm")), path)
+        return path
+
+    def read(self, arm: str, first_round: int, last_round: int) -> pl.DataFrame:
+        """All impressions of ``arm`` in rounds ``[first_round, last_round]``, in round order."""
+        paths = [self.path(r, arm) for r in range(first_round, last_round + 1)]
+        missing = [str(p) for p in paths if not p.exists()]
+        if missing:
+            raise FileNotFoundError(f"missing log partition(s): {', '.join(missing)}")
+        return pl.scan_parquet(paths, hive_partitioning=True, hive_schema={"round": pl.Int32}).collect()
+
+    def scan(self) -> pl.LazyFrame:
+        """Every partition of every arm as one lazy frame (for analysis)."""
+        return scan_logs(self.root)
+
+
+def scan_logs(root: Path | str) -> pl.LazyFrame:
+    """Lazy frame over ``<root>/round=*/*.parquet`` with the ``round`` column from the path."""
+    return pl.scan_parquet(
+        Path(root) / "round=*" / "*.parquet", hive_partitioning=True, hive_schema={"round": pl.Int32}
+    )

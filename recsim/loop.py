@@ -1,0 +1,163 @@
+"""The domain-agnostic multi-round loop, and a scenario run that writes its outputs.
+
+Per round, in order (one function, top to bottom: :func:`run_arm`):
+
+    1. act       the learner decides (slates for active users)
+    2. feedback  users respond: the platform's biased observations, and the hidden truth
+    3. log       the round is appended to the Parquet log (partition round=R)
+    4. evolve    the world reacts to what was consumed (interest drift)
+    5. fit       the learner retrains on the logs its own decisions produced
+    6. measure   cascade metrics against the truth (same names in every domain)
+    7. track     the row goes to metrics.parquet, MLflow and the progress display
+
+A run directory holds ``config.yaml`` (every arm, fully resolved), ``metrics.parquet`` (one row per
+arm and round: ``arm``, ``domain``, ``round``, then the metrics), ``logs/round=R/arm-A.parquet``,
+``curves.png`` and ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+import polars as pl
+import yaml
+
+from recsim.config import SimConfig
+from recsim.logs import LogStore, safe_name, write_atomic
+from recsim.scenario import Scenario
+from recsim.tracking import NullTracker, Tracker, git_commit
+
+OnRound = Callable[[str, int, dict[str, Any]], None]
+
+
+class Domain(Protocol):
+    """What a domain implements to run on the loop (see :class:`recsim.recsys.RecsysDomain`)."""
+
+    name: str
+
+    def initial_state(self) -> Any: ...
+
+    def act(self, state: Any, round_: int) -> Any: ...
+
+    def feedback(self, state: Any, batch: Any, round_: int) -> Any: ...
+
+    def log_frame(self, state: Any, batch: Any, fb: Any) -> pl.DataFrame: ...
+
+    def evolve(self, state: Any, batch: Any, fb: Any, round_: int) -> Any: ...
+
+    def fit(self, state: Any, logs: LogStore, arm: str, round_: int) -> Any: ...
+
+    def measure(self, state: Any, batch: Any, fb: Any, round_: int) -> tuple[dict[str, float], Any]: ...
+
+
+def make_domain(config: SimConfig) -> Domain:
+    """The domain named by ``config.domain``."""
+    if config.domain == "recsys":
+        from recsim.recsys import RecsysDomain
+
+        return RecsysDomain(config)
+    raise ValueError(f"domain must be 'recsys', got {config.domain!r}")
+
+
+def run_arm(domain: Domain, arm: str, rounds: int, logs: LogStore, on_round: OnRound) -> list[dict[str, Any]]:
+    """Run one arm for ``rounds`` rounds; returns its metric rows."""
+    state = domain.initial_state()
+    rows = []
+    for r in range(rounds):
+        batch = domain.act(state, r)  # 1
+        fb = domain.feedback(state, batch, r)  # 2
+        logs.append(r, arm, domain.log_frame(state, batch, fb))  # 3
+        state = domain.evolve(state, batch, fb, r)  # 4
+        state = domain.fit(state, logs, arm, r)  # 5
+        row, state = domain.measure(state, batch, fb, r)  # 6
+        row = {"arm": arm, "domain": domain.name, "round": r, **row}
+        on_round(arm, r, row)  # 7
+        rows.append(row)
+    return rows
+
+
+def metrics_frame(rows: list[dict[str, Any]]) -> pl.DataFrame:
+    """Rows -> frame with ``arm``, ``domain``, ``round`` first, then metrics in first-seen order."""
+    names: dict[str, None] = {}
+    for row in rows:
+        names.update(dict.fromkeys(row))
+    frame = pl.DataFrame(rows, schema_overrides={"round": pl.Int32}, infer_schema_length=None)
+    return frame.select(list(names))
+
+
+def run_scenario(
+    scenario: Scenario,
+    configs: dict[str, SimConfig],
+    out: Path,
+    tracker: Tracker | None = None,
+    on_round: OnRound | None = None,
+) -> pl.DataFrame:
+    """Run every arm of ``scenario`` into ``out``; returns the metrics frame.
+
+    ``configs`` come from :meth:`Scenario.resolve` (already validated). Arms run one after the
+    other; metrics.parquet is rewritten atomically after each arm, so finished arms survive a crash.
+    """
+    tracker = tracker or NullTracker()
+    out.mkdir(parents=True, exist_ok=True)
+    logs = LogStore(out / "logs")
+    config_path = out / "config.yaml"
+    resolved = {"scenario": scenario.name, "arms": {a: c.model_dump(mode="json") for a, c in configs.items()}}
+    config_path.write_text(yaml.safe_dump(resolved, sort_keys=False))
+    commit = git_commit()
+    tracker.start(scenario.name, {"scenario": scenario.name, "git_commit": commit})
+    rows: list[dict[str, Any]] = []
+    metrics_path = out / "metrics.parquet"
+    started = time.perf_counter()
+    status = "FAILED"
+    try:
+        for arm, config in configs.items():
+            domain = make_domain(config)
+            tags = {"scenario": scenario.name, "arm": arm, "domain": domain.name, "git_commit": commit}
+            tracker.start_arm(arm, config, tags)
+
+            def track(arm_: str, r: int, row: dict[str, Any]) -> None:
+                tracker.log(row, step=r)
+                if on_round is not None:
+                    on_round(arm_, r, row)
+
+            rows += run_arm(domain, arm, config.loop.rounds, logs, track)
+            write_atomic(metrics_frame(rows), metrics_path)
+            arm_config = out / "arms" / f"{safe_name(arm)}.yaml"
+            arm_config.parent.mkdir(exist_ok=True)
+            arm_config.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+            tracker.end_arm([arm_config])
+        frame = metrics_frame(rows)
+        from recsim.plots import plot_curves
+
+        png = plot_curves(frame, scenario.plot, out / "curves.png", title=scenario.name)
+        summary = {
+            "scenario": scenario.name,
+            "arms": list(configs),
+            "rounds": {a: c.loop.rounds for a, c in configs.items()},
+            "seed": {a: c.seed for a, c in configs.items()},
+            "git_commit": commit,
+            "elapsed_s": round(time.perf_counter() - started, 3),
+            "final": final_table(frame, scenario.table),
+        }
+        (out / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=False, default=str))
+        status = "FINISHED"
+    finally:
+        tracker.end([config_path, metrics_path, out / "curves.png", out / "summary.json"], status=status)
+    del png
+    return frame
+
+
+def final_table(frame: pl.DataFrame, metrics: tuple[str, ...] | list[str]) -> dict[str, dict[str, float | None]]:
+    """arm -> {metric: value in the arm's last round} (None where not finite)."""
+    cols = [m for m in metrics if m in frame.columns]
+    last = frame.sort("round").group_by("arm", maintain_order=True).last()
+    out: dict[str, dict[str, float | None]] = {}
+    for row in last.iter_rows(named=True):
+        out[row["arm"]] = {
+            m: (float(row[m]) if row[m] is not None and row[m] == row[m] else None) for m in cols
+        }
+    return out

@@ -1,0 +1,143 @@
+"""Cascade metrics. One definition per name, shared by every domain that gives the name meaning.
+
+| name              | definition (recommender domain)                                                   |
+|-------------------|-----------------------------------------------------------------------------------|
+| gold              | true expected clicks per served slate: mean_u sum_k theta(k, d_u) rel(u, i_k)     |
+| gold_satisfaction | true expected satisfied clicks per slate: mean_u sum_k theta rel sat              |
+| proxy             | the learner's own estimate of the same: mean_u sum_k theta(k, d_u) p_hat(u, i_k)  |
+| gap               | proxy - gold (clicks per slate): the learner's over(+)/under(-)estimate of itself |
+| clicks            | observed clicks per slate (the biased signal the learner is fed)                  |
+| regret            | gold of the oracle's slates from the same candidates - gold                       |
+| ndcg_truth        | NDCG@K of the learner's order of every available item vs true relevance, on the panel |
+| gini              | Gini coefficient of item exposure (impressions per available item) this round     |
+| entropy           | Shannon entropy (nats) of the exposure distribution over available items          |
+| coverage          | share of available items shown at least once this round                           |
+| homogenization    | Chaney et al. 2018: mean Jaccard of the top-K sets of panel users and their nearest |
+|                   | neighbour (by true taste), minus the same for the oracle recommender              |
+| jaccard           | the raw mean nearest-neighbour Jaccard of the learner's top-K sets                 |
+| rank_stability    | mean Kendall tau, per panel user, of scores now vs last round over the same items |
+| ece               | expected calibration error of p_hat vs true relevance on served impressions       |
+| brier             | expected Brier score of p_hat on served impressions: E[(p_hat - y)^2], y ~ Bern(rel) |
+
+The panel is a fixed random set of users (``metrics.panel_users``) drawn at set-up; it takes part in
+the loop like any user, and every available item is scored for it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from scipy import stats
+from sklearn.metrics import brier_score_loss, ndcg_score
+
+
+def gini(exposure: torch.Tensor) -> float:
+    """Gini coefficient of a non-negative vector, 0 (equal) to 1 - 1/n (one item gets all).
+
+    G = sum_i (2 i - n - 1) x_(i) / (n sum_i x_i), x sorted ascending, i = 1..n.
+
+    >>> gini(torch.tensor([1.0, 1.0, 1.0, 1.0]))
+    0.0
+    >>> gini(torch.tensor([0.0, 0.0, 0.0, 4.0]))
+    0.75
+    """
+    x = exposure.double().sort().values
+    n = x.numel()
+    total = x.sum()
+    if n == 0 or total <= 0:
+        return 0.0
+    i = torch.arange(1, n + 1, dtype=x.dtype)
+    return float(((2 * i - n - 1) * x).sum() / (n * total))
+
+
+def entropy(exposure: torch.Tensor) -> float:
+    """Shannon entropy in nats of ``exposure / exposure.sum()`` (log n for uniform exposure).
+
+    >>> round(entropy(torch.ones(8)), 6) == round(float(np.log(8)), 6)
+    True
+    """
+    x = exposure.double().numpy()
+    return float(stats.entropy(x)) if x.sum() > 0 else 0.0
+
+
+def coverage(exposure: torch.Tensor) -> float:
+    """Share of entries with positive exposure.
+
+    >>> coverage(torch.tensor([0.0, 3.0, 1.0, 0.0]))
+    0.5
+    """
+    return float((exposure > 0).double().mean())
+
+
+def mean_jaccard(sets: torch.Tensor, partner: torch.Tensor, n_items: int) -> float:
+    """Mean Jaccard index |A_p & A_q| / |A_p | A_q| between each row's item set and its partner's.
+
+    sets [P, K] long item ids (distinct within a row); partner [P] long row index.
+
+    >>> mean_jaccard(torch.tensor([[0, 1], [1, 2]]), torch.tensor([1, 0]), 3)
+    0.3333333333333333
+    """
+    member = torch.zeros(sets.shape[0], n_items, dtype=torch.bool)
+    member.scatter_(1, sets, True)
+    inter = (member & member[partner]).sum(1).double()
+    union = (member | member[partner]).sum(1).double()
+    return float((inter / union).mean())
+
+
+def nearest_neighbours(factors: torch.Tensor) -> torch.Tensor:
+    """[P, D] -> [P] index of each row's most cosine-similar other row."""
+    unit = factors / factors.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    sim = unit @ unit.T
+    sim.fill_diagonal_(-float("inf"))
+    return sim.argmax(1)
+
+
+def ece(pred: torch.Tensor, truth: torch.Tensor, bins: int = 10) -> float:
+    """Expected calibration error against known true probabilities.
+
+    ECE = sum_b (n_b / n) |mean_{b} p_hat - mean_{b} q|, equal-width bins of p_hat on [0, 1].
+    With the truth q known, the bin's mean q replaces the bin's empirical outcome rate
+    (same expectation, no sampling noise). Guo et al. 2017; Naeini et al. 2015.
+
+    >>> ece(torch.tensor([0.2, 0.8]), torch.tensor([0.2, 0.8]))
+    0.0
+    """
+    p = pred.flatten().double()
+    q = truth.flatten().double()
+    idx = (p * bins).long().clamp(0, bins - 1)
+    count = torch.bincount(idx, minlength=bins).double()
+    diff = torch.bincount(idx, weights=p, minlength=bins) - torch.bincount(idx, weights=q, minlength=bins)
+    return float(diff.abs().sum() / max(p.numel(), 1))
+
+
+def brier(pred: torch.Tensor, truth: torch.Tensor) -> float:
+    """Expected Brier score E[(p_hat - y)^2] with y ~ Bernoulli(q) (Brier 1950).
+
+    Computed exactly with scikit-learn's ``brier_score_loss`` on each prediction twice, as a
+    positive weighted q and a negative weighted 1 - q; equals mean((p_hat - q)^2 + q (1 - q)).
+    """
+    p = pred.flatten().double().numpy()
+    q = truth.flatten().double().numpy()
+    y = np.concatenate([np.ones_like(p), np.zeros_like(p)])
+    return float(brier_score_loss(y, np.concatenate([p, p]), sample_weight=np.concatenate([q, 1 - q])))
+
+
+def ndcg_at_k(truth: torch.Tensor, scores: torch.Tensor, k: int) -> float:
+    """Mean NDCG@k of each row's ``scores`` order, with ``truth`` as graded gains (sklearn)."""
+    return float(ndcg_score(truth.double().numpy(), scores.double().numpy(), k=k))
+
+
+def rank_stability(prev: torch.Tensor, now: torch.Tensor) -> float:
+    """Mean Kendall tau-b (scipy) between two score vectors per row. prev, now [P, N].
+
+    Bounded by the panel size (a metric of the round, not the serving path).
+    """
+    a, b = prev.double().numpy(), now.double().numpy()
+    taus = [stats.kendalltau(x, y).statistic for x, y in zip(a, b, strict=True)]
+    taus = [t for t in taus if np.isfinite(t)]
+    return float(np.mean(taus)) if taus else float("nan")
+
+
+def slate_value(theta: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """Expected clicks per slate: sum_k theta_k v_k. theta, values [B, K] -> [B]."""
+    return (theta * values).sum(1)

@@ -1,0 +1,164 @@
+"""The recommender domain on the shared loop: act -> feedback -> log -> evolve -> fit -> measure.
+
+Each step is a method of :class:`RecsysDomain` that takes the round's state and returns new
+records; the world and the ranker live in :class:`RecsysState`. Random draws take generators of
+(seed, round, stream) with one stream per step, so arms that share a seed share the world, the
+active users and the candidate sets, and differ only where their decisions differ.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import polars as pl
+import torch
+
+from recsim import behavior, metrics
+from recsim.behavior import Feedback
+from recsim.config import SimConfig
+from recsim.logs import LogStore
+from recsim.policy import Slates, build_slates, exploration_bucket, sample_candidates
+from recsim.rankers import OracleRanker, Ranker, make_ranker
+from recsim.rng import SETUP_ROUND, generator
+from recsim.world import World
+
+
+@dataclass(frozen=True)
+class RecsysState:
+    """State carried from round to round.
+
+    Attributes:
+        world: the ground truth now (user tastes drift).
+        ranker: the learner (its fitted parameters are updated in place by ``fit``).
+        panel_scores: [P, N_r] the learner's scores of every available item for the panel after
+            the last fit (for rank_stability); None before the first measurement.
+        train: statistics of the last fit.
+    """
+
+    world: World
+    ranker: Ranker
+    panel_scores: torch.Tensor | None = None
+    train: dict[str, float] | None = None
+
+
+class RecsysDomain:
+    """Recommender feedback loop of one arm."""
+
+    name = "recsys"
+
+    def __init__(self, config: SimConfig) -> None:
+        self.config = config
+        self.world0 = World.create(config)
+        eta = torch.tensor([config.behavior.eta[d] for d in self.world0.device_names])
+        self.theta = behavior.examination_curve(eta, config.policy.slate_size)  # [V, K]
+        setup = lambda stream: generator(config.seed, SETUP_ROUND, stream)  # noqa: E731
+        self.panel = torch.randperm(self.world0.n_users, generator=setup("panel"))[: config.metrics.panel_users]
+        self.bucket = exploration_bucket(self.world0.n_users, config.policy.exploration_share, setup("bucket"))
+
+    def gen(self, round_: int, stream: str) -> torch.Generator:
+        return generator(self.config.seed, round_, stream)
+
+    # 0. initial state ------------------------------------------------------------------------
+    def initial_state(self) -> RecsysState:
+        return RecsysState(world=self.world0, ranker=make_ranker(self.config, self.world0))
+
+    # 1. act: the learner decides which items each active user sees ---------------------------
+    def act(self, state: RecsysState, round_: int) -> Slates:
+        cfg, world = self.config, state.world
+        n_active = cfg.loop.active_users or world.n_users
+        users = torch.randperm(world.n_users, generator=self.gen(round_, "active"))[:n_active].sort().values
+        cands = sample_candidates(
+            n_active, world.n_available(round_), cfg.policy.n_candidates, self.gen(round_, "candidates")
+        )  # [B, C]
+        scores = state.ranker.score(world, users, cands, round_)  # [B, C]
+        forced = self.bucket[users] | (round_ < cfg.policy.startup_rounds)
+        p_random = torch.where(forced, 1.0, cfg.policy.epsilon)  # [B]
+        return build_slates(
+            users, world.user_device[users], cands, scores, cfg.policy.slate_size, p_random,
+            self.gen(round_, "policy"), lambda u, i: state.ranker.predict_proba(world, u, i),
+        )
+
+    # 2. feedback: users examine, click, and (after a click) are satisfied or not -------------
+    def feedback(self, state: RecsysState, slates: Slates, round_: int) -> Feedback:
+        world = state.world
+        rel = world.relevance(slates.users, slates.items)  # [B, K]
+        sat = world.satisfaction(slates.users, slates.items)  # [B, K]
+        return behavior.simulate(
+            self.config.behavior.model, self.theta, slates.device, rel, sat, self.gen(round_, "behavior")
+        )
+
+    # 3. log: the round as an impression table (schema in recsim.logs) -------------------------
+    def log_frame(self, state: RecsysState, slates: Slates, fb: Feedback) -> pl.DataFrame:
+        n_users, k = slates.items.shape
+        names = pl.Series(state.world.device_names)
+        flat = lambda t: t.reshape(-1).numpy()  # noqa: E731  [B, K] -> [B*K]
+        return pl.DataFrame(
+            {
+                "user": slates.users.repeat_interleave(k).numpy(),
+                "item": flat(slates.items),
+                "position": torch.arange(1, k + 1, dtype=torch.int16).repeat(n_users).numpy(),
+                "device": names.gather(slates.device.repeat_interleave(k).numpy()),
+                "score": flat(slates.scores.float()),
+                "propensity": flat(slates.propensity.float()),
+                "examination": flat(fb.examination.float()),
+                "click": flat(fb.click),
+                "satisfaction": flat(fb.satisfaction),
+                "true_relevance": flat(fb.true_relevance.float()),
+                "true_satisfaction": flat(fb.true_satisfaction.float()),
+                "exploration": slates.exploration.repeat_interleave(k).numpy(),
+            }
+        ).with_columns(
+            satisfaction=pl.when(pl.col("click")).then(pl.col("satisfaction")),
+        )
+
+    # 4. evolve: the world reacts to what users consumed (interest drift) ----------------------
+    def evolve(self, state: RecsysState, slates: Slates, fb: Feedback, round_: int) -> RecsysState:
+        return replace(state, world=state.world.drift(slates.users, slates.items, fb.click))
+
+    # 5. fit: the learner retrains on the logs its own slates produced -------------------------
+    def fit(self, state: RecsysState, logs: LogStore, arm: str, round_: int) -> RecsysState:
+        window = self.config.ranker.window or round_ + 1
+        frame = logs.read(arm, max(0, round_ - window + 1), round_)
+        return replace(state, train=state.ranker.fit(frame, state.world, round_))
+
+    # 6. measure: the truth the platform cannot see ---------------------------------------------
+    def measure(self, state: RecsysState, slates: Slates, fb: Feedback, round_: int) -> tuple[dict[str, float], RecsysState]:
+        cfg, world = self.config, state.world
+        model = cfg.behavior.model
+        k = cfg.policy.slate_size
+        exam = fb.examination
+        p_click = behavior.click_probability(model, exam, fb.true_relevance)  # [B, K]
+        # Oracle slates from the same candidates: true relevance, sorted (theta decreasing in k).
+        best = world.relevance(slates.users, slates.candidates).topk(k, dim=1).values
+        n_avail = world.n_available(round_)
+        exposure = torch.bincount(slates.items.reshape(-1), minlength=n_avail).double()
+        row = {
+            "gold": float(p_click.sum(1).mean()),
+            "gold_satisfaction": float((p_click * fb.true_satisfaction).sum(1).mean()),
+            "proxy": float(behavior.click_probability(model, exam, slates.predicted).sum(1).mean()),
+            "clicks": float(fb.click.sum(1).double().mean()),
+            "regret": float(behavior.click_probability(model, exam, best).sum(1).mean() - p_click.sum(1).mean()),
+            "gini": metrics.gini(exposure),
+            "entropy": metrics.entropy(exposure),
+            "coverage": metrics.coverage(exposure),
+            "ece": metrics.ece(slates.predicted, fb.true_relevance, cfg.metrics.ece_bins),
+            "brier": metrics.brier(slates.predicted, fb.true_relevance),
+        }
+        row["gap"] = row["proxy"] - row["gold"]
+        # Panel: every available item, scored by the learner after this round's fit.
+        panel = self.panel
+        items = torch.arange(n_avail).expand(len(panel), n_avail)
+        scores = state.ranker.score(world, panel, items, round_ + 1).float()  # [P, N_r]
+        truth = world.relevance(panel, items)
+        top = scores.topk(k, dim=1).indices
+        ideal = OracleRanker().score(world, panel, items, round_).topk(k, dim=1).indices
+        partner = metrics.nearest_neighbours(world.user_factors[panel])
+        row["ndcg_truth"] = metrics.ndcg_at_k(truth, scores, k)
+        row["jaccard"] = metrics.mean_jaccard(top, partner, n_avail)
+        row["homogenization"] = row["jaccard"] - metrics.mean_jaccard(ideal, partner, n_avail)
+        prev = state.panel_scores
+        row["rank_stability"] = (
+            metrics.rank_stability(prev, scores[:, : prev.shape[1]]) if prev is not None else float("nan")
+        )
+        row.update(state.train or {})
+        return row, replace(state, panel_scores=scores)

@@ -1,0 +1,121 @@
+"""Named, runnable experiments: a base config, arms as config deltas, and what to show.
+
+A scenario is a Python module in ``scenarios/`` exposing ``SCENARIO``, or a YAML file with the same
+keys (``name``, ``description``, ``base``, ``arms``, ``plot``, ``table``). Overrides given as
+``dotted.key=value`` apply to every arm; ``arms.NAME.dotted.key=value`` to one arm only.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from recsim.config import ConfigError, SimConfig, deep_merge, nest, parse_override, validate
+
+DEFAULT_PLOT = ("gold", "ndcg_truth", "gini", "gap")
+DEFAULT_TABLE = ("gold", "gold_satisfaction", "regret", "ndcg_truth", "gini", "coverage", "homogenization", "ece")
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A named experiment.
+
+    Attributes:
+        name: what ``recsim run NAME`` takes.
+        description: one line for ``recsim scenarios``.
+        arms: arm name -> config delta (nested dict) applied on top of ``base``.
+        base: config shared by every arm (nested dict of :class:`recsim.config.SimConfig` fields).
+        plot: metrics drawn over rounds in the run's PNG.
+        table: metrics of the final-round summary table.
+    """
+
+    name: str
+    description: str
+    arms: dict[str, dict[str, Any]]
+    base: dict[str, Any] = field(default_factory=dict)
+    plot: tuple[str, ...] = DEFAULT_PLOT
+    table: tuple[str, ...] = DEFAULT_TABLE
+
+    def resolve(
+        self, overrides: list[str] | tuple[str, ...] = (), *, rounds: int | None = None, seed: int | None = None
+    ) -> dict[str, SimConfig]:
+        """Validated config of every arm, raising :class:`ConfigError` (one line) on bad input."""
+        if not self.arms:
+            raise ConfigError(f"scenario '{self.name}' has no arms")
+        common: dict[str, Any] = {}
+        per_arm: dict[str, dict[str, Any]] = {arm: {} for arm in self.arms}
+        for text in overrides:
+            path, value = parse_override(text)
+            if path[0] == "arms":
+                if len(path) < 3 or path[1] not in self.arms:
+                    raise ConfigError(
+                        f"--set {'.'.join(path)}: expected arms.ARM.key with ARM one of "
+                        f"{', '.join(self.arms)}"
+                    )
+                per_arm[path[1]] = deep_merge(per_arm[path[1]], nest(path[2:], value))
+            else:
+                common = deep_merge(common, nest(path, value))
+        if rounds is not None:
+            common = deep_merge(common, {"loop": {"rounds": rounds}})
+        if seed is not None:
+            common = deep_merge(common, {"seed": seed})
+        configs = {}
+        for arm, delta in self.arms.items():
+            data = deep_merge(deep_merge(deep_merge(self.base, delta), common), per_arm[arm])
+            configs[arm] = validate(data, arm)
+        return configs
+
+
+def _from_mapping(data: Any, source: str) -> Scenario:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: a scenario must be a mapping with name, description and arms")
+    unknown = set(data) - {"name", "description", "base", "arms", "plot", "table"}
+    if unknown:
+        raise ConfigError(f"{source}: unknown scenario key(s) {sorted(unknown)} (allowed: name, description, base, arms, plot, table)")
+    if not isinstance(data.get("arms"), dict) or not all(isinstance(v, dict) for v in data["arms"].values()):
+        raise ConfigError(f"{source}: 'arms' must map each arm name to a config delta")
+    return Scenario(
+        name=str(data.get("name", Path(source).stem)),
+        description=str(data.get("description", "")),
+        arms={str(k): v for k, v in data["arms"].items()},
+        base=data.get("base") or {},
+        plot=tuple(data.get("plot", DEFAULT_PLOT)),
+        table=tuple(data.get("table", DEFAULT_TABLE)),
+    )
+
+
+def builtin_scenarios() -> dict[str, Scenario]:
+    """Every scenario shipped in the ``scenarios`` package (modules with ``SCENARIO``)."""
+    import scenarios
+
+    found: dict[str, Scenario] = {}
+    for info in pkgutil.iter_modules(scenarios.__path__):
+        module = importlib.import_module(f"scenarios.{info.name}")
+        scenario = getattr(module, "SCENARIO", None)
+        if isinstance(scenario, Scenario):
+            found[scenario.name] = scenario
+    return dict(sorted(found.items()))
+
+
+def load_scenario(name_or_path: str) -> Scenario:
+    """A built-in scenario by name, or a scenario YAML file by path."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.is_file():
+            raise ConfigError(f"scenario file {path} does not exist")
+        try:
+            data = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+        return _from_mapping(data, str(path))
+    known = builtin_scenarios()
+    if name_or_path not in known:
+        raise ConfigError(
+            f"unknown scenario '{name_or_path}' (known: {', '.join(known)}; or a path to a .yaml file)"
+        )
+    return known[name_or_path]

@@ -1,0 +1,108 @@
+"""MLflow tracking: one parent run per scenario, one nested run per arm.
+
+Per arm: the flattened config as params, tags (scenario, arm, domain, git_commit), one
+``log_metrics(dict, step=round)`` per round, its resolved config as an artifact. The parent run
+holds the scenario's config.yaml, metrics.parquet and curves PNG. ``mlflow`` is imported only here,
+and only when tracking is on.
+"""
+
+from __future__ import annotations
+
+import math
+import subprocess
+from pathlib import Path
+from typing import Any, Protocol
+
+from recsim.config import SimConfig, flatten
+
+
+def git_commit() -> str:
+    """The commit of the working directory's git checkout, or ``"unknown"``."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() or "unknown"
+
+
+class Tracker(Protocol):
+    def start(self, scenario: str, tags: dict[str, str]) -> None: ...
+
+    def start_arm(self, arm: str, config: SimConfig, tags: dict[str, str]) -> None: ...
+
+    def log(self, row: dict[str, Any], step: int) -> None: ...
+
+    def end_arm(self, artifacts: list[Path]) -> None: ...
+
+    def end(self, artifacts: list[Path], status: str = "FINISHED") -> None: ...
+
+
+class NullTracker:
+    """Tracking off (``--no-tracking``): every call does nothing."""
+
+    def start(self, scenario: str, tags: dict[str, str]) -> None:
+        pass
+
+    def start_arm(self, arm: str, config: SimConfig, tags: dict[str, str]) -> None:
+        pass
+
+    def log(self, row: dict[str, Any], step: int) -> None:
+        pass
+
+    def end_arm(self, artifacts: list[Path]) -> None:
+        pass
+
+    def end(self, artifacts: list[Path], status: str = "FINISHED") -> None:
+        pass
+
+
+def finite_metrics(row: dict[str, Any]) -> dict[str, float]:
+    """The numeric, finite entries of a metrics row (MLflow rejects or mangles the others)."""
+    return {
+        k: float(v)
+        for k, v in row.items()
+        if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+    }
+
+
+class MlflowTracker:
+    """Tracking to ``uri`` (default embedded SQLite), experiment ``experiment``."""
+
+    def __init__(self, uri: str, experiment: str) -> None:
+        import mlflow
+
+        self.mlflow = mlflow
+        self.client = mlflow.MlflowClient(tracking_uri=uri)
+        mlflow.set_tracking_uri(uri)
+        self.experiment = experiment
+        self.parent: Any = None
+        self.child: Any = None
+
+    def start(self, scenario: str, tags: dict[str, str]) -> None:
+        exp = self.mlflow.set_experiment(self.experiment)
+        self.parent = self.mlflow.start_run(run_name=scenario, experiment_id=exp.experiment_id, tags=tags)
+
+    def start_arm(self, arm: str, config: SimConfig, tags: dict[str, str]) -> None:
+        self.child = self.mlflow.start_run(run_name=arm, nested=True, tags=tags)
+        params = {k: "null" if v is None else str(v) for k, v in flatten(config).items()}
+        self.mlflow.log_params(params)
+
+    def log(self, row: dict[str, Any], step: int) -> None:
+        self.mlflow.log_metrics(finite_metrics(row), step=step)
+
+    def end_arm(self, artifacts: list[Path]) -> None:
+        for path in artifacts:
+            self.mlflow.log_artifact(str(path))
+        self.mlflow.end_run()
+        self.child = None
+
+    def end(self, artifacts: list[Path], status: str = "FINISHED") -> None:
+        if self.child is not None:
+            self.mlflow.end_run(status=status)
+            self.child = None
+        for path in artifacts:
+            if path.exists():
+                self.mlflow.log_artifact(str(path))
+        self.mlflow.end_run(status=status)

@@ -1,0 +1,1 @@
+"""Built-in scenarios: one module each, exposing ``SCENARIO`` (see :mod:`recsim.scenario`)."""

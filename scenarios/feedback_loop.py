@@ -1,0 +1,22 @@
+"""The default scenario: a ranker retrained on its own clicks, with and without randomized traffic."""
+
+from recsim.scenario import Scenario
+
+SCENARIO = Scenario(
+    name="feedback-loop",
+    description="Logistic-MF ranker retrained on its own position-biased clicks, 0% vs 10% "
+    "exploration traffic, against popularity, random and oracle rankers.",
+    base={
+        "world": {"n_users": 2000, "n_items": 1000, "drift_rate": 0.05},
+        "policy": {"slate_size": 10},
+        "loop": {"rounds": 20},
+    },
+    arms={
+        "mf": {"ranker": {"name": "mf"}},
+        "mf-explore10": {"ranker": {"name": "mf"}, "policy": {"exploration_share": 0.1}},
+        "popularity": {"ranker": {"name": "popularity"}},
+        "random": {"ranker": {"name": "random"}},
+        "oracle": {"ranker": {"name": "oracle"}},
+    },
+    plot=("gold", "gold_satisfaction", "ndcg_truth", "gini", "coverage", "gap", "ece", "homogenization", "rank_stability"),
+)

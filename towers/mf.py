@@ -1,0 +1,32 @@
+"""Logistic matrix factorization: the simplest trainable click model.
+
+    logit(u, i) = <p_u, q_i> + b_i + b_0,     P(click) = sigmoid(logit)
+
+Trained with binary cross-entropy on logged impressions. It has no notion of position: trained on
+position-biased clicks it learns P(click | shown where it was shown), the naive estimate.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class LogisticMF(nn.Module):
+    """Shapes: users [B] long, items [B, C] long -> logits [B, C]."""
+
+    def __init__(self, n_users: int, n_items: int, dim: int, gen: torch.Generator) -> None:
+        super().__init__()
+        self.user = nn.Embedding(n_users, dim)
+        self.item = nn.Embedding(n_items, dim)
+        self.item_bias = nn.Embedding(n_items, 1)
+        self.bias = nn.Parameter(torch.zeros(1))
+        nn.init.normal_(self.user.weight, std=0.1, generator=gen)
+        nn.init.normal_(self.item.weight, std=0.1, generator=gen)
+        nn.init.zeros_(self.item_bias.weight)
+
+    def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """users [B], items [B, C] -> logits [B, C]."""
+        p = self.user(users)  # [B, D]
+        q = self.item(items)  # [B, C, D]
+        return torch.einsum("bd,bcd->bc", p, q) + self.item_bias(items).squeeze(-1) + self.bias
