@@ -70,7 +70,17 @@ def run_benchmarks(quick: bool = False) -> Iterator[str]:
     }
     n_users = 100_000 if quick else 1_000_000
     rate = bench_behavior(n_users, 10, repeats=3 if quick else 5)
-    yield _line("behavior_impressions_per_s", rate, "impressions/s", users=n_users, slate=10, model="pbm", **machine)
+    yield _line(
+        "behavior_impressions_per_s", rate, "impressions/s", users=n_users, slate=10, model="pbm", **machine
+    )
     rounds = 5 if quick else 20
     per_s, seconds, n = bench_feedback_loop(rounds)
-    yield _line("feedback_loop_rounds_per_s", per_s, "arm-rounds/s", arm_rounds=n, seconds=round(seconds, 2), scenario="feedback-loop", **machine)
+    yield _line(
+        "feedback_loop_rounds_per_s",
+        per_s,
+        "arm-rounds/s",
+        arm_rounds=n,
+        seconds=round(seconds, 2),
+        scenario="feedback-loop",
+        **machine,
+    )

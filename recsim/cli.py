@@ -18,7 +18,11 @@ from rich.table import Table
 
 from recsim.config import ConfigError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Simulate biased feedback cascading through learning loops.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Simulate biased feedback cascading through learning loops.",
+)
 console = Console()
 err_console = Console(stderr=True)
 
@@ -49,13 +53,23 @@ def summary_table(final: dict[str, dict[str, Any]], title: str) -> Table:
 
 @app.command()
 def run(
-    scenario: Annotated[str, typer.Argument(help="Scenario name (see `recsim scenarios`) or a .yaml file.")] = "feedback-loop",
+    scenario: Annotated[
+        str, typer.Argument(help="Scenario name (see `recsim scenarios`) or a .yaml file.")
+    ] = "feedback-loop",
     rounds: Annotated[int | None, typer.Option(help="Override loop.rounds for every arm.")] = None,
     seed: Annotated[int | None, typer.Option(help="Override the root seed for every arm.")] = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="dotted.key=value (YAML value); arms.ARM.key=value for one arm.")] = None,
-    out: Annotated[Path | None, typer.Option(help="Output folder (must be new or empty); default runs/SCENARIO/TIMESTAMP.")] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="dotted.key=value (YAML value); arms.ARM.key=value for one arm."),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Output folder (must be new or empty); default runs/SCENARIO/TIMESTAMP."),
+    ] = None,
     no_tracking: Annotated[bool, typer.Option("--no-tracking", help="Do not log to MLflow.")] = False,
-    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI (default sqlite:///mlflow.db).")] = None,
+    tracking_uri: Annotated[
+        str | None, typer.Option(help="MLflow tracking URI (default sqlite:///mlflow.db).")
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Run every arm of a scenario; write config.yaml, metrics.parquet, logs/, curves.png, summary.json."""
@@ -88,8 +102,13 @@ def run(
 
     total = sum(c.loop.rounds for c in configs.values())
     with Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=err_console, disable=quiet, transient=False,
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        disable=quiet,
+        transient=False,
     ) as progress:
         task = progress.add_task(sc.name, total=total)
 
@@ -120,11 +139,17 @@ def scenarios() -> None:
 
 @app.command()
 def compare(
-    experiment: Annotated[str, typer.Option(help="MLflow experiment (a scenario name by default).")] = "feedback-loop",
+    experiment: Annotated[
+        str, typer.Option(help="MLflow experiment (a scenario name by default).")
+    ] = "feedback-loop",
     tracking_uri: Annotated[str, typer.Option(help="MLflow tracking URI.")] = "sqlite:///mlflow.db",
-    metrics: Annotated[str, typer.Option(help="Comma-separated metrics for the table and figure.")] = "gold,gold_satisfaction,regret,ndcg_truth,gini,coverage,gap,ece",
+    metrics: Annotated[
+        str, typer.Option(help="Comma-separated metrics for the table and figure.")
+    ] = "gold,gold_satisfaction,regret,ndcg_truth,gini,coverage,gap,ece",
     out: Annotated[Path, typer.Option(help="PNG of the metrics over rounds.")] = Path("compare.png"),
-    parent: Annotated[str | None, typer.Option(help="Parent run id; default: the latest finished one.")] = None,
+    parent: Annotated[
+        str | None, typer.Option(help="Parent run id; default: the latest finished one.")
+    ] = None,
 ) -> None:
     """Table of the latest run of an experiment (arms side by side) and a PNG of metrics over rounds."""
     from recsim.compare import CompareError, load_comparison
@@ -142,7 +167,9 @@ def compare(
 
 
 @app.command()
-def bench(quick: Annotated[bool, typer.Option("--quick", help="Small sizes (under a minute).")] = False) -> None:
+def bench(
+    quick: Annotated[bool, typer.Option("--quick", help="Small sizes (under a minute).")] = False,
+) -> None:
     """Print benchmark results, one JSON object per line."""
     from recsim.bench import run_benchmarks
 

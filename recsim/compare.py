@@ -28,8 +28,11 @@ def load_comparison(uri: str, experiment: str, metrics: list[str], parent: str |
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         names = [e.name for e in client.search_experiments()]
-        raise CompareError(f"no MLflow experiment '{experiment}' at {uri} (found: {', '.join(names) or 'none'})")
-    runs = mlflow.search_runs(experiment_ids=[exp.experiment_id], tracking_uri=uri, output_format="pandas")
+        raise CompareError(
+            f"no MLflow experiment '{experiment}' at {uri} (found: {', '.join(names) or 'none'})"
+        )
+    mlflow.set_tracking_uri(uri)
+    runs = mlflow.search_runs(experiment_ids=[exp.experiment_id], output_format="pandas")
     if runs.empty:
         raise CompareError(f"experiment '{experiment}' has no runs")
     parent_col = "tags.mlflow.parentRunId"
@@ -55,7 +58,9 @@ def load_comparison(uri: str, experiment: str, metrics: list[str], parent: str |
             for point in client.get_metric_history(child["run_id"], m):
                 rows.append({"arm": arm, "round": point.step, "metric": m, "value": point.value})
     if rows:
-        curves = pl.DataFrame(rows).pivot(on="metric", index=["arm", "round"], values="value").sort("arm", "round")
+        curves = (
+            pl.DataFrame(rows).pivot(on="metric", index=["arm", "round"], values="value").sort("arm", "round")
+        )
     else:
         curves = pl.DataFrame(schema={"arm": pl.String, "round": pl.Int64})
     return Comparison(parent, final, curves)

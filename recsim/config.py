@@ -188,9 +188,7 @@ class SimConfig(_Section):
     def _cross(self) -> SimConfig:
         w, p = self.world, self.policy
         if p.slate_size > w.n_items:
-            raise ValueError(
-                f"policy.slate_size must be <= world.n_items ({w.n_items}), got {p.slate_size}"
-            )
+            raise ValueError(f"policy.slate_size must be <= world.n_items ({w.n_items}), got {p.slate_size}")
         if p.n_candidates is not None and not p.slate_size <= p.n_candidates <= w.n_items:
             raise ValueError(
                 f"policy.n_candidates must lie in [policy.slate_size={p.slate_size}, "
@@ -203,13 +201,11 @@ class SimConfig(_Section):
             )
         if self.loop.active_users is not None and self.loop.active_users > w.n_users:
             raise ValueError(
-                f"loop.active_users must be <= world.n_users ({w.n_users}), "
-                f"got {self.loop.active_users}"
+                f"loop.active_users must be <= world.n_users ({w.n_users}), got {self.loop.active_users}"
             )
         if self.metrics.panel_users > w.n_users:
             raise ValueError(
-                f"metrics.panel_users must be <= world.n_users ({w.n_users}), "
-                f"got {self.metrics.panel_users}"
+                f"metrics.panel_users must be <= world.n_users ({w.n_users}), got {self.metrics.panel_users}"
             )
         return self
 
@@ -260,7 +256,9 @@ def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
     model: Any = SimConfig
     for part in loc[:-1]:
         field = model.model_fields.get(part) if isinstance(part, str) else None
-        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+        if field is None or not (
+            isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)
+        ):
             return []
         model = field.annotation
     return sorted(model.model_fields)

@@ -5,10 +5,10 @@ Per round, in order (one function, top to bottom: :func:`run_arm`):
     1. act       the learner decides (slates for active users)
     2. feedback  users respond: the platform's biased observations, and the hidden truth
     3. log       the round is appended to the Parquet log (partition round=R)
-    4. evolve    the world reacts to what was consumed (interest drift)
-    5. fit       the learner retrains on the logs its own decisions produced
-    6. measure   cascade metrics against the truth (same names in every domain)
-    7. track     the row goes to metrics.parquet, MLflow and the progress display
+    4. fit       the learner retrains on the logs its own decisions produced
+    5. measure   cascade metrics against the truth of this round (same names in every domain)
+    6. track     the row goes to metrics.parquet, MLflow and the progress display
+    7. evolve    the world reacts to what was consumed (interest drift) before the next round
 
 A run directory holds ``config.yaml`` (every arm, fully resolved), ``metrics.parquet`` (one row per
 arm and round: ``arm``, ``domain``, ``round``, then the metrics), ``logs/round=R/arm-A.parquet``,
@@ -71,12 +71,12 @@ def run_arm(domain: Domain, arm: str, rounds: int, logs: LogStore, on_round: OnR
         batch = domain.act(state, r)  # 1
         fb = domain.feedback(state, batch, r)  # 2
         logs.append(r, arm, domain.log_frame(state, batch, fb))  # 3
-        state = domain.evolve(state, batch, fb, r)  # 4
-        state = domain.fit(state, logs, arm, r)  # 5
-        row, state = domain.measure(state, batch, fb, r)  # 6
+        state = domain.fit(state, logs, arm, r)  # 4
+        row, state = domain.measure(state, batch, fb, r)  # 5
         row = {"arm": arm, "domain": domain.name, "round": r, **row}
-        on_round(arm, r, row)  # 7
+        on_round(arm, r, row)  # 6
         rows.append(row)
+        state = domain.evolve(state, batch, fb, r)  # 7
     return rows
 
 
@@ -151,7 +151,9 @@ def run_scenario(
     return frame
 
 
-def final_table(frame: pl.DataFrame, metrics: tuple[str, ...] | list[str]) -> dict[str, dict[str, float | None]]:
+def final_table(
+    frame: pl.DataFrame, metrics: tuple[str, ...] | list[str]
+) -> dict[str, dict[str, float | None]]:
     """arm -> {metric: value in the arm's last round} (None where not finite)."""
     cols = [m for m in metrics if m in frame.columns]
     last = frame.sort("round").group_by("arm", maintain_order=True).last()

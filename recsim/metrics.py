@@ -105,7 +105,6 @@ def ece(pred: torch.Tensor, truth: torch.Tensor, bins: int = 10) -> float:
     p = pred.flatten().double()
     q = truth.flatten().double()
     idx = (p * bins).long().clamp(0, bins - 1)
-    count = torch.bincount(idx, minlength=bins).double()
     diff = torch.bincount(idx, weights=p, minlength=bins) - torch.bincount(idx, weights=q, minlength=bins)
     return float(diff.abs().sum() / max(p.numel(), 1))
 

@@ -58,7 +58,9 @@ def exploration_bucket(n_users: int, share: float, gen: torch.Generator) -> torc
     return mask
 
 
-def sample_candidates(n_users: int, n_available: int, n_candidates: int | None, gen: torch.Generator) -> torch.Tensor:
+def sample_candidates(
+    n_users: int, n_available: int, n_candidates: int | None, gen: torch.Generator
+) -> torch.Tensor:
     """[B, C] item ids: all available items (C = n_available) or C drawn without replacement."""
     if n_candidates is None or n_candidates >= n_available:
         return torch.arange(n_available).expand(n_users, n_available)

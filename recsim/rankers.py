@@ -78,7 +78,9 @@ class PopularityRanker:
 
     def fit(self, logs: pl.DataFrame, world: World, round_: int) -> dict[str, float]:
         items = _column(logs, "item", torch.long)
-        self.clicks_ = torch.bincount(items, weights=_column(logs, "click", torch.float32), minlength=len(self.clicks_))
+        self.clicks_ = torch.bincount(
+            items, weights=_column(logs, "click", torch.float32), minlength=len(self.clicks_)
+        )
         self.shows_ = torch.bincount(items, minlength=len(self.shows_)).float()
         return {}
 
@@ -130,7 +132,12 @@ class MFRanker:
         items = _column(logs, "item", torch.long).unsqueeze(1)  # [n, 1]
         clicks = _column(logs, "click", torch.float32).unsqueeze(1)
         return train_bce(
-            self.model_, self.opt_, (users, items), clicks, rc.epochs, rc.batch_size,
+            self.model_,
+            self.opt_,
+            (users, items),
+            clicks,
+            rc.epochs,
+            rc.batch_size,
             generator(self.config.seed, round_, "ranker-fit"),
         )
 

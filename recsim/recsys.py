@@ -1,4 +1,4 @@
-"""The recommender domain on the shared loop: act -> feedback -> log -> evolve -> fit -> measure.
+"""The recommender domain on the shared loop: act -> feedback -> log -> fit -> measure -> evolve.
 
 Each step is a method of :class:`RecsysDomain` that takes the round's state and returns new
 records; the world and the ranker live in :class:`RecsysState`. Random draws take generators of
@@ -52,8 +52,12 @@ class RecsysDomain:
         eta = torch.tensor([config.behavior.eta[d] for d in self.world0.device_names])
         self.theta = behavior.examination_curve(eta, config.policy.slate_size)  # [V, K]
         setup = lambda stream: generator(config.seed, SETUP_ROUND, stream)  # noqa: E731
-        self.panel = torch.randperm(self.world0.n_users, generator=setup("panel"))[: config.metrics.panel_users]
-        self.bucket = exploration_bucket(self.world0.n_users, config.policy.exploration_share, setup("bucket"))
+        self.panel = torch.randperm(self.world0.n_users, generator=setup("panel"))[
+            : config.metrics.panel_users
+        ]
+        self.bucket = exploration_bucket(
+            self.world0.n_users, config.policy.exploration_share, setup("bucket")
+        )
 
     def gen(self, round_: int, stream: str) -> torch.Generator:
         return generator(self.config.seed, round_, stream)
@@ -74,8 +78,14 @@ class RecsysDomain:
         forced = self.bucket[users] | (round_ < cfg.policy.startup_rounds)
         p_random = torch.where(forced, 1.0, cfg.policy.epsilon)  # [B]
         return build_slates(
-            users, world.user_device[users], cands, scores, cfg.policy.slate_size, p_random,
-            self.gen(round_, "policy"), lambda u, i: state.ranker.predict_proba(world, u, i),
+            users,
+            world.user_device[users],
+            cands,
+            scores,
+            cfg.policy.slate_size,
+            p_random,
+            self.gen(round_, "policy"),
+            lambda u, i: state.ranker.predict_proba(world, u, i),
         )
 
     # 2. feedback: users examine, click, and (after a click) are satisfied or not -------------
@@ -111,18 +121,16 @@ class RecsysDomain:
             satisfaction=pl.when(pl.col("click")).then(pl.col("satisfaction")),
         )
 
-    # 4. evolve: the world reacts to what users consumed (interest drift) ----------------------
-    def evolve(self, state: RecsysState, slates: Slates, fb: Feedback, round_: int) -> RecsysState:
-        return replace(state, world=state.world.drift(slates.users, slates.items, fb.click))
-
-    # 5. fit: the learner retrains on the logs its own slates produced -------------------------
+    # 4. fit: the learner retrains on the logs its own slates produced -------------------------
     def fit(self, state: RecsysState, logs: LogStore, arm: str, round_: int) -> RecsysState:
         window = self.config.ranker.window or round_ + 1
         frame = logs.read(arm, max(0, round_ - window + 1), round_)
         return replace(state, train=state.ranker.fit(frame, state.world, round_))
 
-    # 6. measure: the truth the platform cannot see ---------------------------------------------
-    def measure(self, state: RecsysState, slates: Slates, fb: Feedback, round_: int) -> tuple[dict[str, float], RecsysState]:
+    # 5. measure: the truth the platform cannot see ---------------------------------------------
+    def measure(
+        self, state: RecsysState, slates: Slates, fb: Feedback, round_: int
+    ) -> tuple[dict[str, float], RecsysState]:
         cfg, world = self.config, state.world
         model = cfg.behavior.model
         k = cfg.policy.slate_size
@@ -137,7 +145,9 @@ class RecsysDomain:
             "gold_satisfaction": float((p_click * fb.true_satisfaction).sum(1).mean()),
             "proxy": float(behavior.click_probability(model, exam, slates.predicted).sum(1).mean()),
             "clicks": float(fb.click.sum(1).double().mean()),
-            "regret": float(behavior.click_probability(model, exam, best).sum(1).mean() - p_click.sum(1).mean()),
+            "regret": float(
+                behavior.click_probability(model, exam, best).sum(1).mean() - p_click.sum(1).mean()
+            ),
             "gini": metrics.gini(exposure),
             "entropy": metrics.entropy(exposure),
             "coverage": metrics.coverage(exposure),
@@ -162,3 +172,7 @@ class RecsysDomain:
         )
         row.update(state.train or {})
         return row, replace(state, panel_scores=scores)
+
+    # 7. evolve: the world reacts to what users consumed (interest drift) ----------------------
+    def evolve(self, state: RecsysState, slates: Slates, fb: Feedback, round_: int) -> RecsysState:
+        return replace(state, world=state.world.drift(slates.users, slates.items, fb.click))

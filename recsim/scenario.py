@@ -18,7 +18,16 @@ import yaml
 from recsim.config import ConfigError, SimConfig, deep_merge, nest, parse_override, validate
 
 DEFAULT_PLOT = ("gold", "ndcg_truth", "gini", "gap")
-DEFAULT_TABLE = ("gold", "gold_satisfaction", "regret", "ndcg_truth", "gini", "coverage", "homogenization", "ece")
+DEFAULT_TABLE = (
+    "gold",
+    "gold_satisfaction",
+    "regret",
+    "ndcg_truth",
+    "gini",
+    "coverage",
+    "homogenization",
+    "ece",
+)
 
 
 @dataclass(frozen=True)
@@ -42,7 +51,11 @@ class Scenario:
     table: tuple[str, ...] = DEFAULT_TABLE
 
     def resolve(
-        self, overrides: list[str] | tuple[str, ...] = (), *, rounds: int | None = None, seed: int | None = None
+        self,
+        overrides: list[str] | tuple[str, ...] = (),
+        *,
+        rounds: int | None = None,
+        seed: int | None = None,
     ) -> dict[str, SimConfig]:
         """Validated config of every arm, raising :class:`ConfigError` (one line) on bad input."""
         if not self.arms:
@@ -76,7 +89,9 @@ def _from_mapping(data: Any, source: str) -> Scenario:
         raise ConfigError(f"{source}: a scenario must be a mapping with name, description and arms")
     unknown = set(data) - {"name", "description", "base", "arms", "plot", "table"}
     if unknown:
-        raise ConfigError(f"{source}: unknown scenario key(s) {sorted(unknown)} (allowed: name, description, base, arms, plot, table)")
+        raise ConfigError(
+            f"{source}: unknown scenario key(s) {sorted(unknown)} (allowed: name, description, base, arms, plot, table)"
+        )
     if not isinstance(data.get("arms"), dict) or not all(isinstance(v, dict) for v in data["arms"].values()):
         raise ConfigError(f"{source}: 'arms' must map each arm name to a config delta")
     return Scenario(

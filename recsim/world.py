@@ -31,7 +31,9 @@ def _unit(x: torch.Tensor) -> torch.Tensor:
     return x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
 
-def _clustered(n: int, centres: torch.Tensor, spread: float, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def _clustered(
+    n: int, centres: torch.Tensor, spread: float, g: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Unit vectors around random centres -> (factors [n, D], cluster [n])."""
     n_clusters, dim = centres.shape
     cluster = torch.randint(n_clusters, (n,), generator=g)

@@ -18,5 +18,15 @@ SCENARIO = Scenario(
         "random": {"ranker": {"name": "random"}},
         "oracle": {"ranker": {"name": "oracle"}},
     },
-    plot=("gold", "gold_satisfaction", "ndcg_truth", "gini", "coverage", "gap", "ece", "homogenization", "rank_stability"),
+    plot=(
+        "gold",
+        "gold_satisfaction",
+        "ndcg_truth",
+        "gini",
+        "coverage",
+        "gap",
+        "ece",
+        "homogenization",
+        "rank_stability",
+    ),
 )

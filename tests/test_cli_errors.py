@@ -1,0 +1,102 @@
+"""Every bad input exits 2 with one line naming the problem, and writes nothing."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from recsim.cli import app
+
+CASES = [
+    (["--set", "world.n_users=-5"], "world.n_users: Input should be greater than 0 (got -5)"),
+    (["--set", "world.n_items=0"], "world.n_items: Input should be greater than 0"),
+    (["--set", "policy.slate_size=5000"], "policy.slate_size must be <= world.n_items (1000), got 5000"),
+    (["--set", "policy.n_candidates=5"], "policy.n_candidates must lie in [policy.slate_size=10"),
+    (
+        ["--set", "ranker.name=xgboost"],
+        "ranker.name: Input should be 'random', 'popularity', 'oracle' or 'mf' "
+        "(got 'xgboost')",
+    ),
+    (["--set", "policy.epsilon=1.5"], "policy.epsilon: Input should be less than or equal to 1 (got 1.5)"),
+    (
+        ["--set", "policy.exploration_share=-0.1"],
+        "policy.exploration_share: Input should be greater than or equal to 0",
+    ),
+    (
+        ["--set", "world.satisfaction_correlation=2"],
+        "world.satisfaction_correlation: Input should be less than or equal to 1",
+    ),
+    (["--set", "world.n_users=many"], "world.n_users: Input should be a valid integer"),
+    (["--set", "ranker.warm_start=maybe"], "ranker.warm_start: Input should be a valid boolean"),
+    (["--set", "world.colour=red"], "world.colour: unknown key (allowed: affinity_scale"),
+    (["--set", "nonsense=1"], "nonsense: unknown key (allowed: behavior, device, domain"),
+    (["--set", "world.devices={mobile: 0.5, desktop: 0.4}"], "world.devices shares must sum to 1"),
+    (["--set", "behavior.eta={mobile: 1.0}"], "behavior.eta must give one exponent per device"),
+    (["--set", "behavior.model=dcm"], "behavior.model: Input should be 'pbm' or 'cascade'"),
+    (["--set", "loop.active_users=999999"], "loop.active_users must be <= world.n_users"),
+    (["--set", "ranker.prior_impressions=0.5"], "ranker.prior_impressions must be > ranker.prior_clicks"),
+    (["--set", "world.n_users"], "--set expects dotted.key=value"),
+    (["--set", "arms.nobody.seed=1"], "expected arms.ARM.key with ARM one of mf, mf-explore10"),
+    (
+        ["--set", "arms.mf.loop.rounds=-1"],
+        "invalid config for arm 'mf': loop.rounds: Input should be greater than 0",
+    ),
+    (["--rounds", "0"], "loop.rounds: Input should be greater than 0 (got 0)"),
+    (["--set", "seed=[1, 2]"], "seed: Input should be a valid integer"),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), CASES, ids=[" ".join(a) for a, _ in CASES])
+def test_bad_config_exits_2_with_one_line_and_writes_nothing(args, message, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["run", "feedback-loop", "--out", "out", *args])
+    assert result.exit_code == 2, result.output
+    err = result.stderr.strip()
+    assert err.startswith("error: ") and "\n" not in err, err
+    assert message in err
+    assert list(tmp_path.iterdir()) == []  # no output folder, no mlflow.db
+
+
+def test_unknown_scenario_and_missing_yaml(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["run", "no-such-scenario"])
+    assert (
+        result.exit_code == 2 and "unknown scenario 'no-such-scenario' (known: feedback-loop" in result.stderr
+    )
+    result = CliRunner().invoke(app, ["run", "missing.yaml"])
+    assert result.exit_code == 2 and "scenario file missing.yaml does not exist" in result.stderr
+    (tmp_path / "bad.yaml").write_text("name: x\narms: [1, 2]\n")
+    result = CliRunner().invoke(app, ["run", "bad.yaml"])
+    assert result.exit_code == 2 and "'arms' must map each arm name" in result.stderr
+    (tmp_path / "broken.yaml").write_text("name: [unclosed\n")
+    result = CliRunner().invoke(app, ["run", "broken.yaml"])
+    assert result.exit_code == 2 and "not valid YAML" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml", "broken.yaml"]
+
+
+def test_non_empty_output_folder_is_refused_and_left_alone(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "keep.txt").write_text("precious")
+    result = CliRunner().invoke(app, ["run", "feedback-loop", "--out", "out", "--no-tracking"])
+    assert result.exit_code == 2 and "exists and is not empty" in result.stderr
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["keep.txt"]
+    assert (tmp_path / "out" / "keep.txt").read_text() == "precious"
+
+
+def test_real_process_exit_status_and_single_stderr_line(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "recsim.cli", "run", "--set", "policy.epsilon=7"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "error: invalid config for arm 'mf': policy.epsilon: Input should be less than or equal to 1 (got 7)"
+    ]
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,69 @@
+"""Metrics on inputs whose answer is known."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from recsim import metrics
+
+
+def test_gini_known_values():
+    assert metrics.gini(torch.ones(10)) == pytest.approx(0.0)
+    assert metrics.gini(torch.tensor([0.0] * 9 + [5.0])) == pytest.approx(0.9)
+    # Exposure proportional to rank 1..n: G = (n - 1) / (3 n) for a linear distribution.
+    n = 100
+    assert metrics.gini(torch.arange(1, n + 1).double()) == pytest.approx((n - 1) / (3 * n), rel=1e-9)
+    assert metrics.gini(torch.zeros(5)) == 0.0
+
+
+def test_entropy_and_coverage_known_values():
+    assert metrics.entropy(torch.ones(16)) == pytest.approx(math.log(16))
+    assert metrics.entropy(torch.tensor([0.0, 0.0, 7.0])) == pytest.approx(0.0)
+    assert metrics.entropy(torch.tensor([1.0, 1.0, 2.0])) == pytest.approx(
+        -(0.5 * math.log(0.25) + 0.5 * math.log(0.5))
+    )
+    assert metrics.coverage(torch.tensor([0.0, 1.0, 0.0, 2.0, 0.0])) == pytest.approx(0.4)
+
+
+def test_mean_jaccard_known_sets():
+    sets = torch.tensor([[0, 1, 2], [1, 2, 3], [4, 5, 6]])
+    # row 0 vs 1: |{1,2}| / |{0,1,2,3}| = 0.5 ; row 1 vs 0: 0.5 ; row 2 vs 0: 0
+    assert metrics.mean_jaccard(sets, torch.tensor([1, 0, 0]), 7) == pytest.approx(1 / 3)
+    assert metrics.mean_jaccard(sets, torch.tensor([0, 1, 2]), 7) == pytest.approx(1.0)
+
+
+def test_nearest_neighbours_excludes_self():
+    f = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]])
+    assert metrics.nearest_neighbours(f).tolist() == [1, 0, 1]
+
+
+def test_ece_zero_when_calibrated_and_equal_to_offset_when_shifted():
+    q = torch.rand(10_000, generator=torch.Generator().manual_seed(0)) * 0.8
+    assert metrics.ece(q, q) == pytest.approx(0.0, abs=1e-12)
+    assert metrics.ece(q + 0.1, q) == pytest.approx(0.1, abs=1e-6)  # float32 input
+
+
+def test_brier_is_expected_squared_error():
+    p = torch.tensor([0.2, 0.9])
+    q = torch.tensor([0.5, 1.0])
+    expected = ((p - q) ** 2 + q * (1 - q)).mean()
+    assert metrics.brier(p, q) == pytest.approx(float(expected), abs=1e-6)
+    # Reporting the truth is optimal (proper scoring rule).
+    assert metrics.brier(q, q) < metrics.brier(p, q)
+
+
+def test_ndcg_and_rank_stability_extremes():
+    truth = torch.tensor([[3.0, 2.0, 1.0, 0.0]])
+    assert metrics.ndcg_at_k(truth, truth, 4) == pytest.approx(1.0)
+    assert metrics.ndcg_at_k(truth, -truth, 4) < 0.7
+    s = torch.tensor([[0.1, 0.5, 0.3, 0.9], [1.0, 2.0, 3.0, 4.0]])
+    assert metrics.rank_stability(s, s) == pytest.approx(1.0)
+    assert metrics.rank_stability(s, -s) == pytest.approx(-1.0)
+
+
+def test_slate_value():
+    theta = torch.tensor([[1.0, 0.5]])
+    assert metrics.slate_value(theta, torch.tensor([[0.4, 0.2]])).item() == pytest.approx(0.5)
