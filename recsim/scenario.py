@@ -90,7 +90,8 @@ def _from_mapping(data: Any, source: str) -> Scenario:
     unknown = set(data) - {"name", "description", "base", "arms", "plot", "table"}
     if unknown:
         raise ConfigError(
-            f"{source}: unknown scenario key(s) {sorted(unknown)} (allowed: name, description, base, arms, plot, table)"
+            f"{source}: unknown scenario key(s) {sorted(unknown)} "
+            "(allowed: name, description, base, arms, plot, table)"
         )
     if not isinstance(data.get("arms"), dict) or not all(isinstance(v, dict) for v in data["arms"].values()):
         raise ConfigError(f"{source}: 'arms' must map each arm name to a config delta")
