@@ -24,7 +24,7 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check recsim towers scenarios tests
-	$(VENV)/bin/pytest -q tests
+	$(VENV)/bin/pytest -q tests --doctest-modules recsim towers
 	$(VENV)/bin/pytest -q --nbmake notebooks
 
 bench: $(STAMP)
