@@ -44,7 +44,11 @@ def test_exploration_traffic_keeps_the_catalogue_in_view(tmp_path, seed):
 def test_learning_from_logs_beats_random_and_trails_the_oracle(tmp_path, seed):
     rows = _final(
         tmp_path,
-        {"mf": {"ranker": {"name": "mf"}}, "random": {"ranker": {"name": "random"}}, "oracle": {"ranker": {"name": "oracle"}}},
+        {
+            "mf": {"ranker": {"name": "mf"}},
+            "random": {"ranker": {"name": "random"}},
+            "oracle": {"ranker": {"name": "oracle"}},
+        },
         seed,
         "learn",
     )
@@ -66,5 +70,8 @@ def test_position_bias_makes_the_naive_click_model_underestimate_relevance(tmp_p
         seed,
         "bias",
     )
-    assert rows["biased"]["gap"] < rows["unbiased"]["gap"] - 0.1, (rows["unbiased"]["gap"], rows["biased"]["gap"])
+    assert rows["biased"]["gap"] < rows["unbiased"]["gap"] - 0.1, (
+        rows["unbiased"]["gap"],
+        rows["biased"]["gap"],
+    )
     assert rows["biased"]["ece"] > rows["unbiased"]["ece"]
