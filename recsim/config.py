@@ -84,23 +84,60 @@ class BehaviorConfig(_Section):
         return self
 
 
-RANKERS = ("random", "popularity", "oracle", "mf")
-
-
 class RankerConfig(_Section):
     """The learner that scores candidates (see :mod:`recsim.rankers`)."""
 
-    name: Literal["random", "popularity", "oracle", "mf"] = "mf"
-    """Which ranker: random, popularity (click counts), oracle (true relevance) or mf
-    (logistic matrix factorization trained on the logged clicks)."""
+    name: Literal["random", "popularity", "oracle", "mf", "mmoe", "shared_bottom", "single_task"] = "mf"
+    """Which ranker: random, popularity (click counts), oracle (true relevance), mf (logistic
+    matrix factorization on the logged clicks), mmoe (multi-gate mixture of experts, click and
+    satisfaction tasks), shared_bottom (its parameter-matched shared-bottom baseline) or
+    single_task (click task only)."""
     dim: int = Field(16, gt=0)
-    """Embedding dimension of trainable rankers."""
+    """Embedding dimension of trainable rankers (per sparse feature)."""
+    hidden: int = Field(128, gt=0)
+    """Multi-task rankers: width of the shared hidden layer (H)."""
+    experts: int = Field(8, gt=0)
+    """Multi-task rankers: number of experts (E)."""
+    expert_dim: int = Field(32, gt=0)
+    """Multi-task rankers: width of each expert (X)."""
+    tower_dim: int = Field(16, gt=0)
+    """Multi-task rankers: hidden width of each task tower."""
+    gate_dropout: float = Field(0.1, ge=0, lt=1)
+    """MMoE: probability of zeroing each expert's gate weight in training (renormalized)."""
+    position: Literal["none", "feature", "shallow_tower", "obs_dropout", "grad_reversal", "ips", "pal"] = (
+        "none"
+    )
+    """Multi-task rankers: position-bias handling. none; feature (position x device as an input,
+    served at position 1); shallow_tower (additive bias tower, dropped at serving); obs_dropout and
+    grad_reversal (the shallow tower with Zhang et al. 2023's de-confounding); ips (clicks
+    reweighted by 1 / examination); pal (P(seen | position) x P(click | seen, x))."""
+    position_dropout: float = Field(0.1, ge=0, le=1)
+    """Tower-like modes: probability that the position feature is replaced by 'missing' in training."""
+    observation_dropout: float = Field(0.5, ge=0, le=1)
+    """obs_dropout: probability that the bias tower's output is zeroed in training."""
+    position_lr: float = Field(0.05, gt=0)
+    """Adam learning rate of the position channel (bias tower, position embedding, adversary):
+    a few parameters that every example updates, whose offsets reach several logits."""
+    reversal_weight: float = Field(1.0, ge=0)
+    """grad_reversal: weight of the reversed gradient of the position adversary."""
+    ips_source: Literal["logged", "estimated"] = "logged"
+    """ips: examination probabilities from the log (true theta) or estimated from the click rates
+    by (position, device) of the random (exploration) slates seen so far."""
+    ips_clip: float = Field(20.0, ge=1)
+    """ips: the largest inverse-propensity weight."""
+    history_len: int = Field(20, gt=0)
+    """Multi-task rankers: length of the user-history bag of recently clicked items (L)."""
+    click_weight: float = Field(1.0, ge=0)
+    """Serving score = click_weight * p_click + satisfaction_weight * p_click * p_satisfied."""
+    satisfaction_weight: float = Field(1.0, ge=0)
+    """See click_weight."""
     epochs: int = Field(2, gt=0)
     """Passes over the training window per round."""
-    batch_size: int = Field(1024, gt=0)
-    """Impressions per optimizer step."""
-    lr: float = Field(0.02, gt=0)
-    """Adam learning rate."""
+    batch_size: int | None = Field(None, gt=0)
+    """Impressions per optimizer step; None = 1024 for mf, 4096 for the multi-task rankers (whose
+    dense layers use the machine better on larger batches; see ``recsim bench``)."""
+    lr: float | None = Field(None, gt=0)
+    """Adam learning rate; None = 0.02 for mf, 0.003 for the multi-task rankers."""
     weight_decay: float = Field(1e-6, ge=0)
     """Adam weight decay (L2)."""
     warm_start: bool = True
@@ -111,6 +148,25 @@ class RankerConfig(_Section):
     """Popularity ranker: pseudo-clicks of the Beta prior of its per-item click rate."""
     prior_impressions: float = Field(10.0, gt=0)
     """Popularity ranker: pseudo-impressions of that prior (must exceed prior_clicks)."""
+
+    @property
+    def multitask(self) -> bool:
+        """The ranker is one of the multi-task networks (mmoe, shared_bottom, single_task)."""
+        return self.name in ("mmoe", "shared_bottom", "single_task")
+
+    @property
+    def batch(self) -> int:
+        """The effective batch size (see ``batch_size``)."""
+        if self.batch_size is not None:
+            return self.batch_size
+        return 4096 if self.multitask else 1024
+
+    @property
+    def learning_rate(self) -> float:
+        """The effective learning rate (see ``lr``)."""
+        if self.lr is not None:
+            return self.lr
+        return 0.003 if self.multitask else 0.02
 
     @model_validator(mode="after")
     def _prior(self) -> RankerConfig:

@@ -12,7 +12,8 @@ Per round, in order (one function, top to bottom: :func:`run_arm`):
 
 A run directory holds ``config.yaml`` (every arm, fully resolved), ``metrics.parquet`` (one row per
 arm and round: ``arm``, ``domain``, ``round``, then the metrics), ``logs/round=R/arm-A.parquet``,
-``curves.png`` and ``summary.json``.
+``curves.png`` and ``summary.json``; domains may add per-round tables (``position_curves.parquet``
+and its figure for learners with a position channel).
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ class Domain(Protocol):
 
     def measure(self, state: Any, batch: Any, fb: Any, round_: int) -> tuple[dict[str, float], Any]: ...
 
+    def tables(self, state: Any, round_: int) -> dict[str, pl.DataFrame]: ...
+
 
 def make_domain(config: SimConfig) -> Domain:
     """The domain named by ``config.domain``."""
@@ -63,10 +66,13 @@ def make_domain(config: SimConfig) -> Domain:
     raise ValueError(f"domain must be 'recsys', got {config.domain!r}")
 
 
-def run_arm(domain: Domain, arm: str, rounds: int, logs: LogStore, on_round: OnRound) -> list[dict[str, Any]]:
-    """Run one arm for ``rounds`` rounds; returns its metric rows."""
+def run_arm(
+    domain: Domain, arm: str, rounds: int, logs: LogStore, on_round: OnRound
+) -> tuple[list[dict[str, Any]], dict[str, list[pl.DataFrame]]]:
+    """Run one arm for ``rounds`` rounds; returns its metric rows and its per-round tables."""
     state = domain.initial_state()
     rows = []
+    tables: dict[str, list[pl.DataFrame]] = {}
     for r in range(rounds):
         batch = domain.act(state, r)  # 1
         fb = domain.feedback(state, batch, r)  # 2
@@ -76,8 +82,10 @@ def run_arm(domain: Domain, arm: str, rounds: int, logs: LogStore, on_round: OnR
         row = {"arm": arm, "domain": domain.name, "round": r, **row}
         on_round(arm, r, row)  # 6
         rows.append(row)
+        for name, table in domain.tables(state, r).items():
+            tables.setdefault(name, []).append(table.with_columns(pl.lit(arm).alias("arm")))
         state = domain.evolve(state, batch, fb, r)  # 7
-    return rows
+    return rows, tables
 
 
 def metrics_frame(rows: list[dict[str, Any]]) -> pl.DataFrame:
@@ -110,6 +118,7 @@ def run_scenario(
     commit = git_commit()
     tracker.start(scenario.name, {"scenario": scenario.name, "git_commit": commit})
     rows: list[dict[str, Any]] = []
+    tables: dict[str, list[pl.DataFrame]] = {}
     metrics_path = out / "metrics.parquet"
     started = time.perf_counter()
     status = "FAILED"
@@ -124,8 +133,12 @@ def run_scenario(
                 if on_round is not None:
                     on_round(arm_, r, row)
 
-            rows += run_arm(domain, arm, config.loop.rounds, logs, track)
+            arm_rows, arm_tables = run_arm(domain, arm, config.loop.rounds, logs, track)
+            rows += arm_rows
             write_atomic(metrics_frame(rows), metrics_path)
+            for name, frames in arm_tables.items():
+                tables.setdefault(name, []).extend(frames)
+                write_atomic(pl.concat(tables[name]), out / f"{name}.parquet")
             arm_config = out / "arms" / f"{safe_name(arm)}.yaml"
             arm_config.parent.mkdir(exist_ok=True)
             arm_config.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
@@ -133,7 +146,14 @@ def run_scenario(
         frame = metrics_frame(rows)
         from recsim.plots import plot_curves
 
-        png = plot_curves(frame, scenario.plot, out / "curves.png", title=scenario.name)
+        plot_curves(frame, scenario.plot, out / "curves.png", title=scenario.name)
+        extra = [out / f"{name}.parquet" for name in tables]
+        if "position_curves" in tables:
+            from recsim.plots import plot_position_curves
+
+            extra.append(
+                plot_position_curves(pl.concat(tables["position_curves"]), out / "position_curves.png")
+            )
         summary = {
             "scenario": scenario.name,
             "arms": list(configs),
@@ -146,8 +166,8 @@ def run_scenario(
         (out / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=False, default=str))
         status = "FINISHED"
     finally:
-        tracker.end([config_path, metrics_path, out / "curves.png", out / "summary.json"], status=status)
-    del png
+        artifacts = [config_path, metrics_path, out / "curves.png", out / "summary.json"]
+        tracker.end(artifacts + (extra if status == "FINISHED" else []), status=status)
     return frame
 
 

@@ -140,3 +140,34 @@ def rank_stability(prev: torch.Tensor, now: torch.Tensor) -> float:
 def slate_value(theta: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
     """Expected clicks per slate: sum_k theta_k v_k. theta, values [B, K] -> [B]."""
     return (theta * values).sum(1)
+
+
+def position_curve_error(learned: torch.Tensor, true: torch.Tensor) -> float:
+    """Mean absolute difference of log-examination offsets relative to position 1.
+
+    learned, true [V, K]: offsets log theta(k, d) - log theta(1, d) (learned from the learner's
+    position channel; true from the world). Averaged over devices and positions k >= 2 (position 1
+    is 0 in both by construction).
+
+    >>> position_curve_error(torch.tensor([[0.0, -0.5, -1.0]]), torch.tensor([[0.0, -0.7, -1.0]]))
+    0.09999999403953552
+    """
+    return float((learned[:, 1:] - true[:, 1:]).abs().mean())
+
+
+def spurious_share(relevance_part: torch.Tensor, position_part: torch.Tensor) -> float:
+    """Share of the variance of a learned click score that its position channel carries.
+
+    For a learner whose click score on an impression splits additively into a relevance part r
+    (a function of user and item) and a position part b (a function of position and device),
+    spurious_share = Var(b) / (Var(b) + Var(r)) over the served impressions. 0: position moves
+    nothing; 1: the score is all position. Learners without a position input score 0. Additive
+    scales: the click logit for the shallow-tower variants, f(x, k) - f(x, 1) for position as a
+    feature, log-probabilities for PAL.
+
+    >>> spurious_share(torch.tensor([1.0, -1.0]), torch.tensor([0.0, 0.0]))
+    0.0
+    """
+    vb = float(position_part.double().var())
+    vr = float(relevance_part.double().var())
+    return vb / (vb + vr) if vb + vr > 0 else 0.0

@@ -37,3 +37,34 @@ def plot_curves(frame: pl.DataFrame, metrics: Sequence[str], path: Path, title: 
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def plot_position_curves(frame: pl.DataFrame, path: Path) -> Path:
+    """Learned (solid) vs true (dashed) log-examination offsets in each arm's last round, per device.
+
+    ``frame``: columns arm, round, device, position, learned, true.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    last = frame.filter(pl.col("round") == pl.col("round").max().over("arm"))
+    devices = last["device"].unique(maintain_order=True).to_list()
+    fig, axes = plt.subplots(1, len(devices), figsize=(5 * len(devices), 3.6), squeeze=False)
+    for ax, device in zip(axes[0], devices, strict=True):
+        part = last.filter(pl.col("device") == device)
+        truth = part.filter(pl.col("arm") == part["arm"][0]).sort("position")
+        ax.plot(truth["position"], truth["true"], "k--", lw=2, label="true")
+        for (arm,), curve in part.group_by("arm", maintain_order=True):
+            curve = curve.sort("position")
+            ax.plot(curve["position"], curve["learned"], marker=".", label=str(arm))
+        ax.set_title(f"log theta(k)/theta(1), {device}")
+        ax.set_xlabel("position k")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

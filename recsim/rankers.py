@@ -113,7 +113,7 @@ class MFRanker:
 
     def _optimizer(self) -> torch.optim.Optimizer:
         rc = self.config.ranker
-        return torch.optim.Adam(self.model_.parameters(), lr=rc.lr, weight_decay=rc.weight_decay)
+        return torch.optim.Adam(self.model_.parameters(), lr=rc.learning_rate, weight_decay=rc.weight_decay)
 
     def score(self, world: World, users: torch.Tensor, items: torch.Tensor, round_: int) -> torch.Tensor:
         with torch.inference_mode():
@@ -137,7 +137,7 @@ class MFRanker:
             (users, items),
             clicks,
             rc.epochs,
-            rc.batch_size,
+            rc.batch,
             generator(self.config.seed, round_, "ranker-fit"),
         )
 
@@ -185,4 +185,10 @@ def make_ranker(config: SimConfig, world: World) -> Ranker:
         return OracleRanker()
     if name == "mf":
         return MFRanker(config, world.n_users, world.n_items_total)
-    raise ValueError(f"ranker.name must be one of random, popularity, oracle, mf; got {name!r}")
+    if name in ("mmoe", "shared_bottom", "single_task"):
+        from recsim.multitask import MultiTaskRanker
+
+        return MultiTaskRanker(config, world)
+    raise ValueError(
+        f"ranker.name must be one of random, popularity, oracle, mf, mmoe, shared_bottom, single_task; got {name!r}"
+    )

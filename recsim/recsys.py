@@ -170,8 +170,46 @@ class RecsysDomain:
         row["rank_stability"] = (
             metrics.rank_stability(prev, scores[:, : prev.shape[1]]) if prev is not None else float("nan")
         )
+        row.update(self._position_metrics(state, slates))
         row.update(state.train or {})
         return row, replace(state, panel_scores=scores)
+
+    def true_position_curve(self) -> torch.Tensor:
+        """[V, K] true log theta(k, d) - log theta(1, d) = -eta_d log k."""
+        return self.theta.log() - self.theta[:, :1].log()
+
+    def _position_metrics(self, state: RecsysState, slates: Slates) -> dict[str, float]:
+        """position_curve_error and spurious_share, for learners that have a position channel."""
+        out: dict[str, float] = {}
+        curve_fn = getattr(state.ranker, "learned_position_curve", None)
+        curve = curve_fn() if curve_fn is not None else None
+        if curve is not None:
+            out["position_curve_error"] = metrics.position_curve_error(curve, self.true_position_curve())
+        split_fn = getattr(state.ranker, "position_components", None)
+        if split_fn is not None:
+            positions = torch.arange(1, slates.items.shape[1] + 1).expand_as(slates.items)
+            parts = split_fn(state.world, slates.users, slates.items, positions)
+            out["spurious_share"] = metrics.spurious_share(*parts) if parts is not None else 0.0
+        return out
+
+    def tables(self, state: RecsysState, round_: int) -> dict[str, pl.DataFrame]:
+        """Per-round tables beside the metrics: the learned vs true position curve, if any."""
+        curve_fn = getattr(state.ranker, "learned_position_curve", None)
+        curve = curve_fn() if curve_fn is not None else None
+        if curve is None:
+            return {}
+        n_dev, k = curve.shape
+        return {
+            "position_curves": pl.DataFrame(
+                {
+                    "round": pl.Series([round_] * (n_dev * k), dtype=pl.Int32),
+                    "device": [d for d in state.world.device_names for _ in range(k)],
+                    "position": pl.Series(list(range(1, k + 1)) * n_dev, dtype=pl.Int16),
+                    "learned": curve.reshape(-1).float().numpy(),
+                    "true": self.true_position_curve().reshape(-1).float().numpy(),
+                }
+            )
+        }
 
     # 7. evolve: the world reacts to what users consumed (interest drift) ----------------------
     def evolve(self, state: RecsysState, slates: Slates, fb: Feedback, round_: int) -> RecsysState:

@@ -1,0 +1,319 @@
+"""Multi-task rankers (MMoE, shared-bottom, single-task) retrained on their own logs.
+
+The ranker keeps, as fitted state, what its features need from the past: each user's last L
+clicked items (the history bag) and each item's exposure count. Both are snapshotted at the start
+of every round in the training window, so a training row sees its features as they were when it
+was served (no leak of the round's own clicks into its history).
+
+Training per round: Adam over the window's impressions in shuffled minibatches; click loss by
+position mode (see :mod:`towers.ranking`) plus the satisfaction loss on clicked impressions.
+Scoring runs under ``torch.inference_mode()``, users in chunks, user and item parts computed once.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+import torch
+from torch import nn
+
+from recsim.config import SimConfig
+from recsim.rng import SETUP_ROUND, generator
+from recsim.world import World
+
+SCORE_CHUNK = 8192  # (user, candidate) pairs per scoring chunk: small enough to stay in cache
+
+
+def _col(frame: pl.DataFrame, name: str, dtype: torch.dtype) -> torch.Tensor:
+    return torch.from_numpy(frame[name].to_numpy(writable=True)).to(dtype)
+
+
+def append_history(history: torch.Tensor, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    """Append clicked ``items`` (in order) to each user's history bag, keeping the last L.
+
+    history [U, L] long, -1 = empty, oldest first; users, items [M] the new clicks in time order.
+    Vectorized: new clicks are scattered into a [U, M_max] block, then the last L valid entries of
+    [old | new] are kept with a stable sort.
+    """
+    if users.numel() == 0:
+        return history
+    n_users, length = history.shape
+    order = torch.argsort(users, stable=True)
+    users, items = users[order], items[order]
+    counts = torch.bincount(users, minlength=n_users)
+    starts = torch.cumsum(counts, 0) - counts
+    slot = torch.arange(users.numel()) - starts[users]  # rank of each click within its user
+    new = torch.full((n_users, int(counts.max())), -1, dtype=history.dtype)
+    new[users, slot] = items
+    both = torch.cat([history, new], dim=1)  # [U, L + M]
+    valid = both >= 0
+    # Stable sort puts invalid slots first, valid ones after in their original order.
+    keys = valid.to(torch.int8)
+    idx = torch.sort(keys, dim=1, stable=True).indices
+    return both.gather(1, idx)[:, -length:]
+
+
+class MultiTaskRanker:
+    """MMoE / shared-bottom / single-task ranker with one of the position-handling modes."""
+
+    def __init__(self, config: SimConfig, world: World) -> None:
+        from towers.ranking import RankingModel, RankingSpec
+
+        rc = self.rc = config.ranker
+        self.config = config
+        self.slate_size = config.policy.slate_size
+        self.device_names = world.device_names
+        arch = {"mmoe": "mmoe", "shared_bottom": "shared_bottom", "single_task": "shared_bottom"}[rc.name]
+        self.spec = RankingSpec(
+            n_users=world.n_users,
+            n_items=world.n_items_total,
+            n_categories=world.n_categories,
+            n_devices=len(world.device_names),
+            slate_size=self.slate_size,
+            arch=arch,
+            n_tasks=1 if rc.name == "single_task" else 2,
+            embed_dim=rc.dim,
+            hidden=rc.hidden,
+            n_experts=rc.experts,
+            expert_dim=rc.expert_dim,
+            tower_dim=rc.tower_dim,
+            gate_dropout=rc.gate_dropout if arch == "mmoe" else 0.0,
+            position=rc.position,
+            position_dropout=rc.position_dropout,
+            observation_dropout=rc.observation_dropout,
+            reversal_weight=rc.reversal_weight,
+        )
+        self._make = lambda round_: RankingModel(self.spec, generator(config.seed, round_, "ranker-init"))
+        self.model_ = self._make(SETUP_ROUND)
+        self.opt_ = self._optimizer()
+        self.history_ = torch.full((world.n_users, rc.history_len), -1, dtype=torch.long)
+        self.exposure_ = torch.zeros(world.n_items_total)
+        self.snapshots_: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        n_cells = len(world.device_names) * self.slate_size
+        self.explore_clicks_ = torch.zeros(n_cells)
+        self.explore_shows_ = torch.zeros(n_cells)
+        self.last_batch_: dict[str, torch.Tensor] | None = None
+
+    def _optimizer(self) -> torch.optim.Optimizer:
+        m = self.model_
+        position = [
+            p for mod in (m.tower, m.pos_proj, m.adversary) if mod is not None for p in mod.parameters()
+        ]
+        ids = {id(p) for p in position}
+        rest = [p for p in m.parameters() if id(p) not in ids]
+        groups = [{"params": rest}] + ([{"params": position, "lr": self.rc.position_lr}] if position else [])
+        return torch.optim.Adam(groups, lr=self.rc.learning_rate, weight_decay=self.rc.weight_decay)
+
+    # -- features ----------------------------------------------------------------------------------
+    def _item_dense(
+        self, world: World, items: torch.Tensor, round_: int, exposure: torch.Tensor
+    ) -> torch.Tensor:
+        """[N] items -> [N, 2]: item age in rounds (scaled), log1p of past exposure count."""
+        age = (round_ - world.item_birth[items]).clamp_min(0).float() / 10.0
+        return torch.stack([age, torch.log1p(exposure[items])], dim=1)
+
+    def _item_parts(self, world: World, round_: int) -> torch.Tensor:
+        """[N_total, H] item side of the shared layer for serving at ``round_``."""
+        items = torch.arange(world.n_items_total)
+        dense = self._item_dense(world, items, round_, self.exposure_)
+        return self.model_.item_part(items, world.item_category, dense)
+
+    # -- serving -----------------------------------------------------------------------------------
+    def _served_logits(
+        self, world: World, users: torch.Tensor, items: torch.Tensor, round_: int, at_top: bool
+    ) -> torch.Tensor:
+        """[B], [B, C] -> [B, C, T] task logits as served: position missing (``at_top`` False) or
+        at position 1 of the user's device (``at_top`` True)."""
+        from towers.position import position_cells
+
+        model, spec = self.model_, self.spec
+        model.eval()
+        with torch.inference_mode():
+            device = world.user_device[users]
+            up = model.user_part(users, device, self.history_[users])  # [B, H]
+            ip = self._item_parts(world, round_)  # [N, H]
+            top_cells = position_cells(torch.ones_like(device), device, self.slate_size)  # [B]
+            pos = model.position_part(top_cells)  # [B, H] or 0
+            bias = torch.zeros(len(users))
+            if spec.position in ("shallow_tower", "obs_dropout", "grad_reversal"):
+                bias = model.bias(top_cells) if at_top else model.bias(torch.zeros_like(top_cells))
+            n_users, n_cand = items.shape
+            out = torch.empty(n_users, n_cand, spec.n_tasks)
+            step = max(1, SCORE_CHUNK // max(n_cand, 1))
+            for s in range(0, n_users, step):  # chunks of users, not a per-user loop
+                pre = up[s : s + step, None] + ip[items[s : s + step]]  # [b, C, H]
+                if not isinstance(pos, float):
+                    pre = pre + pos[s : s + step, None]
+                logits, _, _ = model(pre.reshape(-1, spec.hidden))
+                logits = logits.view(-1, n_cand, spec.n_tasks)
+                logits[..., 0] += bias[s : s + step, None]
+                out[s : s + step] = logits
+            return out
+
+    def score(self, world: World, users: torch.Tensor, items: torch.Tensor, round_: int) -> torch.Tensor:
+        """[B, C] serving score = w_c p_click + w_s p_click p_sat (p_sat = 1 for single-task)."""
+        logits = self._served_logits(world, users, items, round_, at_top=False)
+        p_click = torch.sigmoid(logits[..., 0])
+        if self.spec.n_tasks == 1:
+            return p_click
+        return self.rc.click_weight * p_click + self.rc.satisfaction_weight * p_click * torch.sigmoid(
+            logits[..., 1]
+        )
+
+    def predict_proba(self, world: World, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """[B, C] predicted P(click | examined at position 1) (relevance estimate)."""
+        round_ = max(self.snapshots_, default=-1) + 1
+        return torch.sigmoid(self._served_logits(world, users, items, round_, at_top=True)[..., 0])
+
+    # -- what the position channel learned -------------------------------------------------------
+    def learned_position_curve(self) -> torch.Tensor | None:
+        """[V, K] learned log-examination offsets relative to position 1: the bias tower's (tower
+        modes), log theta_hat of the estimated propensities (ips with ``ips_source="estimated"``),
+        else None."""
+        if self.spec.position == "ips" and self.rc.ips_source == "estimated":
+            return self.estimated_examination().log()
+        return self.model_.examination_curve()
+
+    def position_components(
+        self, world: World, users: torch.Tensor, items: torch.Tensor, positions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Split the training-time click score of impressions into (relevance part, position part).
+
+        users [B], items [B, K], positions [B, K] (1-based) -> two [B, K] tensors, or None when the
+        model has no position input (none, ips). Tower modes: (f, g(cell)); pal: (log sigmoid f,
+        log sigmoid g(cell)); feature: (f(x, position 1), f(x, cell) - f(x, position 1)).
+        """
+        from towers.position import position_cells
+
+        mode, model = self.spec.position, self.model_
+        if mode in ("none", "ips"):
+            return None
+        model.eval()
+        with torch.inference_mode():
+            n_users, k = items.shape
+            device = world.user_device[users]
+            up = model.user_part(users, device, self.history_[users])[:, None]  # [B, 1, H]
+            ip = self._item_parts(world, max(self.snapshots_, default=0))[items]  # [B, K, H]
+            cells = position_cells(positions, device[:, None].expand(n_users, k), self.slate_size)
+            top = position_cells(
+                torch.ones_like(positions), device[:, None].expand(n_users, k), self.slate_size
+            )
+            pre = (up + ip).reshape(-1, self.spec.hidden)
+            f_top = model(pre + model.position_part(top.reshape(-1)))[0][:, 0].view(n_users, k)
+            if mode == "feature":
+                f_cell = model(pre + model.position_part(cells.reshape(-1)))[0][:, 0].view(n_users, k)
+                return f_top, f_cell - f_top
+            g = model.bias(cells.reshape(-1)).view(n_users, k)
+            if mode == "pal":
+                return torch.nn.functional.logsigmoid(f_top), torch.nn.functional.logsigmoid(g)
+            return f_top, g
+
+    # -- training ----------------------------------------------------------------------------------
+    def _ips_weights(
+        self, frame: pl.DataFrame, positions: torch.Tensor, devices: torch.Tensor
+    ) -> torch.Tensor:
+        """[M] inverse-propensity weights 1 / theta, clipped at ``ips_clip``."""
+        if self.rc.ips_source == "logged":
+            theta = _col(frame, "examination", torch.float32)
+        else:
+            theta = self.estimated_examination().reshape(-1)[devices * self.slate_size + positions - 1]
+        return (1.0 / theta.clamp_min(1e-6)).clamp(max=self.rc.ips_clip)
+
+    def estimated_examination(self) -> torch.Tensor:
+        """[V, K] theta_hat(k, d) = CTR(k, d) / CTR(1, d) on random slates seen so far (1 where unseen)."""
+        ctr = (self.explore_clicks_ / self.explore_shows_.clamp_min(1)).view(-1, self.slate_size)
+        rel = ctr / ctr[:, :1].clamp_min(1e-6)
+        return torch.where(ctr[:, :1] > 0, rel.clamp(1e-3, 1.0), torch.ones_like(rel))
+
+    def _update_state(self, frame: pl.DataFrame, round_: int) -> None:
+        """Snapshot the features of ``round_``, then add its clicks and exposures."""
+        self.snapshots_[round_] = (self.history_.clone(), self.exposure_.clone())
+        now = frame.filter(pl.col("round") == round_).sort("user", "position")
+        items = _col(now, "item", torch.long)
+        self.exposure_ += torch.bincount(items, minlength=len(self.exposure_)).float()
+        clicked = now.filter(pl.col("click"))
+        self.history_ = append_history(
+            self.history_, _col(clicked, "user", torch.long), _col(clicked, "item", torch.long)
+        )
+        explore = now.filter(pl.col("exploration"))
+        if explore.height:
+            cells = self._device_index(explore) * self.slate_size + _col(explore, "position", torch.long) - 1
+            self.explore_shows_ += torch.bincount(cells, minlength=len(self.explore_shows_)).float()
+            self.explore_clicks_ += torch.bincount(
+                cells, weights=_col(explore, "click", torch.float32), minlength=len(self.explore_clicks_)
+            )
+
+    def _device_index(self, frame: pl.DataFrame) -> torch.Tensor:
+        return torch.from_numpy(
+            frame["device"].cast(pl.Enum(list(self.device_names))).to_physical().to_numpy().astype("int64")
+        )
+
+    def fit(self, logs: pl.DataFrame, world: World, round_: int) -> dict[str, float]:
+        from towers.position import position_cells
+
+        rc = self.rc
+        self._update_state(logs, round_)
+        first = int(logs["round"].min())
+        self.snapshots_ = {r: s for r, s in self.snapshots_.items() if r >= first}
+        if not rc.warm_start:
+            self.model_ = self._make(round_)
+            self.opt_ = self._optimizer()
+        # Training rows with their features as of serving time.
+        rounds = _col(logs, "round", torch.long)
+        users = _col(logs, "user", torch.long)
+        items = _col(logs, "item", torch.long)
+        positions = _col(logs, "position", torch.long)
+        devices = self._device_index(logs)
+        clicks = _col(logs, "click", torch.float32)
+        satisfied = torch.from_numpy(logs["satisfaction"].fill_null(False).to_numpy(writable=True)).float()
+        history = torch.empty(len(users), rc.history_len, dtype=torch.long)
+        exposure = torch.empty(len(users))
+        for r, (hist, expo) in self.snapshots_.items():  # one vectorized gather per round of the window
+            rows = rounds == r
+            history[rows] = hist[users[rows]]
+            exposure[rows] = expo[items[rows]]
+        age = (rounds - world.item_birth[items]).clamp_min(0).float() / 10.0
+        dense = torch.stack([age, torch.log1p(exposure)], dim=1)
+        category = world.item_category[items]
+        cells = position_cells(positions, devices, self.slate_size)
+        weights = self._ips_weights(logs, positions, devices) if rc.position == "ips" else None
+        return self._train(
+            (users, devices, history, items, category, dense, cells, positions, clicks, satisfied, weights),
+            generator(self.config.seed, round_, "ranker-fit"),
+        )
+
+    def _train(self, data: tuple, gen: torch.Generator) -> dict[str, float]:
+        users, devices, history, items, category, dense, cells, positions, clicks, satisfied, weights = data
+        model, opt, rc = self.model_, self.opt_, self.rc
+        model.train()
+        model.rng = model.net.rng = gen
+        n = len(users)
+        totals = {"loss": 0.0, "click": 0.0}
+        for _ in range(rc.epochs):
+            totals = {"loss": 0.0, "click": 0.0}
+            order = torch.randperm(n, generator=gen)
+            for s in range(0, n, rc.batch):
+                b = order[s : s + rc.batch]
+                pre = model.user_part(users[b], devices[b], history[b]) + model.item_part(
+                    items[b], category[b], dense[b]
+                )
+                pre = pre + model.position_part(cells[b])
+                logits, _, mixed = model(pre)
+                click_loss, _ = model.training_click(
+                    logits, mixed, cells[b], positions[b], clicks[b], None if weights is None else weights[b]
+                )
+                loss = click_loss
+                if self.spec.n_tasks > 1:
+                    # Satisfaction is observed only after a click: its loss covers clicked rows only.
+                    clicked = clicks[b]
+                    sat_bce = nn.functional.binary_cross_entropy_with_logits(
+                        logits[:, 1], satisfied[b], reduction="none"
+                    )
+                    loss = loss + (sat_bce * clicked).sum() / clicked.sum().clamp_min(1)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                totals["loss"] += float(loss.detach()) * len(b)
+                totals["click"] += float(click_loss.detach()) * len(b)
+        model.eval()
+        model.rng = model.net.rng = None
+        return {"train_loss": totals["loss"] / max(n, 1), "train_click_loss": totals["click"] / max(n, 1)}

@@ -1,0 +1,130 @@
+"""Multi-task networks: MMoE, one-gate MoE and shared-bottom, over a shared hidden layer.
+
+MMoE (Ma et al., KDD 2018; as used in Zhao et al., RecSys 2019, "Recommending What Video to Watch
+Next"): on top of one shared hidden layer h, E expert MLPs f_i, one softmax gate per task,
+
+    g_t(h) = softmax(W_t h)                 [E]
+    y_t    = tower_t( sum_i g_t,i(h) f_i(h) )
+
+Gate dropout (Zhao et al.): in training each expert's gate weight is zeroed with probability p,
+then the weights are renormalized (a row whose experts are all dropped keeps its full gate).
+``omoe`` shares one gate across tasks; ``shared_bottom`` replaces experts and gates by one MLP whose
+width is chosen so that its parameter count matches the MMoE's experts and gates.
+
+Experts are computed as one matrix product ([B, H] x [H, E*X]) and towers as batched products.
+
+Shapes: B examples, H shared hidden units, E experts, X expert width, T tasks, Y tower width.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import nn
+
+Arch = Literal["mmoe", "omoe", "shared_bottom"]
+
+
+def _init_linear(weight: torch.Tensor, bias: torch.Tensor | None, gen: torch.Generator) -> None:
+    """Kaiming-uniform weights (fan-in) and zero bias, drawn from ``gen``."""
+    fan_in = weight.shape[-2] if weight.dim() == 3 else weight.shape[1]
+    bound = (6.0 / fan_in) ** 0.5 / 2**0.5
+    nn.init.uniform_(weight, -bound, bound, generator=gen)
+    if bias is not None:
+        nn.init.zeros_(bias)
+
+
+def shared_bottom_width(hidden: int, n_experts: int, expert_dim: int, n_tasks: int, tower_dim: int) -> int:
+    """Width S of a shared-bottom layer with as many parameters as E experts of width X plus T gates.
+
+    MMoE: E X (H + 1) + T E (H + 1) + T (X Y + Y);  shared-bottom: S (H + 1) + T (S Y + Y).
+    """
+    mmoe = (
+        n_experts * expert_dim * (hidden + 1)
+        + n_tasks * n_experts * (hidden + 1)
+        + n_tasks * expert_dim * tower_dim
+    )
+    return max(1, round(mmoe / (hidden + 1 + n_tasks * tower_dim)))
+
+
+class MultiTaskNet(nn.Module):
+    """Experts, gates and task towers on top of a shared hidden layer.
+
+    ``forward(pre)`` takes the pre-activation of the shared hidden layer (the caller's first linear
+    layer, so that user-side and item-side parts can be computed once and broadcast) and returns
+    (task logits [B, T], gate weights [B, T, E] or None, the towers' inputs [B, T, X]).
+    """
+
+    def __init__(
+        self,
+        hidden: int,
+        n_tasks: int,
+        gen: torch.Generator,
+        arch: Arch = "mmoe",
+        n_experts: int = 8,
+        expert_dim: int = 32,
+        tower_dim: int = 16,
+        gate_dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.arch, self.n_tasks, self.gate_dropout = arch, n_tasks, gate_dropout
+        self.rng: torch.Generator | None = None  # set by the trainer; needed for gate dropout
+        if arch == "shared_bottom":
+            self.n_experts = 1
+            self.expert_dim = shared_bottom_width(hidden, n_experts, expert_dim, n_tasks, tower_dim)
+        else:
+            self.n_experts, self.expert_dim = n_experts, expert_dim
+        e, x = self.n_experts, self.expert_dim
+        self.n_gates = {"mmoe": n_tasks, "omoe": 1, "shared_bottom": 0}[arch]
+        # Every expert's layer and every gate side by side: one [H, E*X + G*E] product per batch.
+        self.in_w = nn.Parameter(torch.empty(hidden, e * x + self.n_gates * e))
+        self.in_b = nn.Parameter(torch.zeros(e * x + self.n_gates * e))
+        _init_linear(self.in_w[:, : e * x].T, None, gen)
+        nn.init.normal_(self.in_w[:, e * x :], std=0.01, generator=gen)
+        self.tower_w1 = nn.Parameter(torch.empty(n_tasks, x, tower_dim))
+        self.tower_b1 = nn.Parameter(torch.zeros(n_tasks, 1, tower_dim))
+        self.tower_w2 = nn.Parameter(torch.empty(n_tasks, tower_dim, 1))
+        self.tower_b2 = nn.Parameter(torch.zeros(n_tasks, 1, 1))
+        _init_linear(self.tower_w1, None, gen)
+        _init_linear(self.tower_w2, None, gen)
+
+    def gates(self, logits: torch.Tensor) -> torch.Tensor:
+        """Gate logits [B, G*E] -> softmax weights [B, T, E] (after gate dropout in training)."""
+        b = logits.shape[0]
+        weights = torch.softmax(logits.view(b, -1, self.n_experts), dim=-1).expand(
+            b, self.n_tasks, self.n_experts
+        )
+        if self.training and self.gate_dropout > 0:
+            if self.rng is None:
+                raise RuntimeError("gate dropout in training needs a generator: set MultiTaskNet.rng")
+            keep = torch.rand(weights.shape, generator=self.rng, device=logits.device) >= self.gate_dropout
+            kept = weights * keep
+            total = kept.sum(-1, keepdim=True)
+            weights = torch.where(total > 0, kept / total.clamp_min(1e-12), weights)
+        return weights
+
+    def forward(self, pre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """pre [B, H] -> (logits [B, T], gates [B, T, E] | None, tower inputs [B, T, X])."""
+        h = torch.relu(pre)  # the shared hidden layer
+        b = h.shape[0]
+        ex = self.n_experts * self.expert_dim
+        out = torch.addmm(self.in_b, h, self.in_w)  # [B, E*X + G*E]
+        experts = torch.relu(out[:, :ex]).view(b, self.n_experts, self.expert_dim)  # [B, E, X]
+        if self.arch == "shared_bottom":
+            gates = None
+            mixed = experts.expand(b, self.n_tasks, self.expert_dim)  # [B, T, X]
+        else:
+            gates = self.gates(out[:, ex:])  # [B, T, E]
+            mixed = torch.bmm(gates, experts)  # [B, T, X]
+        z = torch.relu(torch.baddbmm(self.tower_b1, mixed.transpose(0, 1), self.tower_w1))  # [T, B, Y]
+        logits = torch.baddbmm(self.tower_b2, z, self.tower_w2).squeeze(-1).T  # [B, T]
+        return logits, gates, mixed
+
+    def macs_per_example(self, hidden: int) -> int:
+        """Multiply-accumulates of one forward pass from the layer shapes (shared layer excluded)."""
+        e, x, t = self.n_experts, self.expert_dim, self.n_tasks
+        y = self.tower_w1.shape[-1]
+        gates = hidden * self.n_gates * e
+        mix = 0 if self.arch == "shared_bottom" else t * e * x
+        return hidden * e * x + gates + mix + t * (x * y + y)
