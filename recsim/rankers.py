@@ -190,5 +190,6 @@ def make_ranker(config: SimConfig, world: World) -> Ranker:
 
         return MultiTaskRanker(config, world)
     raise ValueError(
-        f"ranker.name must be one of random, popularity, oracle, mf, mmoe, shared_bottom, single_task; got {name!r}"
+        "ranker.name must be one of random, popularity, oracle, mf, mmoe, shared_bottom, "
+        f"single_task; got {name!r}"
     )

@@ -41,7 +41,7 @@ import torch
 from torch import nn
 
 from towers.mmoe import Arch, MultiTaskNet
-from towers.position import ShallowTower, grad_reverse, position_cells
+from towers.position import ShallowTower, grad_reverse
 
 PositionMode = Literal["none", "feature", "shallow_tower", "obs_dropout", "grad_reversal", "ips", "pal"]
 TOWER_MODES = ("shallow_tower", "obs_dropout", "grad_reversal", "pal")
