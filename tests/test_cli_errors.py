@@ -17,7 +17,8 @@ CASES = [
     (["--set", "policy.n_candidates=5"], "policy.n_candidates must lie in [policy.slate_size=10"),
     (
         ["--set", "ranker.name=xgboost"],
-        "ranker.name: Input should be 'random', 'popularity', 'oracle' or 'mf' (got 'xgboost')",
+        "ranker.name: Input should be 'random', 'popularity', 'oracle', 'mf', 'mmoe', "
+        "'shared_bottom' or 'single_task' (got 'xgboost')",
     ),
     (["--set", "policy.epsilon=1.5"], "policy.epsilon: Input should be less than or equal to 1 (got 1.5)"),
     (
