@@ -89,18 +89,16 @@ def run(
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         fail(f"output folder {out} exists and is not empty; choose a new --out")
 
-    first = next(iter(configs.values()))
+    tracking = sc.tracking(configs)
     tracker = None
-    if first.tracking.enabled:
+    if tracking.enabled:
         from recsim.tracking import MlflowTracker
 
-        tracker = MlflowTracker(first.tracking.uri, first.tracking.experiment or sc.name)
+        tracker = MlflowTracker(tracking.uri, tracking.experiment or sc.name)
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from recsim.loop import final_table, run_scenario
-
-    total = sum(c.loop.rounds for c in configs.values())
+    total = sc.total_steps(configs)
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -113,14 +111,16 @@ def run(
         task = progress.add_task(sc.name, total=total)
 
         def on_round(arm: str, r: int, row: dict[str, Any]) -> None:
-            shown = "  ".join(f"{k}={_fmt(row[k])}" for k in ("gold", "ndcg_truth", "gini") if k in row)
+            shown = "  ".join(
+                f"{k}={_fmt(row[k])}" for k in ("gold", "ndcg_truth", "gini", "test_loss") if k in row
+            )
             progress.update(task, advance=1, description=f"{arm} r{r}  {shown}")
 
-        frame = run_scenario(sc, configs, out, tracker, on_round)
-    console.print(summary_table(final_table(frame, sc.table), f"{sc.name}: final round"))
+        frame = sc.run(configs, out, tracker, on_round)
+    console.print(summary_table(sc.final(frame), f"{sc.name}: final round"))
     console.print(f"outputs: {out}")
     if tracker is not None:
-        console.print(f"MLflow: {first.tracking.uri} (experiment '{first.tracking.experiment or sc.name}')")
+        console.print(f"MLflow: {tracking.uri} (experiment '{tracking.experiment or sc.name}')")
 
 
 @app.command()

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from recsim.config import ConfigError, SimConfig, deep_merge, nest, parse_override, validate
+from recsim.config import ConfigError, SimConfig, TrackingConfig, deep_merge, nest, parse_override, validate
 
 DEFAULT_PLOT = ("gold", "ndcg_truth", "gini", "gap")
 DEFAULT_TABLE = (
@@ -83,6 +83,26 @@ class Scenario:
             configs[arm] = validate(data, arm)
         return configs
 
+    def total_steps(self, configs: dict[str, SimConfig]) -> int:
+        """Rounds over all arms (for progress displays)."""
+        return sum(c.loop.rounds for c in configs.values())
+
+    def tracking(self, configs: dict[str, SimConfig]) -> TrackingConfig:
+        """The tracking settings of the run (the first arm's)."""
+        return next(iter(configs.values())).tracking
+
+    def run(self, configs: dict[str, SimConfig], out: Path, tracker: Any = None, on_round: Any = None) -> Any:
+        """Run every arm into ``out`` (see :func:`recsim.loop.run_scenario`); returns the metrics frame."""
+        from recsim.loop import run_scenario
+
+        return run_scenario(self, configs, out, tracker, on_round)
+
+    def final(self, frame: Any) -> dict[str, dict[str, float | None]]:
+        """arm -> the ``table`` metrics in the arm's last round."""
+        from recsim.loop import final_table
+
+        return final_table(frame, self.table)
+
 
 def _from_mapping(data: Any, source: str) -> Scenario:
     if not isinstance(data, dict):
@@ -106,14 +126,16 @@ def _from_mapping(data: Any, source: str) -> Scenario:
 
 
 def builtin_scenarios() -> dict[str, Scenario]:
-    """Every scenario shipped in the ``scenarios`` package (modules with ``SCENARIO``)."""
+    """Every scenario shipped in the ``scenarios`` package (modules with ``SCENARIO``: a
+    :class:`Scenario`, or an object with the same ``resolve``/``run`` interface such as
+    :class:`recsim.synthetic.MaScenario`)."""
     import scenarios
 
     found: dict[str, Scenario] = {}
     for info in pkgutil.iter_modules(scenarios.__path__):
         module = importlib.import_module(f"scenarios.{info.name}")
         scenario = getattr(module, "SCENARIO", None)
-        if isinstance(scenario, Scenario):
+        if all(hasattr(scenario, a) for a in ("name", "description", "arms", "resolve", "run", "final")):
             found[scenario.name] = scenario
     return dict(sorted(found.items()))
 

@@ -1,21 +1,22 @@
-"""The default scenario: a ranker retrained on its own clicks, with and without randomized traffic."""
+"""The default scenario: MMoE rankers retrained on their own position-biased clicks, without and
+with the shallow position tower of Zhao et al. (RecSys 2019), against the oracle."""
 
 from recsim.scenario import Scenario
 
+_MMOE = {"name": "mmoe", "window": 5}
+
 SCENARIO = Scenario(
     name="feedback-loop",
-    description="Logistic-MF ranker retrained on its own position-biased clicks, 0% vs 10% "
-    "exploration traffic, against popularity, random and oracle rankers.",
+    description="MMoE ranker retrained on its own position-biased clicks, without vs with the "
+    "shallow position tower; the oracle as the ceiling.",
     base={
         "world": {"n_users": 2000, "n_items": 1000, "drift_rate": 0.05},
-        "policy": {"slate_size": 10},
+        "policy": {"slate_size": 10, "n_candidates": 200},
         "loop": {"rounds": 20},
     },
     arms={
-        "mf": {"ranker": {"name": "mf"}},
-        "mf-explore10": {"ranker": {"name": "mf"}, "policy": {"exploration_share": 0.1}},
-        "popularity": {"ranker": {"name": "popularity"}},
-        "random": {"ranker": {"name": "random"}},
+        "mmoe": {"ranker": {**_MMOE, "position": "none"}},
+        "mmoe-shallow-tower": {"ranker": {**_MMOE, "position": "shallow_tower"}},
         "oracle": {"ranker": {"name": "oracle"}},
     },
     plot=(
@@ -26,7 +27,19 @@ SCENARIO = Scenario(
         "coverage",
         "gap",
         "ece",
-        "homogenization",
-        "rank_stability",
+        "position_curve_error",
+        "spurious_share",
+    ),
+    table=(
+        "gold",
+        "gold_satisfaction",
+        "regret",
+        "ndcg_truth",
+        "gini",
+        "coverage",
+        "gap",
+        "ece",
+        "position_curve_error",
+        "spurious_share",
     ),
 )

@@ -52,7 +52,8 @@ class MultiTaskNet(nn.Module):
     """Experts, gates and task towers on top of a shared hidden layer.
 
     ``forward(pre)`` takes the pre-activation of the shared hidden layer (the caller's first linear
-    layer, so that user-side and item-side parts can be computed once and broadcast) and returns
+    layer, so that user-side and item-side parts can be computed once and broadcast; with
+    ``hidden_activation=False`` the experts read ``pre`` as is, as in Ma et al.'s setup) and returns
     (task logits [B, T], gate weights [B, T, E] or None, the towers' inputs [B, T, X]).
     """
 
@@ -66,13 +67,16 @@ class MultiTaskNet(nn.Module):
         expert_dim: int = 32,
         tower_dim: int = 16,
         gate_dropout: float = 0.0,
+        hidden_activation: bool = True,
+        bottom_width: int | None = None,
     ) -> None:
         super().__init__()
+        self.hidden_activation = hidden_activation
         self.arch, self.n_tasks, self.gate_dropout = arch, n_tasks, gate_dropout
         self.rng: torch.Generator | None = None  # set by the trainer; needed for gate dropout
         if arch == "shared_bottom":
             self.n_experts = 1
-            self.expert_dim = shared_bottom_width(hidden, n_experts, expert_dim, n_tasks, tower_dim)
+            self.expert_dim = bottom_width or shared_bottom_width(hidden, n_experts, expert_dim, n_tasks, tower_dim)
         else:
             self.n_experts, self.expert_dim = n_experts, expert_dim
         e, x = self.n_experts, self.expert_dim
@@ -106,7 +110,7 @@ class MultiTaskNet(nn.Module):
 
     def forward(self, pre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
         """pre [B, H] -> (logits [B, T], gates [B, T, E] | None, tower inputs [B, T, X])."""
-        h = torch.relu(pre)  # the shared hidden layer
+        h = torch.relu(pre) if self.hidden_activation else pre  # the shared hidden layer (or raw input)
         b = h.shape[0]
         ex = self.n_experts * self.expert_dim
         out = torch.addmm(self.in_b, h, self.in_w)  # [B, E*X + G*E]

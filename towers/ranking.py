@@ -71,9 +71,24 @@ class RankingSpec:
     reversal_weight: float = 1.0
 
 
+def _torchrec():  # noqa: ANN202
+    """Import torchrec lazily (about 3 s), without its import-time tracing notice."""
+    import logging
+
+    logging.getLogger("torch.fx._symbolic_trace").setLevel(logging.ERROR)
+    import torchrec
+
+    return torchrec
+
+
 def _ebc(tables: list[tuple[str, int, str]], dim: int, gen: torch.Generator) -> nn.Module:
     """An EmbeddingBagCollection of (feature, rows, pooling) tables, initialized from ``gen``."""
-    from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, PoolingType
+    trec = _torchrec()
+    EmbeddingBagCollection, EmbeddingBagConfig, PoolingType = (  # noqa: N806
+        trec.EmbeddingBagCollection,
+        trec.EmbeddingBagConfig,
+        trec.PoolingType,
+    )
 
     configs = [
         EmbeddingBagConfig(
@@ -94,7 +109,7 @@ def _ebc(tables: list[tuple[str, int, str]], dim: int, gen: torch.Generator) -> 
 def _kjt(keys: list[str], columns: list[torch.Tensor], bag: torch.Tensor | None = None):  # noqa: ANN202
     """KeyedJaggedTensor with one id per row for ``columns`` and, if given, a padded bag [B, L]
     (entries < 0 are padding) as the last key."""
-    from torchrec import KeyedJaggedTensor
+    KeyedJaggedTensor = _torchrec().KeyedJaggedTensor  # noqa: N806
 
     n = columns[0].shape[0]
     values = list(columns)
