@@ -1,0 +1,119 @@
+"""Multi-task networks and position modules: invariants, serving independence, learned curves."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from recsim.config import validate
+from recsim.multitask import MultiTaskRanker, append_history
+from recsim.world import World
+from towers.mmoe import MultiTaskNet
+from towers.position import grad_reverse, position_cells
+
+
+def _net(arch="mmoe", gate_dropout=0.0, **kw):
+    return MultiTaskNet(32, 2, torch.Generator().manual_seed(0), arch=arch, gate_dropout=gate_dropout, **kw)
+
+
+@pytest.mark.parametrize("arch", ["mmoe", "omoe"])
+def test_gates_are_distributions_and_shapes_hold(arch):
+    net = _net(arch).eval()
+    logits, gates, mixed = net(torch.randn(64, 32, generator=torch.Generator().manual_seed(1)))
+    assert logits.shape == (64, 2) and gates.shape == (64, 2, 8) and mixed.shape == (64, 2, 32)
+    torch.testing.assert_close(gates.sum(-1), torch.ones(64, 2))
+    assert torch.all(gates >= 0)
+    if arch == "omoe":  # one gate shared by both tasks
+        torch.testing.assert_close(gates[:, 0], gates[:, 1])
+    else:
+        assert not torch.allclose(gates[:, 0], gates[:, 1])
+
+
+def test_gate_dropout_zeroes_experts_and_renormalizes():
+    net = _net(gate_dropout=0.5).train()
+    net.rng = torch.Generator().manual_seed(2)
+    _, gates, _ = net(torch.randn(512, 32, generator=torch.Generator().manual_seed(3)))
+    torch.testing.assert_close(gates.sum(-1), torch.ones(512, 2))
+    dropped = (gates == 0).double().mean()
+    assert 0.4 < dropped < 0.6  # about half the experts of each row are dropped
+    net.rng = None
+    with pytest.raises(RuntimeError, match="generator"):
+        net(torch.randn(4, 32))
+    net.eval()
+    _, gates, _ = net(torch.randn(4, 32))
+    assert torch.all(gates > 0)  # no dropout at serving
+
+
+def test_shared_bottom_is_parameter_matched():
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    mmoe, sb = _net("mmoe"), _net("shared_bottom")
+    assert abs(count(sb) - count(mmoe)) / count(mmoe) < 0.05
+    _, gates, mixed = sb(torch.randn(3, 32))
+    assert gates is None and mixed.shape[1] == 2
+
+
+def test_gradient_reversal_flips_the_gradient():
+    x = torch.ones(3, requires_grad=True)
+    (grad_reverse(x, 0.5) * 2).sum().backward()
+    torch.testing.assert_close(x.grad, torch.full((3,), -1.0))
+
+
+def test_append_history_matches_a_reference():
+    g = torch.Generator().manual_seed(0)
+    history = torch.randint(-1, 50, (6, 4), generator=g)
+    history = torch.where(torch.arange(4) < torch.tensor([0, 1, 2, 3, 4, 4]).unsqueeze(1), history.abs(), -1)
+    # Valid entries must sit at the end (oldest first): move them there.
+    ordered = torch.stack([torch.cat([r[r < 0], r[r >= 0]]) for r in history])
+    users = torch.tensor([3, 0, 3, 5, 3, 3, 3])
+    items = torch.tensor([90, 91, 92, 93, 94, 95, 96])
+    got = append_history(ordered, users, items)
+    for u in range(6):
+        old = [int(v) for v in ordered[u] if v >= 0]
+        new = [int(i) for uu, i in zip(users, items, strict=True) if uu == u]
+        want = (old + new)[-4:]
+        want = [-1] * (4 - len(want)) + want
+        assert got[u].tolist() == want, (u, got[u].tolist(), want)
+    assert torch.equal(append_history(ordered, users[:0], items[:0]), ordered)
+
+
+def _ranker(position: str, **ranker):
+    cfg = validate(
+        {
+            "world": {"n_users": 60, "n_items": 40},
+            "metrics": {"panel_users": 8},
+            "ranker": {"name": "mmoe", "position": position, **ranker},
+        }
+    )
+    world = World.create(cfg)
+    return MultiTaskRanker(cfg, world), world
+
+
+@pytest.mark.parametrize("position", ["shallow_tower", "obs_dropout", "grad_reversal", "pal", "feature"])
+def test_serving_does_not_depend_on_the_position_input(position):
+    ranker, world = _ranker(position)
+    users = torch.arange(10)
+    items = torch.arange(40).expand(10, 40)
+    before = ranker.score(world, users, items, 0)
+    model = ranker.model_
+    with torch.no_grad():
+        if model.tower is not None:
+            # Every observed (position, device) cell changes; only "missing" (cell 0) is served.
+            model.tower.embed.weight[1:] += torch.randn(model.tower.embed.weight[1:].shape)
+            if position == "pal":
+                model.tower.embed.weight[0] += 3.0  # PAL serves f alone: even "missing" is unused
+        else:
+            top = position_cells(torch.ones(2, dtype=torch.long), torch.arange(2), 10)
+            mask = torch.ones(model.pos_proj.weight.shape[0], dtype=torch.bool)
+            mask[top] = False  # position as a feature is served at position 1
+            model.pos_proj.weight[mask] += torch.randn(int(mask.sum()), model.pos_proj.weight.shape[1])
+    after = ranker.score(world, users, items, 0)
+    torch.testing.assert_close(before, after)
+
+
+def test_ranker_scores_and_probabilities_have_the_candidate_shape():
+    ranker, world = _ranker("none")
+    users = torch.tensor([1, 5, 7])
+    items = torch.randint(40, (3, 12), generator=torch.Generator().manual_seed(0))
+    s = ranker.score(world, users, items, 0)
+    p = ranker.predict_proba(world, users, items)
+    assert s.shape == p.shape == (3, 12) and torch.all((p > 0) & (p < 1))
