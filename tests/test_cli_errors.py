@@ -52,7 +52,7 @@ CASES = [
 @pytest.mark.parametrize(("args", "message"), CASES, ids=[" ".join(a) for a, _ in CASES])
 def test_bad_config_exits_2_with_one_line_and_writes_nothing(args, message, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    result = CliRunner().invoke(app, ["run", "feedback-loop", "--out", "out", *args])
+    result = CliRunner().invoke(app, ["run", "exploration", "--out", "out", *args])
     assert result.exit_code == 2, result.output
     err = result.stderr.strip()
     assert err.startswith("error: ") and "\n" not in err, err
@@ -64,7 +64,8 @@ def test_unknown_scenario_and_missing_yaml(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(app, ["run", "no-such-scenario"])
     assert (
-        result.exit_code == 2 and "unknown scenario 'no-such-scenario' (known: feedback-loop" in result.stderr
+        result.exit_code == 2
+        and "unknown scenario 'no-such-scenario' (known: exploration, feedback-loop" in result.stderr
     )
     result = CliRunner().invoke(app, ["run", "missing.yaml"])
     assert result.exit_code == 2 and "scenario file missing.yaml does not exist" in result.stderr
@@ -81,7 +82,7 @@ def test_non_empty_output_folder_is_refused_and_left_alone(tmp_path, monkeypatch
     monkeypatch.chdir(tmp_path)
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "keep.txt").write_text("precious")
-    result = CliRunner().invoke(app, ["run", "feedback-loop", "--out", "out", "--no-tracking"])
+    result = CliRunner().invoke(app, ["run", "exploration", "--out", "out", "--no-tracking"])
     assert result.exit_code == 2 and "exists and is not empty" in result.stderr
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["keep.txt"]
     assert (tmp_path / "out" / "keep.txt").read_text() == "precious"
@@ -97,6 +98,7 @@ def test_real_process_exit_status_and_single_stderr_line(tmp_path):
     )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
-        "error: invalid config for arm 'mf': policy.epsilon: Input should be less than or equal to 1 (got 7)"
+        "error: invalid config for arm 'mmoe': policy.epsilon: "
+        "Input should be less than or equal to 1 (got 7)"
     ]
     assert list(tmp_path.iterdir()) == []

@@ -58,7 +58,9 @@ def test_learned_curve_is_close_to_the_truth_on_random_slates(tmp_path, position
 
 
 def test_mmoe_beats_shared_bottom_at_low_task_correlation(tmp_path):
-    configs = MA.resolve(["correlations=[0.5]", "models=[mmoe, shared_bottom]", "repeats=4", "tracking.enabled=false"])
+    configs = MA.resolve(
+        ["correlations=[0.5]", "models=[mmoe, shared_bottom]", "repeats=4", "tracking.enabled=false"]
+    )
     MA.run(configs, tmp_path / "ma")
     table = pl.read_parquet(tmp_path / "ma" / "final_test_loss.parquet")
     loss = dict(zip(table["model"], table["test_loss"], strict=True))

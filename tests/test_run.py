@@ -33,7 +33,7 @@ LOG_SCHEMA = {
 
 
 def _run(tmp_path, small, name="run", extra=()):
-    sc = load_scenario("feedback-loop")
+    sc = load_scenario("exploration")
     return run_scenario(sc, sc.resolve([*small, *extra]), tmp_path / name), tmp_path / name
 
 
@@ -125,7 +125,7 @@ def test_cli_run_tracks_mlflow_and_compare_reads_it_back(tmp_path, monkeypatch, 
     import mlflow
 
     monkeypatch.chdir(tmp_path)
-    args = ["run", "feedback-loop", "--out", "out", "--quiet", "--rounds", "3"]
+    args = ["run", "exploration", "--out", "out", "--quiet", "--rounds", "3"]
     for s in small:
         if not s.startswith(("tracking", "loop")):
             args += ["--set", s]
@@ -134,7 +134,7 @@ def test_cli_run_tracks_mlflow_and_compare_reads_it_back(tmp_path, monkeypatch, 
     assert "final round" in result.output and "ndcg_truth" in result.output
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
-    runs = mlflow.search_runs(experiment_names=["feedback-loop"])
+    runs = mlflow.search_runs(experiment_names=["exploration"])
     parents = runs[runs["tags.mlflow.parentRunId"].isna()]
     children = runs[runs["tags.mlflow.parentRunId"].notna()]
     assert len(parents) == 1 and len(children) == 5
@@ -151,7 +151,7 @@ def test_cli_run_tracks_mlflow_and_compare_reads_it_back(tmp_path, monkeypatch, 
     assert {"config.yaml", "metrics.parquet", "curves.png", "summary.json"} <= artifacts
 
     result = CliRunner().invoke(
-        app, ["compare", "--experiment", "feedback-loop", "--tracking-uri", uri, "--out", "cmp.png"]
+        app, ["compare", "--experiment", "exploration", "--tracking-uri", uri, "--out", "cmp.png"]
     )
     assert result.exit_code == 0, result.output
     assert "oracle" in result.output and (tmp_path / "cmp.png").stat().st_size > 10_000
