@@ -7,8 +7,9 @@ so that cos(w1, w2) = p (the task correlation knob); x ~ N(0, I_d) and
     y_t = w_t . x + sum_{i=1..m} sin(alpha_i w_t . x + beta_i) + eps,   eps ~ N(0, sigma^2)
 
 The paper gives no m, alpha, beta; as in public reproductions, c = 1, alpha_i = i,
-beta_i = (i - 1)^2, sigma = 0.1 (variance 0.01), m = 4 by default (configurable). Models follow the paper: 8 experts of one 16-unit
-layer, towers of 8 units, the shared-bottom parameter-matched, all reading x directly. Trained with
+beta_i = (i - 1)^2, sigma = 0.1 (variance 0.01), m = 4 by default (configurable). Models follow
+the paper: 8 experts of one 16-unit layer, towers of 8 units, the shared-bottom parameter-matched,
+all reading x directly. Trained with
 Adam on the sum of the two tasks' squared errors; the test loss is the mean squared error over
 both tasks on a held-out set.
 

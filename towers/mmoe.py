@@ -76,7 +76,8 @@ class MultiTaskNet(nn.Module):
         self.rng: torch.Generator | None = None  # set by the trainer; needed for gate dropout
         if arch == "shared_bottom":
             self.n_experts = 1
-            self.expert_dim = bottom_width or shared_bottom_width(hidden, n_experts, expert_dim, n_tasks, tower_dim)
+            matched = shared_bottom_width(hidden, n_experts, expert_dim, n_tasks, tower_dim)
+            self.expert_dim = bottom_width or matched
         else:
             self.n_experts, self.expert_dim = n_experts, expert_dim
         e, x = self.n_experts, self.expert_dim
