@@ -60,6 +60,65 @@ def bench_feedback_loop(rounds: int) -> tuple[float, float, int]:
     return n / seconds, seconds, n
 
 
+def bench_gemm_peak(n: int = 2048, repeats: int = 5) -> float:
+    """Measured float32 GEMM throughput (GFLOP/s): an n x n by n x n product, 2 n^3 FLOPs."""
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(n, n, generator=g), torch.randn(n, n, generator=g)
+    return 2 * n**3 / _median_time(lambda: a @ b, repeats) / 1e9
+
+
+def bench_mmoe(n_examples: int) -> dict[str, float]:
+    """Training and scoring throughput of the default MMoE ranker of the feedback-loop world.
+
+    Training: ``MultiTaskRanker._train`` (KJT building, embedding bags, MMoE, Adam) on
+    ``n_examples`` impressions, one epoch at the default batch size. FLOPs are counted from the
+    dense layers' shapes: 2 x multiply-accumulates forward, twice that backward (6 x MACs per
+    example); embedding lookups count none. Scoring: 1,000 users x 1,000 candidates.
+    """
+    from recsim.config import validate
+    from recsim.multitask import MultiTaskRanker
+    from recsim.world import World
+
+    config = validate({"ranker": {"name": "mmoe", "epochs": 1}})
+    world = World.create(config)
+    ranker = MultiTaskRanker(config, world)
+    g = torch.Generator().manual_seed(0)
+    n = n_examples
+    users = torch.randint(world.n_users, (n,), generator=g)
+    items = torch.randint(world.n_items_total, (n,), generator=g)
+    positions = torch.randint(1, 11, (n,), generator=g)
+    devices = world.user_device[users]
+    history = torch.randint(-1, world.n_items_total, (n, config.ranker.history_len), generator=g)
+    dense = torch.rand(n, 2, generator=g)
+    cells = 1 + devices * 10 + positions - 1
+    clicks = (torch.rand(n, generator=g) < 0.2).float()
+    data = (
+        users,
+        devices,
+        history,
+        items,
+        world.item_category[items],
+        dense,
+        cells,
+        positions,
+        clicks,
+        clicks,
+        None,
+    )
+    ranker._train(data, torch.Generator().manual_seed(1))  # warm-up
+    seconds = _median_time(lambda: ranker._train(data, torch.Generator().manual_seed(1)), 3)
+    flops = 6 * ranker.model_.dense_macs_per_example() * n
+    score_users = torch.arange(1000)
+    cands = torch.randint(world.n_items_total, (1000, 1000), generator=g)
+    score_s = _median_time(lambda: ranker.score(world, score_users, cands, 1), 3)
+    return {
+        "examples_per_s": n / seconds,
+        "gflops": flops / seconds / 1e9,
+        "batch": config.ranker.batch,
+        "score_s": score_s,
+    }
+
+
 def run_benchmarks(quick: bool = False) -> Iterator[str]:
     """Yield one JSON line per benchmark."""
     machine = {
@@ -73,6 +132,22 @@ def run_benchmarks(quick: bool = False) -> Iterator[str]:
     yield _line(
         "behavior_impressions_per_s", rate, "impressions/s", users=n_users, slate=10, model="pbm", **machine
     )
+    peak = bench_gemm_peak()
+    yield _line("gemm_peak_gflops", peak, "GFLOP/s", n=2048, dtype="float32", **machine)
+    mmoe = bench_mmoe(40_960 if quick else 163_840)
+    yield _line(
+        "mmoe_train_examples_per_s", mmoe["examples_per_s"], "examples/s", batch=mmoe["batch"], **machine
+    )
+    yield _line(
+        "mmoe_train_peak_ratio",
+        mmoe["gflops"] / peak,
+        "ratio",
+        train_gflops=round(mmoe["gflops"], 2),
+        batch=mmoe["batch"],
+        target=0.25,
+        **machine,
+    )
+    yield _line("mmoe_score_1000x1000_s", mmoe["score_s"], "s", pairs=1_000_000, **machine)
     rounds = 5 if quick else 20
     per_s, seconds, n = bench_feedback_loop(rounds)
     yield _line(

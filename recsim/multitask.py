@@ -20,7 +20,7 @@ from recsim.config import SimConfig
 from recsim.rng import SETUP_ROUND, generator
 from recsim.world import World
 
-SCORE_CHUNK = 8192  # (user, candidate) pairs per scoring chunk: small enough to stay in cache
+SCORE_CHUNK = 4096  # (user, candidate) pairs per scoring chunk: small enough to stay in cache
 
 
 def _col(frame: pl.DataFrame, name: str, dtype: torch.dtype) -> torch.Tensor:

@@ -98,7 +98,6 @@ def make_tasks(config: MaConfig, correlation: float, repeat: int) -> tuple[torch
 
     from recsim.rng import generator
 
-
     g = generator(config.seed, repeat, f"ma-data-{correlation}")
     d = config.dim
     q, _ = torch.linalg.qr(torch.randn(d, 2, generator=g))
