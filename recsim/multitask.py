@@ -111,10 +111,11 @@ class MultiTaskRanker:
         age = (round_ - world.item_birth[items]).clamp_min(0).float() / 10.0
         return torch.stack([age, torch.log1p(exposure[items])], dim=1)
 
-    def _item_parts(self, world: World, round_: int) -> torch.Tensor:
-        """[N_total, H] item side of the shared layer for serving at ``round_``."""
+    def _item_parts(self, world: World, round_: int, exposure: torch.Tensor) -> torch.Tensor:
+        """[N_total, H] item side of the shared layer for serving at ``round_`` given the items'
+        past exposure counts [N_total]."""
         items = torch.arange(world.n_items_total)
-        dense = self._item_dense(world, items, round_, self.exposure_)
+        dense = self._item_dense(world, items, round_, exposure)
         return self.model_.item_part(items, world.item_category, dense)
 
     # -- serving -----------------------------------------------------------------------------------
@@ -130,7 +131,7 @@ class MultiTaskRanker:
         with torch.inference_mode():
             device = world.user_device[users]
             up = model.user_part(users, device, self.history_[users])  # [B, H]
-            ip = self._item_parts(world, round_)  # [N, H]
+            ip = self._item_parts(world, round_, self.exposure_)  # [N, H]
             top_cells = position_cells(torch.ones_like(device), device, self.slate_size)  # [B]
             pos = model.position_part(top_cells)  # [B, H] or 0
             bias = torch.zeros(len(users))
@@ -179,8 +180,10 @@ class MultiTaskRanker:
         """Split the training-time click score of impressions into (relevance part, position part).
 
         users [B], items [B, K], positions [B, K] (1-based) -> two [B, K] tensors, or None when the
-        model has no position input (none, ips). Tower modes: (f, g(cell)); pal: (log sigmoid f,
-        log sigmoid g(cell)); feature: (f(x, position 1), f(x, cell) - f(x, position 1)).
+        model has no position input (none, ips). The impressions are those of the last fitted round,
+        scored by the fitted model with the features they were served with. Tower modes:
+        (f, g(cell)); pal: (log sigmoid f, log sigmoid g(cell)); feature: (f(x, position 1),
+        f(x, cell) - f(x, position 1)).
         """
         from towers.position import position_cells
 
@@ -191,8 +194,10 @@ class MultiTaskRanker:
         with torch.inference_mode():
             n_users, k = items.shape
             device = world.user_device[users]
-            up = model.user_part(users, device, self.history_[users])[:, None]  # [B, 1, H]
-            ip = self._item_parts(world, max(self.snapshots_, default=0))[items]  # [B, K, H]
+            served = max(self.snapshots_)
+            history, exposure = self.snapshots_[served]
+            up = model.user_part(users, device, history[users])[:, None]  # [B, 1, H]
+            ip = self._item_parts(world, served, exposure)[items]  # [B, K, H]
             cells = position_cells(positions, device[:, None].expand(n_users, k), self.slate_size)
             top = position_cells(
                 torch.ones_like(positions), device[:, None].expand(n_users, k), self.slate_size
