@@ -67,6 +67,15 @@ def finite_metrics(row: dict[str, Any]) -> dict[str, float]:
     }
 
 
+def artifact_location(uri: str) -> str | None:
+    """Artifacts of a SQLite-tracked experiment go to ``mlartifacts/`` beside the database file
+    (not into the working directory); other stores keep their default."""
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix):
+        return None
+    return (Path(uri[len(prefix) :]).resolve().parent / "mlartifacts").as_uri()
+
+
 class MlflowTracker:
     """Tracking to ``uri`` (default embedded SQLite), experiment ``experiment``."""
 
@@ -74,6 +83,7 @@ class MlflowTracker:
         import mlflow
 
         self.mlflow = mlflow
+        self.uri = uri
         self.client = mlflow.MlflowClient(tracking_uri=uri)
         mlflow.set_tracking_uri(uri)
         self.experiment = experiment
@@ -81,6 +91,8 @@ class MlflowTracker:
         self.child: Any = None
 
     def start(self, scenario: str, tags: dict[str, str]) -> None:
+        if self.client.get_experiment_by_name(self.experiment) is None:
+            self.client.create_experiment(self.experiment, artifact_location=artifact_location(self.uri))
         exp = self.mlflow.set_experiment(self.experiment)
         self.parent = self.mlflow.start_run(run_name=scenario, experiment_id=exp.experiment_id, tags=tags)
 

@@ -149,6 +149,7 @@ def test_cli_run_tracks_mlflow_and_compare_reads_it_back(tmp_path, monkeypatch, 
     assert [p.value for p in history] == pytest.approx(metrics["gold"].to_list())
     artifacts = {a.path for a in client.list_artifacts(parents.iloc[0]["run_id"])}
     assert {"config.yaml", "metrics.parquet", "curves.png", "summary.json"} <= artifacts
+    assert (tmp_path / "mlartifacts").is_dir() and not (tmp_path / "mlruns").exists()
 
     result = CliRunner().invoke(
         app, ["compare", "--experiment", "exploration", "--tracking-uri", uri, "--out", "cmp.png"]
