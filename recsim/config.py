@@ -223,13 +223,92 @@ class TrackingConfig(_Section):
     """MLflow experiment name; None = the scenario's name."""
 
 
+class LlmConfig(_Section):
+    """The LLM-reward domain (see :mod:`recsim.llm`)."""
+
+    n_prompts: int = Field(4096, gt=0)
+    """Training prompt pool; each round draws ``batch_prompts`` of them."""
+    n_eval_prompts: int = Field(256, gt=0)
+    """Fixed evaluation prompts (accuracy, pass@k, calibration, diversity)."""
+    prompt_len: int = Field(4, gt=0)
+    """Digit tokens per prompt."""
+    max_difficulty: int = Field(2, ge=0)
+    """Difficulty d in 0..max: the answer sums the first d + 1 digits (at most prompt_len)."""
+    n_answers: int = Field(5, gt=1)
+    """A: answers (the sum is taken mod A)."""
+    hint_wrong: float = Field(0.4, ge=0, le=1)
+    """Probability that the user's hint is wrong."""
+    conf_bins: int = Field(5, gt=1)
+    """C: verbalized confidence bins; stated q = (bin + 0.5) / C."""
+    max_elaboration: int = Field(6, ge=0)
+    """Most elaboration tokens in a response (the response's length)."""
+    hidden: int = Field(64, gt=0)
+    """Hidden width of the policy and the reward model (H)."""
+    sft_steps: int = Field(150, ge=0)
+    """Supervised warm-up steps of the base policy (on gold answers, random confidence and length)."""
+    sft_lr: float = Field(3e-3, gt=0)
+    """Learning rate of the warm-up."""
+    optimizer: Literal["grpo", "best_of_n", "psr", "nsr", "w_reinforce", "none"] = "grpo"
+    """How the policy is optimized each round: GRPO, best-of-n selection (no update; round r uses
+    n = 2^r), sign-split REINFORCE (PSR, NSR, W-REINFORCE; Zhu et al. 2025) or none."""
+    reward: Literal["binary", "rlcr", "reward_model"] = "reward_model"
+    """Reward optimized: binary correctness, binary + Brier term (RLCR, Damani et al. 2025), or
+    the learned reward model."""
+    label_prompts: int = Field(256, gt=0)
+    """Prompts sampled each round for the labeler: group_size / 2 pairs each, the reward model's data."""
+    batch_prompts: int = Field(64, gt=0)
+    """Prompts per policy step (N)."""
+    group_size: int = Field(8, gt=1)
+    """Samples per prompt (G): the GRPO group and the pairs offered to the labeler."""
+    policy_steps: int = Field(8, ge=0)
+    """Policy updates per round."""
+    policy_lr: float = Field(2e-3, gt=0)
+    """Adam learning rate of the policy."""
+    kl_coef: float = Field(0.05, ge=0)
+    """GRPO: weight of the per-token KL penalty to the reference policy."""
+    w_lambda: float = Field(0.1, ge=0)
+    """W-REINFORCE: weight of positive samples."""
+    rm_mode: Literal["labeler", "self", "anchored"] = "labeler"
+    """Who labels the reward model's pairs: the biased labeler; the reward model itself (no
+    external anchor); or the labeler with ``anchor_share`` of pairs labeled by the gold judge."""
+    anchor_share: float = Field(0.0, ge=0, le=1)
+    """Share of pairs labeled by the frozen gold judge (rm_mode=anchored)."""
+    rm_refit: bool = True
+    """Retrain the reward model every round (False: only on round 0's base-policy samples)."""
+    rm_epochs: int = Field(3, gt=0)
+    """Passes over the pair window per round."""
+    rm_lr: float = Field(3e-3, gt=0)
+    """Adam learning rate of the reward model."""
+    rm_window: int | None = Field(None, gt=0)
+    """Train the reward model on pairs of the last `rm_window` rounds; None = all."""
+    gold_weight: float = Field(4.0, ge=0)
+    """Labeler: weight of the correctness difference in its Bradley-Terry logit."""
+    length_bias: float = Field(1.5, ge=0)
+    """Labeler: weight of the length difference (in units of max_elaboration)."""
+    sycophancy_bias: float = Field(1.5, ge=0)
+    """Labeler: weight of the difference in agreeing with the user's hint."""
+    confidence_bias: float = Field(1.0, ge=0)
+    """Labeler: weight of the difference in stated confidence."""
+    pass_k_samples: int = Field(64, gt=0)
+    """Samples per evaluation prompt for pass@k (k up to this)."""
+
+    @model_validator(mode="after")
+    def _difficulty(self) -> LlmConfig:
+        if self.max_difficulty + 1 > self.prompt_len:
+            raise ValueError(
+                f"llm.max_difficulty + 1 must be <= llm.prompt_len ({self.prompt_len}), "
+                f"got {self.max_difficulty}"
+            )
+        return self
+
+
 class SimConfig(_Section):
     """One arm of a scenario: everything needed to run it, and nothing else."""
 
     seed: int = 0
     """Root seed; every random stream derives from (seed, round, stream)."""
-    domain: Literal["recsys"] = "recsys"
-    """Which domain the arm simulates."""
+    domain: Literal["recsys", "llm"] = "recsys"
+    """Which domain the arm simulates: the recommender loop or the LLM-reward loop."""
     device: str = "cpu"
     """Torch device for the world, behaviour and training."""
     world: WorldConfig = WorldConfig()
@@ -239,6 +318,7 @@ class SimConfig(_Section):
     loop: LoopConfig = LoopConfig()
     metrics: MetricsConfig = MetricsConfig()
     tracking: TrackingConfig = TrackingConfig()
+    llm: LlmConfig = LlmConfig()
 
     @model_validator(mode="after")
     def _cross(self) -> SimConfig:

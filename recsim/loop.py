@@ -63,7 +63,11 @@ def make_domain(config: SimConfig) -> Domain:
         from recsim.recsys import RecsysDomain
 
         return RecsysDomain(config)
-    raise ValueError(f"domain must be 'recsys', got {config.domain!r}")
+    if config.domain == "llm":
+        from recsim.llm.domain import LlmDomain
+
+        return LlmDomain(config)
+    raise ValueError(f"domain must be 'recsys' or 'llm', got {config.domain!r}")
 
 
 def run_arm(

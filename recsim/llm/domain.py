@@ -1,0 +1,364 @@
+"""The LLM-reward domain on the shared loop.
+
+Per round (see :func:`recsim.loop.run_arm`):
+1. act: the current policy samples G responses for a batch of training prompts (best-of-n: n
+   samples per evaluation prompt, the reward model picks one; n = 2^round).
+2. feedback: the labeler (or the reward model itself, or the gold judge for an anchor share)
+   prefers one of each pair (g, g + 1) of a group; the simulator also knows correctness.
+3. log: one row per response, with its pair and whether it won.
+4. fit: the reward model retrains on the pairs of its window, all drawn from the policy's own
+   samples (the selection bias); then the policy takes ``policy_steps`` updates against the reward.
+5. measure: on fixed evaluation prompts: gold, proxy, gap, accuracy, pass@k, calibration,
+   diversity, length, sycophancy, kl_ref, spurious_share.
+
+gold and proxy share units: the win probability of the policy's response over a reference-policy
+response to the same prompt, judged by the gold judge (gold) or by the reward model (proxy);
+both are 0.5 while the policy equals the reference.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, replace
+
+import numpy as np
+import polars as pl
+import torch
+
+from recsim import metrics
+from recsim.config import SimConfig
+from recsim.llm.feedback import Rollouts, preference_logit, rlcr_reward
+from recsim.llm.rl import group_advantages, pass_at_k, policy_loss, sign_split_advantages
+from recsim.llm.tasks import Format, Prompts, make_prompts, step_masks
+from recsim.logs import LogStore
+from recsim.rng import SETUP_ROUND, generator
+from towers.llm_policy import TokenPolicy, response_mask
+from towers.reward_model import RewardModel, bradley_terry_loss
+
+PASS_K = (1, 2, 4, 8, 16, 32, 64)
+
+
+@dataclass(frozen=True)
+class Batch:
+    """The round's samples for the labeler (``rollouts``, groups of G per training prompt) and, for
+    best-of-n, the reward model's pick among n samples per evaluation prompt (``served``)."""
+
+    rollouts: Rollouts
+    served: Rollouts | None = None
+    n: int = 1
+
+
+@dataclass(frozen=True)
+class Labels:
+    """Pairs (winner, loser) as indices into the batch's rollouts, and who labeled them."""
+
+    winner: torch.Tensor
+    loser: torch.Tensor
+    anchored: torch.Tensor
+
+
+@dataclass(frozen=True)
+class LlmState:
+    """policy and reward model are updated in place by ``fit``; ``train`` holds fit statistics."""
+
+    policy: TokenPolicy
+    reward_model: RewardModel
+    policy_opt: torch.optim.Optimizer
+    rm_opt: torch.optim.Optimizer
+    train: dict[str, float] | None = None
+
+
+class LlmDomain:
+    """LLM-reward feedback loop of one arm."""
+
+    name = "llm"
+
+    def __init__(self, config: SimConfig) -> None:
+        self.config = config
+        c = self.cfg = config.llm
+        self.fmt = Format(c.prompt_len, c.n_answers, c.conf_bins, c.max_elaboration, c.max_difficulty)
+        setup = lambda stream: generator(config.seed, SETUP_ROUND, stream)  # noqa: E731
+        self.pool = make_prompts(self.fmt, c.n_prompts, c.hint_wrong, setup("prompts"))
+        self.eval = make_prompts(self.fmt, c.n_eval_prompts, c.hint_wrong, setup("eval-prompts"))
+        self.reference = self._base_policy(setup)
+        self.reference.requires_grad_(False)
+
+    def gen(self, round_: int, stream: str) -> torch.Generator:
+        return generator(self.config.seed, round_, stream)
+
+    # 0. the base policy: supervised warm-up, then frozen as the reference ---------------------
+    def _base_policy(self, setup) -> TokenPolicy:  # noqa: ANN001
+        c, fmt = self.cfg, self.fmt
+        policy = TokenPolicy(fmt.prompt_vocab, fmt.vocab, step_masks(fmt), c.hidden, setup("policy-init"))
+        opt = torch.optim.Adam(policy.parameters(), lr=c.sft_lr)
+        g = setup("sft")
+        for _ in range(c.sft_steps):
+            idx = torch.randint(len(self.pool), (256,), generator=g)
+            p = self.pool.take(idx)
+            # Gold answers; confidence and length drawn at random: accurate-ish, uncalibrated, diverse.
+            conf = fmt.n_answers + torch.randint(c.conf_bins, (256,), generator=g)
+            n_elab = torch.randint(c.max_elaboration + 1, (256,), generator=g)
+            steps = torch.arange(fmt.max_len - 2)
+            tail = torch.where(steps < n_elab.unsqueeze(1), fmt.elab, fmt.eos)
+            tokens = torch.cat([p.answer.unsqueeze(1), conf.unsqueeze(1), tail], 1)
+            loss = -policy.log_probs(p.tokens, tokens).sum(1).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        policy.eval()
+        return policy
+
+    def initial_state(self) -> LlmState:
+        c, fmt = self.cfg, self.fmt
+        policy = copy.deepcopy(self.reference).requires_grad_(True)
+        rm = RewardModel(fmt.prompt_vocab, fmt.vocab, c.hidden, self.gen(SETUP_ROUND, "rm-init"))
+        return LlmState(
+            policy=policy,
+            reward_model=rm,
+            policy_opt=torch.optim.Adam(policy.parameters(), lr=c.policy_lr),
+            rm_opt=torch.optim.Adam(rm.parameters(), lr=c.rm_lr),
+        )
+
+    # helpers -----------------------------------------------------------------------------------
+    def sample(
+        self, policy: TokenPolicy, prompts: Prompts, per_prompt: int, gen: torch.Generator
+    ) -> Rollouts:
+        """``per_prompt`` responses to each prompt, groups contiguous."""
+        prompt = torch.arange(len(prompts)).repeat_interleave(per_prompt)
+        tokens = policy.sample(prompts.tokens[prompt], gen)
+        return Rollouts.build(self.fmt, prompts, prompt, tokens)
+
+    def score(self, rm: RewardModel, r: Rollouts) -> torch.Tensor:
+        """Reward-model scores [N]."""
+        with torch.inference_mode():
+            return rm(r.prompt_tokens, r.tokens)
+
+    # 1. act ----------------------------------------------------------------------------------------
+    def act(self, state: LlmState, round_: int) -> Batch:
+        c = self.cfg
+        idx = torch.randperm(len(self.pool), generator=self.gen(round_, "prompts"))[: c.label_prompts]
+        rollouts = self.sample(state.policy, self.pool.take(idx), c.group_size, self.gen(round_, "sample"))
+        if c.optimizer != "best_of_n":
+            return Batch(rollouts)
+        n = 2**round_
+        cand = self.sample(state.policy, self.eval, n, self.gen(round_, "best-of-n"))
+        # The reward model as it was when it decided (fitted on the earlier rounds' pairs).
+        best = self.score(state.reward_model, cand).view(-1, n).argmax(1) + torch.arange(len(self.eval)) * n
+        served = Rollouts.build(self.fmt, self.eval, cand.prompt[best], cand.tokens[best])
+        return Batch(rollouts, served, n)
+
+    def feedback(self, state: LlmState, batch: Batch, round_: int) -> Labels:
+        c, r = self.cfg, batch.rollouts
+        n = r.tokens.shape[0] - r.tokens.shape[0] % 2
+        a, b = torch.arange(0, n, 2), torch.arange(1, n, 2)
+        g = self.gen(round_, "labels")
+        u = torch.rand(len(a), generator=g)
+        anchored = torch.zeros(len(a), dtype=torch.bool)
+        if c.rm_mode == "self":
+            with torch.inference_mode():
+                s = state.reward_model(r.prompt_tokens, r.tokens)
+            p_a = torch.sigmoid(s[a] - s[b])
+        else:
+            p_a = torch.sigmoid(preference_logit(c, r, a, b))
+            if c.rm_mode == "anchored":
+                anchored = torch.rand(len(a), generator=g) < c.anchor_share
+                p_a = torch.where(anchored, torch.sigmoid(preference_logit(c, r, a, b, gold_only=True)), p_a)
+        a_wins = u < p_a
+        return Labels(torch.where(a_wins, a, b), torch.where(a_wins, b, a), anchored)
+
+    # 3. log ------------------------------------------------------------------------------------
+    def log_frame(self, state: LlmState, batch: Batch, labels: Labels) -> pl.DataFrame:
+        r = batch.rollouts
+        n = r.tokens.shape[0]
+        pair = torch.full((n,), -1, dtype=torch.long)
+        won = torch.zeros(n, dtype=torch.bool)
+        anchored = torch.zeros(n, dtype=torch.bool)
+        k = torch.arange(len(labels.winner))
+        pair[labels.winner], pair[labels.loser] = k, k
+        won[labels.winner] = True
+        anchored[labels.winner], anchored[labels.loser] = labels.anchored, labels.anchored
+        return pl.DataFrame(
+            {
+                "prompt_tokens": r.prompt_tokens.to(torch.int16).numpy(),
+                "response": r.tokens.to(torch.int16).numpy(),
+                "answer": r.tokens[:, 0].numpy(),
+                "true_answer": r.prompts.answer[r.prompt].numpy(),
+                "hint": r.prompts.hint[r.prompt].numpy(),
+                "difficulty": r.prompts.difficulty[r.prompt].numpy(),
+                "correct": r.correct.bool().numpy(),
+                "confidence": r.confidence.numpy(),
+                "length": r.length.to(torch.int16).numpy(),
+                "pair": pair.numpy(),
+                "won": won.numpy(),
+                "anchored": anchored.numpy(),
+                "best_of": pl.Series([batch.n] * n, dtype=pl.Int32),
+            }
+        )
+
+    # 4. fit ------------------------------------------------------------------------------------
+    def fit(self, state: LlmState, logs: LogStore, arm: str, round_: int) -> LlmState:
+        c = self.cfg
+        stats: dict[str, float] = {}
+        if c.rm_refit or round_ == 0:
+            window = c.rm_window or round_ + 1
+            frame = logs.read(arm, max(0, round_ - window + 1), round_)
+            stats["rm_loss"] = self._fit_reward_model(state, frame, self.gen(round_, "rm-fit"))
+        if c.optimizer not in ("best_of_n", "none"):
+            stats.update(self._optimize_policy(state, round_))
+        return replace(state, train=stats)
+
+    def _fit_reward_model(self, state: LlmState, frame: pl.DataFrame, gen: torch.Generator) -> float:
+        pairs = frame.filter(pl.col("pair") >= 0).sort(
+            "round", "pair", pl.col("won"), descending=[False, False, True]
+        )
+        t = lambda col: torch.from_numpy(np.stack(pairs[col].to_numpy())).long()  # noqa: E731
+        prompts, responses = t("prompt_tokens"), t("response")
+        win, lose = torch.arange(0, len(pairs), 2), torch.arange(1, len(pairs), 2)  # winner first per pair
+        rm, opt = state.reward_model, state.rm_opt
+        rm.train()
+        total, count = 0.0, 0
+        for _ in range(self.cfg.rm_epochs):
+            order = torch.randperm(len(win), generator=gen)
+            for s in range(0, len(order), 256):
+                b = order[s : s + 256]
+                rw = rm(prompts[win[b]], responses[win[b]])
+                rl = rm(prompts[lose[b]], responses[lose[b]])
+                loss = bradley_terry_loss(rw, rl)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                total, count = total + float(loss.detach()) * len(b), count + len(b)
+        rm.eval()
+        return total / max(count, 1)
+
+    def rewards(self, state: LlmState, r: Rollouts) -> torch.Tensor:
+        """[N] the reward the policy is optimized against."""
+        if self.cfg.reward == "binary":
+            return r.correct
+        if self.cfg.reward == "rlcr":
+            return rlcr_reward(r.correct, r.confidence)
+        return self.score(state.reward_model, r)
+
+    def _optimize_policy(self, state: LlmState, round_: int) -> dict[str, float]:
+        c = self.cfg
+        policy, opt = state.policy, state.policy_opt
+        kls, losses = [], []
+        for step in range(c.policy_steps):
+            g = self.gen(round_, f"policy-step-{step}")
+            idx = torch.randperm(len(self.pool), generator=g)[: c.batch_prompts]
+            r = self.sample(policy, self.pool.take(idx), c.group_size, g)
+            reward = self.rewards(state, r)
+            if c.optimizer == "grpo":
+                adv = group_advantages(reward, c.group_size)
+            else:  # sign split: positive = correct (binary/rlcr) or above the group median (reward model)
+                if c.reward == "reward_model":
+                    positive = reward > reward.view(-1, c.group_size).median(
+                        1, keepdim=True
+                    ).values.repeat_interleave(c.group_size, 0).view(-1)
+                else:
+                    positive = r.correct > 0
+                adv = sign_split_advantages(positive, c.optimizer, c.w_lambda)
+            policy.train()
+            prompts = r.prompt_tokens
+            logp = policy.log_probs(prompts, r.tokens)
+            with torch.no_grad():
+                ref = self.reference.log_probs(prompts, r.tokens)
+            mask = response_mask(r.tokens, self.fmt.eos)
+            loss, kl = policy_loss(logp, ref, mask, adv, c.kl_coef if c.optimizer == "grpo" else 0.0)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            policy.eval()
+            kls.append(float(kl))
+            losses.append(float(loss.detach()))
+        return {"policy_loss": float(np.mean(losses)), "train_kl_token": float(np.mean(kls))} if kls else {}
+
+    # 5. measure --------------------------------------------------------------------------------
+    def measure(
+        self, state: LlmState, batch: Batch, labels: Labels, round_: int
+    ) -> tuple[dict[str, float], LlmState]:
+        c, fmt = self.cfg, self.fmt
+        g = self.gen(round_, "eval")
+        k_max = c.pass_k_samples
+        many = self.sample(state.policy, self.eval, k_max, g)  # [P * K]
+        ref = self.sample(self.reference, self.eval, 1, g)  # one reference response per prompt
+        if batch.served is not None:
+            served = batch.served  # the reward model's pick among n
+            kl = float(np.log(batch.n) - (batch.n - 1) / batch.n)
+        else:
+            served = Rollouts.build(
+                fmt,
+                self.eval,
+                torch.arange(len(self.eval)),
+                many.tokens.view(len(self.eval), k_max, -1)[:, 0],
+            )
+            with torch.inference_mode():
+                kl = float(
+                    (
+                        state.policy.log_probs(many.prompt_tokens, many.tokens)
+                        - self.reference.log_probs(many.prompt_tokens, many.tokens)
+                    )
+                    .sum(1)
+                    .mean()
+                )
+        rm = state.reward_model
+        s_served, s_ref = self.score(rm, served), self.score(rm, ref)
+        gold = torch.sigmoid(c.gold_weight * (served.correct - ref.correct))
+        row: dict[str, float] = {
+            "gold": float(gold.mean()),
+            "proxy": float(torch.sigmoid(s_served - s_ref).mean()),
+            "accuracy": float(served.correct.mean()),
+            "kl_ref": kl,
+            "sqrt_kl": float(np.sqrt(max(kl, 0.0))),
+            "length": float(served.length.mean()),
+            "ece": metrics.ece(served.confidence, served.correct, c.conf_bins),
+            "brier": metrics.brier(served.confidence, served.correct),
+            "sycophancy": float(served.agree[self.eval.hint_wrong[served.prompt]].mean()),
+            "spurious_share": reward_spurious_share(s_served, served),
+            "reward_accuracy": float(
+                ((s_served > s_ref) == (served.correct > ref.correct))
+                .float()[served.correct != ref.correct]
+                .mean()
+            ),
+        }
+        row["gap"] = row["proxy"] - row["gold"]
+        # Diversity and pass@k of the policy itself (K samples per evaluation prompt).
+        correct = many.correct.view(len(self.eval), k_max)
+        n_ok = correct.sum(1)
+        for k in PASS_K:
+            if k <= k_max:
+                row[f"pass_at_{k}"] = float(pass_at_k(k_max, n_ok, k).mean())
+        answers = many.tokens[:, 0].view(len(self.eval), k_max)
+        counts = torch.nn.functional.one_hot(answers, c.n_answers).sum(1).double()  # [P, A]
+        p = counts / k_max
+        row["entropy"] = float(-(p * p.clamp_min(1e-12).log()).sum(1).mean())
+        _, distinct = torch.unique(
+            torch.cat([many.prompt.unsqueeze(1), many.tokens], 1), dim=0, return_counts=True
+        )
+        row["gini"] = metrics.gini(distinct.double())
+        row["coverage"] = float(len(distinct) / len(many.prompt))
+        hard = self.eval.difficulty[served.prompt] == c.max_difficulty
+        row["accuracy_hard"] = float(served.correct[hard].mean()) if hard.any() else float("nan")
+        row.update(state.train or {})
+        return row, state
+
+    def evolve(self, state: LlmState, batch: Batch, labels: Labels, round_: int) -> LlmState:
+        return state  # the tasks do not change
+
+    def tables(self, state: LlmState, round_: int) -> dict[str, pl.DataFrame]:
+        return {}
+
+
+def reward_spurious_share(scores: torch.Tensor, r: Rollouts) -> float:
+    """Share of reward-score variance carried by spurious features rather than correctness.
+
+    Least squares of the scores on [1, correct, length, agrees-with-hint, stated confidence];
+    with b = the fitted contribution of (length, agreement, confidence) and g = that of
+    correctness, spurious_share = Var(b) / (Var(b) + Var(g)) (the same split as the
+    recommender's position vs relevance parts, :func:`recsim.metrics.spurious_share`).
+    """
+    x = torch.stack([r.correct, r.length, r.agree, r.confidence], 1).double()
+    x = x - x.mean(0)
+    y = scores.double() - scores.double().mean()
+    coef = torch.linalg.lstsq(x, y.unsqueeze(1)).solution.squeeze(1)
+    return metrics.spurious_share(x[:, 0] * coef[0], x[:, 1:] @ coef[1:])

@@ -1,0 +1,53 @@
+"""Policy-gradient objectives: GRPO and sign-split REINFORCE, with a KL penalty to the reference.
+
+GRPO (Shao et al. 2024): per group of G samples of one prompt, A_i = (r_i - mean r) / (std r + eps);
+loss = - mean_tokens A log pi(token) + beta KL(pi || pi_ref), the KL per token by the
+non-negative estimator exp(d) - d - 1 with d = log pi_ref - log pi (Schulman 2020).
+Sign-split REINFORCE (Zhu et al. 2025) with rewards +1 (correct) / -1 (wrong):
+PSR A = +1 on positives, 0 on negatives; NSR A = 0 on positives, -1 on negatives;
+W-REINFORCE A = lambda on positives, -1 on negatives.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def group_advantages(rewards: torch.Tensor, group: int, eps: float = 1e-6) -> torch.Tensor:
+    """GRPO advantages. rewards [N * G] (groups contiguous) -> [N * G]."""
+    r = rewards.view(-1, group)
+    return ((r - r.mean(1, keepdim=True)) / (r.std(1, keepdim=True) + eps)).reshape(-1)
+
+
+def sign_split_advantages(positive: torch.Tensor, mode: str, w_lambda: float = 0.1) -> torch.Tensor:
+    """PSR / NSR / W-REINFORCE advantages from a [N] bool of positive samples."""
+    pos = positive.float()
+    if mode == "psr":
+        return pos
+    if mode == "nsr":
+        return pos - 1.0
+    if mode == "w_reinforce":
+        return w_lambda * pos - (1 - pos)
+    raise ValueError(f"sign-split mode must be psr, nsr or w_reinforce, got {mode!r}")
+
+
+def policy_loss(
+    logp: torch.Tensor, ref_logp: torch.Tensor, mask: torch.Tensor, advantages: torch.Tensor, kl_coef: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(loss, mean per-token KL). logp, ref_logp, mask [N, T]; advantages [N]."""
+    tokens = mask.sum().clamp_min(1)
+    pg = -(advantages.unsqueeze(1) * logp * mask).sum() / tokens
+    d = (ref_logp - logp) * mask
+    kl = ((torch.exp(d) - d - 1) * mask).sum() / tokens
+    return pg + kl_coef * kl, kl.detach()
+
+
+def pass_at_k(n: int, correct: torch.Tensor, k: int) -> torch.Tensor:
+    """Unbiased pass@k per prompt from n samples with ``correct`` [M] successes (Chen et al. 2021):
+    1 - C(n - c, k) / C(n, k) = 1 - prod_{i = n - c + 1}^{n} (1 - k / i)."""
+    if k > n:
+        raise ValueError(f"pass@k needs k <= n samples, got k={k}, n={n}")
+    c = correct.long()
+    i = torch.arange(1, n + 1, dtype=torch.float64)  # [n]
+    terms = torch.where(i.unsqueeze(0) > (n - c).unsqueeze(1), 1 - k / i, torch.ones_like(i))  # [M, n]
+    return 1 - terms.prod(1)
