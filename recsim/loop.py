@@ -19,6 +19,7 @@ and its figure for learners with a position channel).
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -151,6 +152,9 @@ def run_scenario(
         from recsim.plots import plot_curves
 
         plot_curves(frame, scenario.plot, out / "curves.png", title=scenario.name)
+        results = scenario.post(frame, out)
+        if results:
+            tracker.log(results, step=0)  # non-finite values are skipped by the tracker  # on the parent run: every arm's run has ended
         extra = [out / f"{name}.parquet" for name in tables]
         if "position_curves" in tables:
             from recsim.plots import plot_position_curves
@@ -166,6 +170,7 @@ def run_scenario(
             "git_commit": commit,
             "elapsed_s": round(time.perf_counter() - started, 3),
             "final": final_table(frame, scenario.table),
+            "results": {k: (v if math.isfinite(v) else None) for k, v in results.items()},
         }
         (out / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=False, default=str))
         status = "FINISHED"

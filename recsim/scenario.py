@@ -97,6 +97,10 @@ class Scenario:
 
         return run_scenario(self, configs, out, tracker, on_round)
 
+    def post(self, frame: Any, out: Path) -> dict[str, float]:
+        """Scenario-level results computed from all arms (logged on the parent run); none here."""
+        return {}
+
     def final(self, frame: Any) -> dict[str, dict[str, float | None]]:
         """arm -> the ``table`` metrics in the arm's last round."""
         from recsim.loop import final_table

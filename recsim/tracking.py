@@ -58,6 +58,20 @@ class NullTracker:
         pass
 
 
+RECSYS_SECTIONS = ("world.", "behavior.", "ranker.", "policy.", "metrics.")
+
+
+def domain_params(config: Any) -> dict[str, Any]:
+    """Flattened config without the sections of the other domain (MLflow params)."""
+    flat = flatten(config)
+    domain = flat.get("domain")
+    if domain == "recsys":
+        return {k: v for k, v in flat.items() if not k.startswith("llm.")}
+    if domain == "llm":
+        return {k: v for k, v in flat.items() if not k.startswith(RECSYS_SECTIONS)}
+    return flat
+
+
 def finite_metrics(row: dict[str, Any]) -> dict[str, float]:
     """The numeric, finite entries of a metrics row (MLflow rejects or mangles the others)."""
     return {
@@ -98,7 +112,7 @@ class MlflowTracker:
 
     def start_arm(self, arm: str, config: SimConfig, tags: dict[str, str]) -> None:
         self.child = self.mlflow.start_run(run_name=arm, nested=True, tags=tags)
-        params = {k: "null" if v is None else str(v) for k, v in flatten(config).items()}
+        params = {k: "null" if v is None else str(v) for k, v in domain_params(config).items()}
         self.mlflow.log_params(params)
 
     def log(self, row: dict[str, Any], step: int) -> None:

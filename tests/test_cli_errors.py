@@ -45,6 +45,11 @@ CASES = [
         "invalid config for arm 'mf': loop.rounds: Input should be greater than 0",
     ),
     (["--rounds", "0"], "loop.rounds: Input should be greater than 0 (got 0)"),
+    (["--set", "domain=vision"], "domain: Input should be 'recsys' or 'llm' (got 'vision')"),
+    (["--set", "llm.optimizer=ppo"], "llm.optimizer: Input should be 'grpo', 'best_of_n', 'psr'"),
+    (["--set", "llm.max_difficulty=9"], "llm.max_difficulty + 1 must be <= llm.prompt_len (4), got 9"),
+    (["--set", "llm.anchor_share=1.5"], "llm.anchor_share: Input should be less than or equal to 1"),
+    (["--set", "llm.group_size=1"], "llm.group_size: Input should be greater than 1 (got 1)"),
     (["--set", "seed=[1, 2]"], "seed: Input should be a valid integer"),
 ]
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import polars as pl
 import pytest
 
@@ -14,12 +16,22 @@ TINY_LOOP = [
     "metrics.panel_users=16",
     "loop.rounds=2",
     "tracking.enabled=false",
+    # LLM-reward domain
+    "llm.n_prompts=64",
+    "llm.n_eval_prompts=16",
+    "llm.label_prompts=8",
+    "llm.batch_prompts=8",
+    "llm.pass_k_samples=8",
+    "llm.sft_steps=5",
+    "llm.policy_steps=1",
 ]
 TINY_MA = ["n_train=200", "n_test=100", "repeats=2", "epochs=2", "tracking.enabled=false"]
 
 
 def test_every_scenario_is_listed():
     assert {"feedback-loop", "exploration", "position-bias", "mmoe-tasks"} <= set(builtin_scenarios())
+    llm = {"llm-overoptimization", "llm-calibration", "llm-negative-reinforcement", "llm-self-reward"}
+    assert llm <= set(builtin_scenarios())
 
 
 @pytest.mark.parametrize("name", sorted(builtin_scenarios()))
@@ -39,6 +51,28 @@ def test_every_scenario_runs_a_few_rounds(tmp_path, name):
     assert set(metrics["arm"]) == set(sc.arms)
     final = sc.final(frame)
     assert set(final) == set(sc.arms)
+    if name == "llm-overoptimization":
+        assert set(json.loads((out / "summary.json").read_text())["results"]) >= {
+            "best-of-n.gold_a",
+            "grpo.gold_b",
+        }
+    if name.startswith("llm"):
+        assert set(metrics["domain"]) == {"llm"}
+        assert {
+            "gold",
+            "proxy",
+            "gap",
+            "kl_ref",
+            "ece",
+            "brier",
+            "accuracy",
+            "pass_at_8",
+            "entropy",
+            "gini",
+            "length",
+            "sycophancy",
+            "spurious_share",
+        } <= set(metrics.columns)
     if name == "position-bias":
         curves = pl.read_parquet(out / "position_curves.parquet")
         tower_arms = {

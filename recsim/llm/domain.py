@@ -277,21 +277,17 @@ class LlmDomain:
     def measure(
         self, state: LlmState, batch: Batch, labels: Labels, round_: int
     ) -> tuple[dict[str, float], LlmState]:
-        c, fmt = self.cfg, self.fmt
+        c = self.cfg
         g = self.gen(round_, "eval")
         k_max = c.pass_k_samples
         many = self.sample(state.policy, self.eval, k_max, g)  # [P * K]
-        ref = self.sample(self.reference, self.eval, 1, g)  # one reference response per prompt
         if batch.served is not None:
-            served = batch.served  # the reward model's pick among n
+            served = batch.served  # the reward model's pick among n, one per evaluation prompt
+            ref = self.sample(self.reference, self.eval, 1, g)
             kl = float(np.log(batch.n) - (batch.n - 1) / batch.n)
         else:
-            served = Rollouts.build(
-                fmt,
-                self.eval,
-                torch.arange(len(self.eval)),
-                many.tokens.view(len(self.eval), k_max, -1)[:, 0],
-            )
+            served = many  # every sample of the policy, K per evaluation prompt
+            ref = self.sample(self.reference, self.eval, k_max, g)  # paired by prompt
             with torch.inference_mode():
                 kl = float(
                     (
@@ -337,7 +333,7 @@ class LlmDomain:
         )
         row["gini"] = metrics.gini(distinct.double())
         row["coverage"] = float(len(distinct) / len(many.prompt))
-        hard = self.eval.difficulty[served.prompt] == c.max_difficulty
+        hard = self.eval.difficulty[served.prompt] == c.max_difficulty  # [N] served from hardest prompts
         row["accuracy_hard"] = float(served.correct[hard].mean()) if hard.any() else float("nan")
         row.update(state.train or {})
         return row, state

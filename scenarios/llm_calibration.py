@@ -1,0 +1,13 @@
+"""Binary reward vs binary + Brier term (RLCR, Damani et al. 2025): calibration of stated confidence."""
+
+from recsim.scenario import Scenario
+
+SCENARIO = Scenario(
+    name="llm-calibration",
+    description="GRPO on binary correctness vs RLCR (binary + Brier of stated confidence): ece, "
+    "brier and accuracy over training.",
+    base={"domain": "llm", "llm": {"optimizer": "grpo"}, "loop": {"rounds": 10}},
+    arms={"binary": {"llm": {"reward": "binary"}}, "rlcr": {"llm": {"reward": "rlcr"}}},
+    plot=("ece", "brier", "accuracy", "pass_at_1", "kl_ref", "entropy"),
+    table=("ece", "brier", "accuracy", "pass_at_1", "pass_at_64", "kl_ref"),
+)

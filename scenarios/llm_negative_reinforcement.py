@@ -1,0 +1,22 @@
+"""Sign-split REINFORCE (Zhu et al. 2025): PSR vs NSR vs W-REINFORCE vs GRPO on binary rewards,
+against the base policy: pass@k from k = 1 to 64."""
+
+from recsim.scenario import Scenario
+
+_PASS = tuple(f"pass_at_{k}" for k in (1, 2, 4, 8, 16, 32, 64))
+
+SCENARIO = Scenario(
+    name="llm-negative-reinforcement",
+    description="PSR vs NSR vs W-REINFORCE vs GRPO on binary correctness, and the base policy: "
+    "pass@k for k = 1..64, answer entropy.",
+    base={"domain": "llm", "llm": {"reward": "binary"}, "loop": {"rounds": 10}},
+    arms={
+        "base": {"llm": {"optimizer": "none"}},
+        "psr": {"llm": {"optimizer": "psr"}},
+        "nsr": {"llm": {"optimizer": "nsr"}},
+        "w-reinforce": {"llm": {"optimizer": "w_reinforce"}},
+        "grpo": {"llm": {"optimizer": "grpo"}},
+    },
+    plot=("pass_at_1", "pass_at_8", "pass_at_64", "entropy", "accuracy", "kl_ref"),
+    table=(*_PASS, "entropy"),
+)
