@@ -154,7 +154,7 @@ def run_scenario(
         plot_curves(frame, scenario.plot, out / "curves.png", title=scenario.name)
         results = scenario.post(frame, out)
         if results:
-            tracker.log(results, step=0)  # non-finite values are skipped by the tracker  # on the parent run: every arm's run has ended
+            tracker.log(results, step=0)  # on the parent run (every arm has ended); non-finite skipped
         extra = [out / f"{name}.parquet" for name in tables]
         if "position_curves" in tables:
             from recsim.plots import plot_position_curves
