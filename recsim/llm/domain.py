@@ -36,6 +36,9 @@ from towers.llm_policy import TokenPolicy, response_mask
 from towers.reward_model import RewardModel, bradley_terry_loss
 
 PASS_K = (1, 2, 4, 8, 16, 32, 64)
+# The supervised base policy of the last configuration seen (a pure function of its key): arms of
+# one scenario that share a seed and the task settings reuse it instead of training it again.
+_BASE_POLICIES: dict[tuple, dict[str, torch.Tensor]] = {}
 
 
 @dataclass(frozen=True)
@@ -80,8 +83,30 @@ class LlmDomain:
         setup = lambda stream: generator(config.seed, SETUP_ROUND, stream)  # noqa: E731
         self.pool = make_prompts(self.fmt, c.n_prompts, c.hint_wrong, setup("prompts"))
         self.eval = make_prompts(self.fmt, c.n_eval_prompts, c.hint_wrong, setup("eval-prompts"))
-        self.reference = self._base_policy(setup)
-        self.reference.requires_grad_(False)
+        key = (
+            config.seed,
+            c.prompt_len,
+            c.max_difficulty,
+            c.n_answers,
+            c.hint_wrong,
+            c.conf_bins,
+            c.max_elaboration,
+            c.hidden,
+            c.sft_steps,
+            c.sft_lr,
+            c.n_prompts,
+        )
+        if key not in _BASE_POLICIES:  # arms of one scenario share the base policy: train it once
+            _BASE_POLICIES.clear()
+            _BASE_POLICIES[key] = self._base_policy(setup).state_dict()
+        self.reference = TokenPolicy(
+            self.fmt.prompt_vocab, self.fmt.vocab, step_masks(self.fmt), c.hidden, setup("x")
+        )
+        self.reference.load_state_dict(_BASE_POLICIES[key])
+        self.reference.requires_grad_(False).eval()
+        # Reference responses for gold and proxy: fixed draws of the frozen reference policy.
+        self.ref_one = self.sample(self.reference, self.eval, 1, setup("reference-1"))
+        self.ref_many = self.sample(self.reference, self.eval, c.pass_k_samples, setup("reference-k"))
 
     def gen(self, round_: int, stream: str) -> torch.Generator:
         return generator(self.config.seed, round_, stream)
@@ -283,11 +308,11 @@ class LlmDomain:
         many = self.sample(state.policy, self.eval, k_max, g)  # [P * K]
         if batch.served is not None:
             served = batch.served  # the reward model's pick among n, one per evaluation prompt
-            ref = self.sample(self.reference, self.eval, 1, g)
+            ref = self.ref_one
             kl = float(np.log(batch.n) - (batch.n - 1) / batch.n)
         else:
             served = many  # every sample of the policy, K per evaluation prompt
-            ref = self.sample(self.reference, self.eval, k_max, g)  # paired by prompt
+            ref = self.ref_many  # paired by prompt
             with torch.inference_mode():
                 kl = float(
                     (
