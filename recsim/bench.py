@@ -119,6 +119,29 @@ def bench_mmoe(n_examples: int) -> dict[str, float]:
     }
 
 
+def bench_llm(n_prompts: int, steps: int) -> dict[str, float]:
+    """LLM-reward domain: sampled tokens per second (all prompts x group at once) and GRPO steps
+    per second (sampling, reward-model scoring, policy and reference passes, Adam) at the default
+    sizes (64 prompts x 8 samples per step)."""
+    from recsim.config import validate
+    from recsim.llm.domain import LlmDomain
+
+    domain = LlmDomain(validate({"domain": "llm", "llm": {"policy_steps": steps, "sft_steps": 20}}))
+    state = domain.initial_state()
+    prompts = domain.pool.take(torch.arange(n_prompts))
+    g = torch.Generator().manual_seed(0)
+    group = domain.cfg.group_size
+    seconds = _median_time(lambda: domain.sample(state.policy, prompts, group, g), 3)
+    rollouts = domain.sample(state.policy, prompts, group, g)
+    tokens = float((rollouts.tokens != domain.fmt.eos).sum() + len(rollouts.prompt))  # EOS counted once
+    grpo_s = _median_time(lambda: domain._optimize_policy(state, 0), 3)
+    return {
+        "tokens_per_s": tokens / seconds,
+        "grpo_steps_per_s": steps / grpo_s,
+        "sequences": n_prompts * group,
+    }
+
+
 def run_benchmarks(quick: bool = False) -> Iterator[str]:
     """Yield one JSON line per benchmark."""
     machine = {
@@ -148,6 +171,11 @@ def run_benchmarks(quick: bool = False) -> Iterator[str]:
         **machine,
     )
     yield _line("mmoe_score_1000x1000_s", mmoe["score_s"], "s", pairs=1_000_000, **machine)
+    llm = bench_llm(256 if quick else 1024, 4 if quick else 16)
+    yield _line(
+        "llm_rollout_tokens_per_s", llm["tokens_per_s"], "tokens/s", sequences=llm["sequences"], **machine
+    )
+    yield _line("llm_grpo_steps_per_s", llm["grpo_steps_per_s"], "steps/s", prompts=64, group=8, **machine)
     rounds = 5 if quick else 20
     per_s, seconds, n = bench_feedback_loop(rounds)
     yield _line(

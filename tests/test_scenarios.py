@@ -93,3 +93,12 @@ def test_multitask_ranker_runs_are_deterministic(tmp_path):
     assert (tmp_path / "a" / "logs" / "round=1" / "arm-mmoe-shallow-tower.parquet").read_bytes() == (
         tmp_path / "b" / "logs" / "round=1" / "arm-mmoe-shallow-tower.parquet"
     ).read_bytes()
+
+
+def test_benchmark_functions_report_positive_rates():
+    from recsim.bench import _line, bench_behavior, bench_llm
+
+    assert bench_behavior(1000, 10, 1) > 0
+    llm = bench_llm(8, 1)
+    assert llm["tokens_per_s"] > 0 and llm["grpo_steps_per_s"] > 0 and llm["sequences"] == 64
+    assert json.loads(_line("x", 1.23456, "u", a=1)) == {"name": "x", "value": 1.2346, "unit": "u", "a": 1}
