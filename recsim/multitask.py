@@ -17,6 +17,9 @@ import torch
 from torch import nn
 
 from recsim.config import SimConfig
+from recsim.mitigations.gates import slate_gate_weights
+from recsim.mitigations.invariance import invariance_penalty
+from recsim.mitigations.sign_split import sign_split_weights
 from recsim.rng import SETUP_ROUND, generator
 from recsim.world import World
 
@@ -281,14 +284,42 @@ class MultiTaskRanker:
         category = world.item_category[items]
         cells = position_cells(positions, devices, self.slate_size)
         weights = self._ips_weights(logs, positions, devices) if rc.position == "ips" else None
+        sample_weight = self._sample_weights(logs, clicks, category)
         return self._train(
             (users, devices, history, items, category, dense, cells, positions, clicks, satisfied, weights),
             generator(self.config.seed, round_, "ranker-fit"),
+            sample_weight,
         )
 
-    def _train(self, data: tuple, gen: torch.Generator) -> dict[str, float]:
+    def _sample_weights(
+        self, logs: pl.DataFrame, clicks: torch.Tensor, category: torch.Tensor
+    ) -> torch.Tensor | None:
+        """Per-row click-loss weights from the sign split and the slate rubric (None: all 1)."""
+        mit = self.config.mitigations
+        weight = None
+        if mit.sign_split != "none":
+            weight = sign_split_weights(clicks > 0, mit.sign_split, mit.w_lambda)
+        if mit.gate != "none":
+            slate = (
+                torch.from_numpy(
+                    logs.select(pl.struct("round", "user").rank("dense"))
+                    .to_series()
+                    .to_numpy()
+                    .astype("int64")
+                )
+                - 1
+            )  # one id per (round, user) slate
+            gate = slate_gate_weights(slate, category, mit.diversity_floor, mit.gate, mit.dense_penalty)
+            weight = gate if weight is None else weight * gate
+        return weight
+
+    def _train(
+        self, data: tuple, gen: torch.Generator, sample_weight: torch.Tensor | None = None
+    ) -> dict[str, float]:
+        """Adam over shuffled minibatches; ``sample_weight`` [n] weights each row's click loss."""
         users, devices, history, items, category, dense, cells, positions, clicks, satisfied, weights = data
         model, opt, rc = self.model_, self.opt_, self.rc
+        mit = self.config.mitigations
         model.train()
         model.rng = model.net.rng = gen
         n = len(users)
@@ -303,10 +334,23 @@ class MultiTaskRanker:
                 )
                 pre = pre + model.position_part(cells[b])
                 logits, _, mixed = model(pre)
-                click_loss, _ = model.training_click(
-                    logits, mixed, cells[b], positions[b], clicks[b], None if weights is None else weights[b]
+                click_loss, p_click = model.training_click(
+                    logits,
+                    mixed,
+                    cells[b],
+                    positions[b],
+                    clicks[b],
+                    None if weights is None else weights[b],
+                    None if sample_weight is None else sample_weight[b],
                 )
                 loss = click_loss
+                if mit.invariance_weight > 0:  # the click score must not vary with position
+                    labels = clicks[b] if mit.invariance_conditional else None
+                    score = torch.logit(p_click.clamp(1e-6, 1 - 1e-6))  # the trained click logit
+                    penalty = invariance_penalty(score, positions[b], labels)
+                    loss = loss + mit.invariance_weight * penalty
+                if mit.brier_weight > 0:  # a proper scoring term on the click probability
+                    loss = loss + mit.brier_weight * ((p_click - clicks[b]) ** 2).mean()
                 if self.spec.n_tasks > 1:
                     # Satisfaction is observed only after a click: its loss covers clicked rows only.
                     clicked = clicks[b]

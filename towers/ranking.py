@@ -204,38 +204,47 @@ class RankingModel(nn.Module):
         positions: torch.Tensor,
         clicks: torch.Tensor,
         weights: torch.Tensor | None,
+        sample_weight: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Click loss of one batch under the position mode. Returns (loss, position offsets [M]).
+        """Click loss of one batch under the position mode. Returns (loss, P(click) [M]), the
+        probability the model assigns to each observed click (for proper-scoring terms).
 
-        logits [M, T], mixed [M, T, X], cells/positions [M], clicks [M] float, weights [M] or None.
+        logits [M, T], mixed [M, T, X], cells/positions [M], clicks [M] float, weights [M] (ips
+        propensity weights) or None, sample_weight [M] per-example loss weights or None.
         """
         mode, spec = self.spec.position, self.spec
         f = logits[:, 0]
         bce = nn.functional.binary_cross_entropy_with_logits
-        offset = torch.zeros_like(f)
+        w = sample_weight if sample_weight is not None else torch.ones_like(f)
+        extra = f.sum() * 0.0
         if mode in ("none", "feature"):
-            return bce(f, clicks), offset
-        if mode == "ips":
+            logit = f
+            per = bce(logit, clicks, reduction="none")
+        elif mode == "ips":
             # Pointwise IPS (Saito et al. 2020): soft label c / theta, unbiased for relevance.
-            return bce(f, clicks * weights, reduction="mean"), offset
-        assert self.tower is not None and self.rng is not None
-        drop = torch.rand(cells.shape, generator=self.rng) < spec.position_dropout
-        cells = torch.where(drop, torch.zeros_like(cells), cells)
-        offset = self.tower(cells)
-        if mode == "pal":
-            # P(click) = P(seen | cell) * P(click | seen, x), fitted on the product in log space.
-            log_p = nn.functional.logsigmoid(offset) + nn.functional.logsigmoid(f)
-            log_not = torch.log1p(-torch.exp(log_p).clamp(max=1 - 1e-6))
-            return -(clicks * log_p + (1 - clicks) * log_not).mean(), offset
-        if mode == "obs_dropout":
-            keep = torch.rand(cells.shape, generator=self.rng) >= spec.observation_dropout
-            offset = offset * keep
-        loss = bce(f + offset, clicks)
-        if mode == "grad_reversal":
-            assert self.adversary is not None
-            adv = self.adversary(grad_reverse(mixed[:, 0], spec.reversal_weight))  # [M, K]
-            loss = loss + nn.functional.cross_entropy(adv, positions - 1)
-        return loss, offset
+            logit = f
+            per = bce(logit, clicks * weights, reduction="none")
+        else:
+            assert self.tower is not None and self.rng is not None
+            drop = torch.rand(cells.shape, generator=self.rng) < spec.position_dropout
+            cells = torch.where(drop, torch.zeros_like(cells), cells)
+            offset = self.tower(cells)
+            if mode == "pal":
+                # P(click) = P(seen | cell) * P(click | seen, x), fitted on the product in log space.
+                log_p = nn.functional.logsigmoid(offset) + nn.functional.logsigmoid(f)
+                p = torch.exp(log_p).clamp(max=1 - 1e-6)
+                per = -(clicks * log_p + (1 - clicks) * torch.log1p(-p))
+                return (per * w).mean(), p
+            if mode == "obs_dropout":
+                keep = torch.rand(cells.shape, generator=self.rng) >= spec.observation_dropout
+                offset = offset * keep
+            logit = f + offset
+            per = bce(logit, clicks, reduction="none")
+            if mode == "grad_reversal":
+                assert self.adversary is not None
+                adv = self.adversary(grad_reverse(mixed[:, 0], spec.reversal_weight))  # [M, K]
+                extra = nn.functional.cross_entropy(adv, positions - 1)
+        return (per * w).mean() + extra, torch.sigmoid(logit)
 
     def examination_curve(self) -> torch.Tensor | None:
         """[V, K] learned log-examination offsets relative to position 1, for tower-like modes.

@@ -12,23 +12,13 @@ from __future__ import annotations
 
 import torch
 
+from recsim.mitigations.sign_split import sign_split_advantages  # noqa: F401  (re-exported)
+
 
 def group_advantages(rewards: torch.Tensor, group: int, eps: float = 1e-6) -> torch.Tensor:
     """GRPO advantages. rewards [N * G] (groups contiguous) -> [N * G]."""
     r = rewards.view(-1, group)
     return ((r - r.mean(1, keepdim=True)) / (r.std(1, keepdim=True) + eps)).reshape(-1)
-
-
-def sign_split_advantages(positive: torch.Tensor, mode: str, w_lambda: float = 0.1) -> torch.Tensor:
-    """PSR / NSR / W-REINFORCE advantages from a [N] bool of positive samples."""
-    pos = positive.float()
-    if mode == "psr":
-        return pos
-    if mode == "nsr":
-        return pos - 1.0
-    if mode == "w_reinforce":
-        return w_lambda * pos - (1 - pos)
-    raise ValueError(f"sign-split mode must be psr, nsr or w_reinforce, got {mode!r}")
 
 
 def policy_loss(
