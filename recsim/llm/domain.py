@@ -31,6 +31,8 @@ from recsim.llm.feedback import Rollouts, preference_logit, rlcr_reward
 from recsim.llm.rl import group_advantages, pass_at_k, policy_loss, sign_split_advantages
 from recsim.llm.tasks import Format, Prompts, make_prompts, step_masks
 from recsim.logs import LogStore
+from recsim.mitigations.gates import group_gate
+from recsim.mitigations.invariance import invariance_penalty
 from recsim.rng import SETUP_ROUND, generator
 from towers.llm_policy import TokenPolicy, response_mask
 from towers.reward_model import RewardModel, bradley_terry_loss
@@ -239,6 +241,9 @@ class LlmDomain:
         t = lambda col: torch.from_numpy(np.stack(pairs[col].to_numpy())).long()  # noqa: E731
         prompts, responses = t("prompt_tokens"), t("response")
         win, lose = torch.arange(0, len(pairs), 2), torch.arange(1, len(pairs), 2)  # winner first per pair
+        mit = self.config.mitigations
+        lengths = torch.from_numpy(pairs["length"].to_numpy().astype("int64"))
+        agree = torch.from_numpy((pairs["answer"] == pairs["hint"]).to_numpy().astype("int64"))
         rm, opt = state.reward_model, state.rm_opt
         rm.train()
         total, count = 0.0, 0
@@ -249,6 +254,10 @@ class LlmDomain:
                 rw = rm(prompts[win[b]], responses[win[b]])
                 rl = rm(prompts[lose[b]], responses[lose[b]])
                 loss = bradley_terry_loss(rw, rl)
+                if mit.invariance_weight > 0:
+                    loss = loss + mit.invariance_weight * self._invariance(
+                        rw, rl, lengths[win[b]], lengths[lose[b]], agree[win[b]], agree[lose[b]]
+                    )
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -256,13 +265,46 @@ class LlmDomain:
         rm.eval()
         return total / max(count, 1)
 
+    def _invariance(self, rw, rl, len_w, len_l, agree_w, agree_l) -> torch.Tensor:  # noqa: ANN001
+        """MMD invariance of reward scores across length buckets and hint agreement; conditional:
+        within winners and within losers."""
+        mit = self.config.mitigations
+        scores = torch.cat([rw, rl])
+        lengths = torch.cat([len_w, len_l])
+        buckets = (lengths * mit.invariance_bins // (self.cfg.max_elaboration + 1)).clamp(
+            max=mit.invariance_bins - 1
+        )
+        labels = (
+            torch.cat([torch.ones_like(len_w), torch.zeros_like(len_l)])
+            if mit.invariance_conditional
+            else None
+        )
+        return invariance_penalty(scores, buckets, labels) + invariance_penalty(
+            scores, torch.cat([agree_w, agree_l]), labels
+        )
+
+    def rubric_violation(self, r: Rollouts) -> torch.Tensor:
+        """[N] bool: the response breaks the rubric (too long, or copies the user's hint)."""
+        mit = self.config.mitigations
+        bad = r.length > mit.gate_max_length
+        if mit.gate_hint_copy:
+            bad = bad | (r.agree > 0)
+        return bad
+
     def rewards(self, state: LlmState, r: Rollouts) -> torch.Tensor:
         """[N] the reward the policy is optimized against."""
+        mit = self.config.mitigations
         if self.cfg.reward == "binary":
-            return r.correct
-        if self.cfg.reward == "rlcr":
-            return rlcr_reward(r.correct, r.confidence)
-        return self.score(state.reward_model, r)
+            reward = r.correct
+        elif self.cfg.reward == "rlcr":
+            reward = rlcr_reward(r.correct, r.confidence)
+        else:
+            reward = self.score(state.reward_model, r)
+        if mit.brier_weight > 0:  # proper-scoring term on the stated confidence
+            reward = reward - mit.brier_weight * (r.confidence - r.correct) ** 2
+        if mit.gate == "dense":  # the rubric as a dense penalty the optimizer can trade off
+            reward = reward - mit.dense_penalty * self.rubric_violation(r).float()
+        return reward
 
     def _optimize_policy(self, state: LlmState, round_: int) -> dict[str, float]:
         c = self.cfg
@@ -283,6 +325,8 @@ class LlmDomain:
                 else:
                     positive = r.correct > 0
                 adv = sign_split_advantages(positive, c.optimizer, c.w_lambda)
+            if self.config.mitigations.gate == "gate":  # rejected groups teach nothing
+                adv = adv * group_gate(self.rubric_violation(r), c.group_size).float()
             policy.train()
             prompts = r.prompt_tokens
             logp = policy.log_probs(prompts, r.tokens)
