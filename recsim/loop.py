@@ -30,6 +30,7 @@ import yaml
 
 from recsim.config import SimConfig
 from recsim.logs import LogStore, safe_name, write_atomic
+from recsim.mitigations import describe
 from recsim.scenario import Scenario
 from recsim.tracking import NullTracker, Tracker, git_commit
 
@@ -130,7 +131,15 @@ def run_scenario(
     try:
         for arm, config in configs.items():
             domain = make_domain(config)
-            tags = {"scenario": scenario.name, "arm": arm, "domain": domain.name, "git_commit": commit}
+            mitigation, bias = describe(config)
+            tags = {
+                "scenario": scenario.name,
+                "arm": arm,
+                "domain": domain.name,
+                "git_commit": commit,
+                "mitigation": mitigation,
+                "bias": bias,
+            }
             tracker.start_arm(arm, config, tags)
 
             def track(arm_: str, r: int, row: dict[str, Any]) -> None:

@@ -11,3 +11,24 @@
 - ``anchor``: the share of data from an external anchor, one knob (``mitigations.anchor_share``).
   Recommender: randomized traffic. LLM: gold-judge labels.
 """
+
+
+def describe(config) -> tuple[str, str]:  # noqa: ANN001
+    """(mitigation, bias) tags of a :class:`recsim.config.SimConfig`, for MLflow and tables."""
+    m = config.mitigations
+    parts = []
+    if m.invariance_weight > 0:
+        parts.append("invariance-conditional" if m.invariance_conditional else "invariance")
+    if m.brier_weight > 0:
+        parts.append("brier")
+    if m.gate != "none":
+        parts.append(m.gate)
+    if m.sign_split != "none":
+        parts.append(m.sign_split)
+    if m.anchor_share:
+        parts.append(f"anchor={m.anchor_share:g}")
+    if config.domain == "llm":
+        bias = f"length_bias={config.llm.length_bias:g}"
+    else:
+        bias = "eta=" + "/".join(f"{v:g}" for v in config.behavior.eta.values())
+    return ("+".join(parts) or "none"), bias
