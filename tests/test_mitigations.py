@@ -1,0 +1,127 @@
+"""Shared mitigations: MMD, invariance in both domains, gates, the anchor knob, sign split."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+import torch
+
+from recsim.config import validate
+from recsim.llm.domain import LlmDomain
+from recsim.loop import run_scenario
+from recsim.mitigations import describe
+from recsim.mitigations.gates import group_gate, slate_gate_weights
+from recsim.mitigations.invariance import invariance_penalty, mmd2
+from recsim.mitigations.sign_split import sign_split_weights
+from recsim.scenario import Scenario
+
+LLM_SMALL = {"label_prompts": 128, "n_eval_prompts": 128, "pass_k_samples": 16}
+
+
+def test_mmd_is_zero_for_identical_samples_and_grows_with_shift():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(400, generator=g)
+    assert float(mmd2(x, x)) == pytest.approx(0.0, abs=1e-7)
+    y = torch.randn(400, generator=g)
+    values = [float(mmd2(x, y + shift, scale=torch.tensor(1.0))) for shift in (0.0, 0.25, 0.5, 1.0, 2.0)]
+    assert values == sorted(values) and values[-1] > 20 * values[0]
+
+
+def test_invariance_penalty_sees_bin_shifts_and_conditioning_explains_them():
+    g = torch.Generator().manual_seed(1)
+    s = torch.randn(2000, generator=g)
+    bins = torch.randint(4, (2000,), generator=g)
+    flat = float(invariance_penalty(s, bins))
+    shifted = float(invariance_penalty(s + bins.float(), bins))
+    assert shifted > 20 * flat
+    # If the label is the bin itself, within-label distributions no longer differ by bin.
+    assert float(invariance_penalty(s + bins.float(), bins, labels=bins)) == pytest.approx(0.0, abs=1e-6)
+    scores = torch.randn(64, generator=g, requires_grad=True)
+    invariance_penalty(scores, torch.arange(64) % 2).backward()
+    assert scores.grad is not None and torch.isfinite(scores.grad).all()
+
+
+def test_group_gate_rejects_exactly_the_groups_that_break_the_rubric():
+    violation = torch.tensor([0, 0, 0, 0, 0, 1, 0, 0, 1, 1, 1, 1], dtype=torch.bool)
+    assert group_gate(violation, 4).tolist() == [True] * 4 + [False] * 8
+    d = LlmDomain(validate({"domain": "llm", "llm": {"sft_steps": 0}, "mitigations": {"gate_max_length": 2}}))
+    r = d.sample(d.reference, d.eval, 4, torch.Generator().manual_seed(0))
+    bad = d.rubric_violation(r)
+    assert torch.equal(bad, (r.length > 2) | (r.agree > 0))
+    accepted = group_gate(bad, 4).view(-1, 4)[:, 0]
+    assert torch.equal(accepted, ~bad.view(-1, 4).any(1))
+
+
+def test_slate_gate_and_dense_weights():
+    slate = torch.tensor([0, 0, 0, 1, 1, 1])
+    category = torch.tensor([1, 2, 3, 4, 4, 5])  # slate 0: 3 categories, slate 1: 2
+    assert slate_gate_weights(slate, category, 3, "gate", 1.0).tolist() == [1, 1, 1, 0, 0, 0]
+    dense = slate_gate_weights(slate, category, 3, "dense", 1.0)
+    assert dense.tolist() == pytest.approx([1, 1, 1, 2 / 3, 2 / 3, 2 / 3])
+
+
+def test_sign_split_weights():
+    pos = torch.tensor([True, False, True])
+    assert sign_split_weights(pos, "psr").tolist() == [1, 0, 1]
+    assert sign_split_weights(pos, "nsr").tolist() == [0, 1, 0]
+    assert sign_split_weights(pos, "w_reinforce", 0.1).tolist() == pytest.approx([0.1, 1, 0.1])
+
+
+def test_anchor_share_is_one_knob_that_changes_the_data_as_documented(tmp_path):
+    rec = validate({"mitigations": {"anchor_share": 0.3}})
+    llm = validate({"domain": "llm", "mitigations": {"anchor_share": 0.3}})
+    assert rec.policy.exploration_share == 0.3
+    assert (llm.llm.rm_mode, llm.llm.anchor_share) == ("anchored", 0.3)
+    assert describe(rec)[0] == "anchor=0.3" and describe(llm)[1] == "length_bias=1.5"
+    base = {
+        "world": {"n_users": 400, "n_items": 100},
+        "metrics": {"panel_users": 16},
+        "loop": {"rounds": 3},
+        "ranker": {"name": "mf"},
+        "tracking": {"enabled": False},
+        "llm": {**LLM_SMALL, "sft_steps": 10, "policy_steps": 1},
+    }
+    arms = {
+        "rec0": {},
+        "rec30": {"mitigations": {"anchor_share": 0.3}},
+        "llm0": {"domain": "llm"},
+        "llm30": {"domain": "llm", "mitigations": {"anchor_share": 0.3}},
+    }
+    sc = Scenario(name="anchor", description="", base=base, arms=arms)
+    run_scenario(sc, sc.resolve(), tmp_path / "run")
+
+    def scan(pattern: str) -> pl.LazyFrame:
+        return pl.scan_parquet(
+            tmp_path / "run" / "logs" / "round=*" / pattern,
+            hive_partitioning=True,
+            hive_schema={"round": pl.Int32},
+        )
+
+    late = scan("arm-rec*.parquet").filter(pl.col("round") >= 1)  # round 0: start-up exploration for all
+    share = dict(late.group_by("arm").agg(pl.col("exploration").mean()).collect().iter_rows())
+    assert share["rec0"] == 0.0 and share["rec30"] == pytest.approx(0.3, abs=0.01)  # a fixed 30% bucket
+    llm_logs = scan("arm-llm*.parquet").filter(pl.col("pair") >= 0)
+    anchored = dict(llm_logs.group_by("arm").agg(pl.col("anchored").mean()).collect().iter_rows())
+    assert anchored["llm0"] == 0.0 and anchored["llm30"] == pytest.approx(0.3, abs=0.05)  # ~1.5k pairs
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_invariance_lowers_spurious_share_in_both_domains(tmp_path, seed):
+    rec = {
+        "world": {"n_users": 800, "n_items": 300},
+        "policy": {"n_candidates": 100},
+        "ranker": {"name": "mmoe", "position": "feature", "window": 5},
+        "metrics": {"panel_users": 32},
+    }
+    llm = {"domain": "llm", "llm": LLM_SMALL}
+    inv = {"mitigations": {"invariance_weight": 5.0}}
+    sc = Scenario(
+        name="inv",
+        description="",
+        base={"loop": {"rounds": 5}, "tracking": {"enabled": False}},
+        arms={"rec": rec, "rec-inv": {**rec, **inv}, "llm": llm, "llm-inv": {**llm, **inv}},
+    )
+    frame = run_scenario(sc, sc.resolve([f"seed={seed}"]), tmp_path / "run")
+    last = dict(frame.filter(pl.col("round") == 4).select("arm", "spurious_share").iter_rows())
+    assert last["rec-inv"] < last["rec"] - 0.1, last
+    assert last["llm-inv"] < last["llm"] - 0.03, last
