@@ -125,3 +125,21 @@ def test_invariance_lowers_spurious_share_in_both_domains(tmp_path, seed):
     last = dict(frame.filter(pl.col("round") == 4).select("arm", "spurious_share").iter_rows())
     assert last["rec-inv"] < last["rec"] - 0.1, last
     assert last["llm-inv"] < last["llm"] - 0.03, last
+
+
+def test_utility_weighted_vs_post_hoc_threshold_on_the_same_cost():
+    from recsim.mitigations.utility import UtilityConfig, expected_cost, run_utility, summarize
+
+    y = torch.tensor([0, 0, 1, 1])
+    act = torch.tensor([True, False, False, True])
+    assert expected_cost(act, y, 1.0, 10.0) == pytest.approx((1.0 + 10.0) / 4)
+    cfg = UtilityConfig(cost_fn=30.0, repeats=3)
+    rows = run_utility(cfg)
+    assert {r["learner"] for r in rows} == {"weighted", "post-hoc"} and len(rows) == 6
+    post = [r for r in rows if r["learner"] == "post-hoc"]
+    assert all(r["threshold"] == pytest.approx(1 / 31) for r in post)
+    summary = summarize(rows)
+    # Autor et al.: training symmetric and moving the threshold does at least as well on the
+    # weighted objective itself, and keeps a better representation of the useful feature.
+    assert summary["post-hoc"]["expected_cost"] < summary["weighted"]["expected_cost"]
+    assert summary["post-hoc"]["probe_accuracy"] > summary["weighted"]["probe_accuracy"]

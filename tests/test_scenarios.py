@@ -26,18 +26,20 @@ TINY_LOOP = [
     "llm.policy_steps=1",
 ]
 TINY_MA = ["n_train=200", "n_test=100", "repeats=2", "epochs=2", "tracking.enabled=false"]
+TINY = {"mmoe-tasks": TINY_MA, "utility-weighted": TINY_MA[:4] + ["tracking.enabled=false"]}
 
 
 def test_every_scenario_is_listed():
     assert {"feedback-loop", "exploration", "position-bias", "mmoe-tasks"} <= set(builtin_scenarios())
     llm = {"llm-overoptimization", "llm-calibration", "llm-negative-reinforcement", "llm-self-reward"}
+    assert {"cross-domain", "utility-weighted"} <= set(builtin_scenarios())
     assert llm <= set(builtin_scenarios())
 
 
 @pytest.mark.parametrize("name", sorted(builtin_scenarios()))
 def test_every_scenario_runs_a_few_rounds(tmp_path, name):
     sc = builtin_scenarios()[name]
-    configs = sc.resolve(TINY_MA if name == "mmoe-tasks" else TINY_LOOP)
+    configs = sc.resolve(TINY.get(name, TINY_LOOP))
     frame = sc.run(configs, tmp_path / name)
     out = tmp_path / name
     assert (
@@ -73,6 +75,10 @@ def test_every_scenario_runs_a_few_rounds(tmp_path, name):
             "sycophancy",
             "spurious_share",
         } <= set(metrics.columns)
+    if name == "cross-domain":
+        cascade = pl.read_parquet(out / "cascade.parquet")
+        assert set(cascade["domain"]) == {"recsys", "llm"} and (out / "cascade.png").exists()
+        assert cascade.filter(pl.col("round") == 0)["gap_change"].abs().max() == 0
     if name == "position-bias":
         curves = pl.read_parquet(out / "position_curves.parquet")
         tower_arms = {
