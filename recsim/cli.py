@@ -39,11 +39,11 @@ def _fmt(value: Any) -> str:
     return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
-def summary_table(final: dict[str, dict[str, Any]], title: str) -> Table:
+def summary_table(final: dict[str, dict[str, Any]], title: str, row_label: str = "metric") -> Table:
     """Metrics as rows, arms as columns (arms side by side)."""
-    metrics = list(next(iter(final.values()), {}))
+    metrics = list(dict.fromkeys(m for values in final.values() for m in values))
     table = Table(title=title)
-    table.add_column("metric", style="bold", no_wrap=True)
+    table.add_column(row_label, style="bold", no_wrap=True)
     for arm in final:
         table.add_column(arm, justify="right", overflow="fold")
     for m in metrics:
@@ -123,6 +123,15 @@ def run(
         console.print(f"MLflow: {tracking.uri} (experiment '{tracking.experiment or sc.name}')")
 
 
+def _transpose(table: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """{row: {col: v}} -> {col: {row: v}} (summary_table shows the inner keys as rows)."""
+    out: dict[str, dict[str, Any]] = {}
+    for row, cols in table.items():
+        for col, value in cols.items():
+            out.setdefault(col, {})[row] = value
+    return out
+
+
 @app.command()
 def scenarios() -> None:
     """List the built-in scenarios."""
@@ -145,7 +154,7 @@ def compare(
     tracking_uri: Annotated[str, typer.Option(help="MLflow tracking URI.")] = "sqlite:///mlflow.db",
     metrics: Annotated[
         str, typer.Option(help="Comma-separated metrics for the table and figure.")
-    ] = "gold,gold_satisfaction,regret,ndcg_truth,gini,coverage,gap,ece",
+    ] = "gold,gap,spurious_share,gini,ece,ndcg_truth,accuracy",
     out: Annotated[Path, typer.Option(help="PNG of the metrics over rounds.")] = Path("compare.png"),
     parent: Annotated[
         str | None, typer.Option(help="Parent run id; default: the latest finished one.")
@@ -162,6 +171,9 @@ def compare(
     from recsim.plots import plot_curves
 
     console.print(summary_table(result.final, f"{experiment}: run {result.parent_id[:8]}, final round"))
+    if len({domain for domain, _ in result.tags.values()}) > 1:  # a cross-domain run: domain x mitigation
+        for m in names:
+            console.print(summary_table(_transpose(result.by_domain(m)), f"final {m}", "mitigation"))
     plot_curves(result.curves, names, out, title=experiment)
     console.print(f"figure: {out}")
 

@@ -18,6 +18,14 @@ class Comparison:
     parent_id: str
     final: dict[str, dict[str, float | None]]
     curves: pl.DataFrame
+    tags: dict[str, tuple[str, str]]  # arm -> (domain, mitigation)
+
+    def by_domain(self, metric: str) -> dict[str, dict[str, float | None]]:
+        """mitigation -> {domain: final value of ``metric``} (the cross-domain table)."""
+        table: dict[str, dict[str, float | None]] = {}
+        for arm, (domain, mitigation) in self.tags.items():
+            table.setdefault(mitigation, {})[domain] = self.final[arm].get(metric)
+        return table
 
 
 def load_comparison(uri: str, experiment: str, metrics: list[str], parent: str | None = None) -> Comparison:
@@ -48,10 +56,12 @@ def load_comparison(uri: str, experiment: str, metrics: list[str], parent: str |
     if children.empty:
         raise CompareError(f"run '{parent}' has no arms")
     final: dict[str, dict[str, float | None]] = {}
+    tags: dict[str, tuple[str, str]] = {}
     rows: list[dict[str, object]] = []
     for _, child in children.iterrows():
         arm = str(child.get("tags.arm") or child.get("tags.mlflow.runName"))
         final[arm] = {}
+        tags[arm] = (str(child.get("tags.domain")), str(child.get("tags.mitigation", "none")))
         for m in metrics:
             value = child.get(f"metrics.{m}")
             final[arm][m] = None if value is None or value != value else float(value)
@@ -63,4 +73,4 @@ def load_comparison(uri: str, experiment: str, metrics: list[str], parent: str |
         )
     else:
         curves = pl.DataFrame(schema={"arm": pl.String, "round": pl.Int64})
-    return Comparison(parent, final, curves)
+    return Comparison(parent, final, curves, tags)

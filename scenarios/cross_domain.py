@@ -1,6 +1,7 @@
 """The same mitigations in both domains with matched knobs: position bias (eta) in the recommender
-and length bias in the labeler; MMD invariance, a proper-scoring (Brier) term, a rubric gate and
-a 25% external anchor, each on its own against the unmitigated loop."""
+and length bias in the labeler; MMD invariance, a proper-scoring (Brier) term, a rubric gate and its
+dense-penalty alternative, sign-split weighting and a 25% external anchor, each on its own against
+the unmitigated loop."""
 
 from recsim.crossdomain import CrossDomainScenario
 
@@ -12,13 +13,22 @@ RECSYS = {
     "metrics": {"panel_users": 128},
 }
 LLM = {"domain": "llm", "llm": {"optimizer": "grpo", "reward": "reward_model"}}
+BOTH = lambda delta: (delta, delta)  # noqa: E731  the same knob in both domains
+# mitigation -> (recommender delta, LLM delta)
 MITIGATIONS = {
-    "none": {},
-    "invariance": {"mitigations": {"invariance_weight": 5.0}},
-    "brier": {"mitigations": {"brier_weight": 1.0}},
-    "gate": {"mitigations": {"gate": "gate", "diversity_floor": 5}},
-    "anchor": {"mitigations": {"anchor_share": 0.25}},
+    "none": BOTH({}),
+    "invariance": BOTH({"mitigations": {"invariance_weight": 5.0}}),
+    "brier": BOTH({"mitigations": {"brier_weight": 1.0}}),
+    "gate": BOTH({"mitigations": {"gate": "gate", "diversity_floor": 5}}),
+    "dense": BOTH({"mitigations": {"gate": "dense", "diversity_floor": 5}}),
+    "sign-split": ({"mitigations": {"sign_split": "w_reinforce"}}, {"llm": {"optimizer": "w_reinforce"}}),
+    "anchor": BOTH({"mitigations": {"anchor_share": 0.25}}),
 }
+
+
+def _merge(domain: dict, delta: dict) -> dict:
+    return {**domain, **{k: {**domain.get(k, {}), **v} for k, v in delta.items()}}
+
 
 SCENARIO = CrossDomainScenario(
     name="cross-domain",
@@ -26,9 +36,9 @@ SCENARIO = CrossDomainScenario(
     "curves of spurious_share, gap and gini normalized to round 0 (cascade.png).",
     base={"loop": {"rounds": 8}},
     arms={
-        f"{name}/{mitigation}": {**domain, **{k: {**domain.get(k, {}), **v} for k, v in delta.items()}}
-        for name, domain in (("recsys", RECSYS), ("llm", LLM))
-        for mitigation, delta in MITIGATIONS.items()
+        f"{name}/{mitigation}": _merge(domain, deltas[i])
+        for i, (name, domain) in enumerate((("recsys", RECSYS), ("llm", LLM)))
+        for mitigation, deltas in MITIGATIONS.items()
     },
     plot=("gap", "spurious_share", "gini", "ece", "gold"),
     table=("gold", "gap", "spurious_share", "gini", "ece", "entropy"),

@@ -143,3 +143,39 @@ def test_utility_weighted_vs_post_hoc_threshold_on_the_same_cost():
     # weighted objective itself, and keeps a better representation of the useful feature.
     assert summary["post-hoc"]["expected_cost"] < summary["weighted"]["expected_cost"]
     assert summary["post-hoc"]["probe_accuracy"] > summary["weighted"]["probe_accuracy"]
+
+
+def test_compare_prints_the_domain_by_mitigation_table(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from recsim.cli import app
+    from recsim.tracking import MlflowTracker
+    from scenarios.cross_domain import SCENARIO
+
+    monkeypatch.chdir(tmp_path)
+    keep = {a: SCENARIO.arms[a] for a in ("recsys/none", "recsys/invariance", "llm/none", "llm/invariance")}
+    sc = type(SCENARIO)(name="cross-domain", description="", base=SCENARIO.base, arms=keep)
+    tiny = [
+        "loop.rounds=2",
+        "world.n_users=200",
+        "world.n_items=80",
+        "policy.n_candidates=30",
+        "metrics.panel_users=16",
+        "llm.label_prompts=16",
+        "llm.n_eval_prompts=16",
+        "llm.pass_k_samples=8",
+        "llm.sft_steps=5",
+        "llm.policy_steps=1",
+    ]
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    sc.run(sc.resolve(tiny), tmp_path / "run", MlflowTracker(uri, "cross-domain"))
+    result = CliRunner().invoke(
+        app,
+        ["compare", "--experiment", "cross-domain", "--tracking-uri", uri, "--metrics", "gap,spurious_share"],
+    )
+    assert result.exit_code == 0, result.output
+    assert "final spurious_share" in result.output and "mitigation" in result.output
+    rows = [ln for ln in result.output.splitlines() if ln.startswith("│ invariance")]
+    assert len(rows) == 2  # one row per table (gap, spurious_share), a column per domain
+    assert all(len(row.split("│")) == 5 for row in rows)  # mitigation | recsys | llm
+    assert (tmp_path / "compare.png").exists()
