@@ -466,12 +466,25 @@ def _format_error(err: dict[str, Any]) -> str:
     return f"{where}: {msg} (got {err.get('input')!r})"
 
 
+def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """``data`` with each ``dotted.key=value`` override merged in, in order."""
+    for text in overrides:
+        path, value = parse_override(text)
+        data = deep_merge(data, nest(path, value))
+    return data
+
+
+def describe_errors(exc: ValidationError) -> str:
+    """All of a pydantic error's problems on one line."""
+    return "; ".join(_format_error(e) for e in exc.errors(include_url=False))
+
+
 def validate(data: dict[str, Any], arm: str | None = None) -> SimConfig:
     """Build a :class:`SimConfig`, raising :class:`ConfigError` with one line on bad input."""
     try:
         return SimConfig.model_validate(data)
     except ValidationError as exc:
-        lines = "; ".join(_format_error(e) for e in exc.errors(include_url=False))
+        lines = describe_errors(exc)
         prefix = f"invalid config for arm '{arm}': " if arm else "invalid config: "
         raise ConfigError(prefix + lines) from None
 

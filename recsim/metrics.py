@@ -137,11 +137,6 @@ def rank_stability(prev: torch.Tensor, now: torch.Tensor) -> float:
     return float(np.mean(taus)) if taus else float("nan")
 
 
-def slate_value(theta: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-    """Expected clicks per slate: sum_k theta_k v_k. theta, values [B, K] -> [B]."""
-    return (theta * values).sum(1)
-
-
 def position_curve_error(learned: torch.Tensor, true: torch.Tensor) -> float:
     """Mean absolute difference of log-examination offsets relative to position 1.
 

@@ -20,14 +20,11 @@ from recsim.config import SimConfig
 from recsim.mitigations.gates import slate_gate_weights
 from recsim.mitigations.invariance import invariance_penalty
 from recsim.mitigations.sign_split import sign_split_weights
+from recsim.rankers import column as _col
 from recsim.rng import SETUP_ROUND, generator
 from recsim.world import World
 
 SCORE_CHUNK = 4096  # (user, candidate) pairs per scoring chunk: small enough to stay in cache
-
-
-def _col(frame: pl.DataFrame, name: str, dtype: torch.dtype) -> torch.Tensor:
-    return torch.from_numpy(frame[name].to_numpy(writable=True)).to(dtype)
 
 
 def append_history(history: torch.Tensor, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:

@@ -34,7 +34,8 @@ class Ranker(Protocol):
     def fit(self, logs: pl.DataFrame, world: World, round_: int) -> dict[str, float]: ...
 
 
-def _column(logs: pl.DataFrame, name: str, dtype: torch.dtype) -> torch.Tensor:
+def column(logs: pl.DataFrame, name: str, dtype: torch.dtype) -> torch.Tensor:
+    """A log column as a torch tensor of ``dtype``."""
     return torch.from_numpy(logs[name].to_numpy(writable=True)).to(dtype)
 
 
@@ -77,9 +78,9 @@ class PopularityRanker:
         return self._rate(items)
 
     def fit(self, logs: pl.DataFrame, world: World, round_: int) -> dict[str, float]:
-        items = _column(logs, "item", torch.long)
+        items = column(logs, "item", torch.long)
         self.clicks_ = torch.bincount(
-            items, weights=_column(logs, "click", torch.float32), minlength=len(self.clicks_)
+            items, weights=column(logs, "click", torch.float32), minlength=len(self.clicks_)
         )
         self.shows_ = torch.bincount(items, minlength=len(self.shows_)).float()
         return {}
@@ -128,9 +129,9 @@ class MFRanker:
         if not rc.warm_start:
             self.model_ = self._make(round_)
             self.opt_ = self._optimizer()
-        users = _column(logs, "user", torch.long)
-        items = _column(logs, "item", torch.long).unsqueeze(1)  # [n, 1]
-        clicks = _column(logs, "click", torch.float32).unsqueeze(1)
+        users = column(logs, "user", torch.long)
+        items = column(logs, "item", torch.long).unsqueeze(1)  # [n, 1]
+        clicks = column(logs, "click", torch.float32).unsqueeze(1)
         return train_bce(
             self.model_,
             self.opt_,

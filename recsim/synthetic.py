@@ -28,15 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import yaml
 from pydantic import Field, ValidationError
 
-from recsim.config import (
-    ConfigError,
-    TrackingConfig,
-    _format_error,
-    _Section,
-    deep_merge,
-    nest,
-    parse_override,
-)
+from recsim.config import ConfigError, TrackingConfig, _Section, apply_overrides, describe_errors
 
 if TYPE_CHECKING:  # torch and polars load only when the experiment runs (`recsim scenarios` stays fast)
     import polars as pl
@@ -180,10 +172,7 @@ class MaScenario:
         rounds: int | None = None,
         seed: int | None = None,
     ) -> dict[str, MaConfig]:
-        data = dict(self.base)
-        for text in overrides:
-            path, value = parse_override(text)
-            data = deep_merge(data, nest(path, value))
+        data = apply_overrides(dict(self.base), overrides)
         if rounds is not None:
             data["epochs"] = rounds
         if seed is not None:
@@ -191,9 +180,7 @@ class MaScenario:
         try:
             return {"experiment": MaConfig.model_validate(data)}
         except ValidationError as exc:
-            raise ConfigError(
-                "invalid config: " + "; ".join(_format_error(e) for e in exc.errors(include_url=False))
-            ) from None
+            raise ConfigError("invalid config: " + describe_errors(exc)) from None
 
     def total_steps(self, configs: dict[str, MaConfig]) -> int:
         c = configs["experiment"]

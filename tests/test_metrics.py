@@ -62,8 +62,3 @@ def test_ndcg_and_rank_stability_extremes():
     s = torch.tensor([[0.1, 0.5, 0.3, 0.9], [1.0, 2.0, 3.0, 4.0]])
     assert metrics.rank_stability(s, s) == pytest.approx(1.0)
     assert metrics.rank_stability(s, -s) == pytest.approx(-1.0)
-
-
-def test_slate_value():
-    theta = torch.tensor([[1.0, 0.5]])
-    assert metrics.slate_value(theta, torch.tensor([[0.4, 0.2]])).item() == pytest.approx(0.5)

@@ -149,12 +149,9 @@ class UtilityScenario:
     ) -> dict[str, Any]:
         from pydantic import ValidationError
 
-        from recsim.config import ConfigError, TrackingConfig, _format_error, deep_merge, nest, parse_override
+        from recsim.config import ConfigError, TrackingConfig, apply_overrides, describe_errors
 
-        data = dict(self.base)
-        for text in overrides:
-            path, value = parse_override(text)
-            data = deep_merge(data, nest(path, value))
+        data = apply_overrides(dict(self.base), overrides)
         tracking = TrackingConfig(**data.pop("tracking", {}))
         if rounds is not None:
             data["repeats"] = rounds
@@ -163,9 +160,7 @@ class UtilityScenario:
         try:
             return {"experiment": UtilityConfig.model_validate(data), "tracking": tracking}
         except ValidationError as exc:
-            raise ConfigError(
-                "invalid config: " + "; ".join(_format_error(e) for e in exc.errors(include_url=False))
-            ) from None
+            raise ConfigError("invalid config: " + describe_errors(exc)) from None
 
     def total_steps(self, configs: dict[str, Any]) -> int:
         return 2 * configs["experiment"].repeats
