@@ -1,7 +1,7 @@
 """The same mitigations in both domains with matched knobs: position bias (eta) in the recommender
 and length bias in the labeler; MMD invariance, a proper-scoring (Brier) term, a rubric gate and its
 dense-penalty alternative, sign-split weighting and a 25% external anchor, each on its own against
-the unmitigated loop."""
+the unmitigated loop; and the unmitigated loop at a stronger bias in both domains."""
 
 from recsim.crossdomain import CrossDomainScenario
 
@@ -23,6 +23,11 @@ MITIGATIONS = {
     "dense": BOTH({"mitigations": {"gate": "dense", "diversity_floor": 5}}),
     "sign-split": ({"mitigations": {"sign_split": "w_reinforce"}}, {"llm": {"optimizer": "w_reinforce"}}),
     "anchor": BOTH({"mitigations": {"anchor_share": 0.25}}),
+    # The bias knob itself, matched: a steeper position curve / a stronger labeler length bias.
+    "none-strong-bias": (
+        {"behavior": {"eta": {"mobile": 1.8, "desktop": 1.0}}},
+        {"llm": {"length_bias": 3.0}},
+    ),
 }
 
 
