@@ -21,10 +21,12 @@ class Comparison:
     tags: dict[str, tuple[str, str]]  # arm -> (domain, mitigation)
 
     def by_domain(self, metric: str) -> dict[str, dict[str, float | None]]:
-        """mitigation -> {domain: final value of ``metric``} (the cross-domain table)."""
+        """row -> {domain: final value of ``metric``} (the cross-domain table). Rows are the arm
+        names after "DOMAIN/" when arms are named that way, else the mitigation tags."""
         table: dict[str, dict[str, float | None]] = {}
         for arm, (domain, mitigation) in self.tags.items():
-            table.setdefault(mitigation, {})[domain] = self.final[arm].get(metric)
+            row = arm.split("/", 1)[1] if arm.startswith(f"{domain}/") else mitigation
+            table.setdefault(row, {})[domain] = self.final[arm].get(metric)
         return table
 
 
