@@ -344,8 +344,8 @@ class SimConfig(_Section):
     """Root seed; every random stream derives from (seed, round, stream)."""
     domain: Literal["recsys", "llm"] = "recsys"
     """Which domain the arm simulates: the recommender loop or the LLM-reward loop."""
-    device: str = "cpu"
-    """Torch device for the world, behaviour and training."""
+    device: Literal["cpu"] = "cpu"
+    """Torch device for the world, behaviour and training (the simulation runs on the CPU)."""
     world: WorldConfig = WorldConfig()
     behavior: BehaviorConfig = BehaviorConfig()
     ranker: RankerConfig = RankerConfig()
