@@ -40,22 +40,22 @@ class Tracker(Protocol):
 
 
 class NullTracker:
-    """Tracking off (``--no-tracking``): every call does nothing."""
+    """Tracking off (``--no-tracking``): every call records nothing."""
 
     def start(self, scenario: str, tags: dict[str, str]) -> None:
-        pass
+        return None
 
     def start_arm(self, arm: str, config: SimConfig, tags: dict[str, str]) -> None:
-        pass
+        return None
 
     def log(self, row: dict[str, Any], step: int) -> None:
-        pass
+        return None
 
     def end_arm(self, artifacts: list[Path]) -> None:
-        pass
+        return None
 
     def end(self, artifacts: list[Path], status: str = "FINISHED") -> None:
-        pass
+        return None
 
 
 RECSYS_SECTIONS = ("world.", "behavior.", "ranker.", "policy.", "metrics.")
