@@ -111,11 +111,15 @@ def bench_mmoe(n_examples: int) -> dict[str, float]:
     score_users = torch.arange(1000)
     cands = torch.randint(world.n_items_total, (1000, 1000), generator=g)
     score_s = _median_time(lambda: ranker.score(world, score_users, cands, 1), 3)
+    bf16 = MultiTaskRanker(validate({"ranker": {"name": "mmoe", "serve_bf16": True}}), world)
+    bf16.model_.load_state_dict(ranker.model_.state_dict())
+    score_bf16_s = _median_time(lambda: bf16.score(world, score_users, cands, 1), 3)
     return {
         "examples_per_s": n / seconds,
         "gflops": flops / seconds / 1e9,
         "batch": config.ranker.batch,
         "score_s": score_s,
+        "score_bf16_s": score_bf16_s,
     }
 
 
@@ -170,7 +174,10 @@ def run_benchmarks(quick: bool = False) -> Iterator[str]:
         target=0.25,
         **machine,
     )
-    yield _line("mmoe_score_1000x1000_s", mmoe["score_s"], "s", pairs=1_000_000, **machine)
+    yield _line("mmoe_score_1000x1000_s", mmoe["score_s"], "s", pairs=1_000_000, dtype="float32", **machine)
+    yield _line(
+        "mmoe_score_1000x1000_bf16_s", mmoe["score_bf16_s"], "s", pairs=1_000_000, dtype="bfloat16", **machine
+    )
     llm = bench_llm(256 if quick else 1024, 4 if quick else 16)
     yield _line(
         "llm_rollout_tokens_per_s", llm["tokens_per_s"], "tokens/s", sequences=llm["sequences"], **machine

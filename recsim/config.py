@@ -127,6 +127,9 @@ class RankerConfig(_Section):
     """ips: the largest inverse-propensity weight."""
     history_len: int = Field(20, gt=0)
     """Multi-task rankers: length of the user-history bag of recently clicked items (L)."""
+    serve_bf16: bool = False
+    """Multi-task rankers: score candidates under bfloat16 autocast (about 2.5x faster on CPUs
+    with AVX512-BF16; logits differ by ~1e-3, so near-ties may order differently)."""
     click_weight: float = Field(1.0, ge=0)
     """Serving score = click_weight * p_click + satisfaction_weight * p_click * p_satisfied."""
     satisfaction_weight: float = Field(1.0, ge=0)

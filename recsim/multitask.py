@@ -144,7 +144,9 @@ class MultiTaskRanker:
                 pre = up[s : s + step, None] + ip[items[s : s + step]]  # [b, C, H]
                 if not isinstance(pos, float):
                     pre = pre + pos[s : s + step, None]
-                logits, _, _ = model(pre.reshape(-1, spec.hidden))
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.rc.serve_bf16):
+                    logits, _, _ = model(pre.reshape(-1, spec.hidden))
+                logits = logits.float()
                 logits = logits.view(-1, n_cand, spec.n_tasks)
                 logits[..., 0] += bias[s : s + step, None]
                 out[s : s + step] = logits

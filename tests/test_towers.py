@@ -117,3 +117,22 @@ def test_ranker_scores_and_probabilities_have_the_candidate_shape():
     s = ranker.score(world, users, items, 0)
     p = ranker.predict_proba(world, users, items)
     assert s.shape == p.shape == (3, 12) and torch.all((p > 0) & (p < 1))
+
+
+def test_bf16_serving_stays_close_to_float32():
+    ranker, world = _ranker("shallow_tower")
+    cfg = validate(
+        {
+            "world": {"n_users": 60, "n_items": 40},
+            "metrics": {"panel_users": 8},
+            "ranker": {"name": "mmoe", "position": "shallow_tower", "serve_bf16": True},
+        }
+    )
+    fast = MultiTaskRanker(cfg, world)
+    fast.model_.load_state_dict(ranker.model_.state_dict())
+    users = torch.arange(20)
+    items = torch.arange(40).expand(20, 40)
+    a, b = ranker.score(world, users, items, 0), fast.score(world, users, items, 0)
+    assert a.dtype == b.dtype == torch.float32
+    assert (a - b).abs().max() < 0.01  # scores are probabilities; bf16 keeps ~3 significant digits
+    assert not torch.equal(a, b)  # the bf16 path really ran
