@@ -98,6 +98,9 @@ def run(
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from recsim.errors import NonFiniteError
+    from recsim.logs import LogError
+
     total = sc.total_steps(configs)
     with Progress(
         TextColumn("{task.description}"),
@@ -116,7 +119,14 @@ def run(
             )
             progress.update(task, advance=1, description=f"{arm} r{r}  {shown}")
 
-        frame = sc.run(configs, out, tracker, on_round)
+        try:
+            frame = sc.run(configs, out, tracker, on_round)
+        except (NonFiniteError, LogError) as exc:
+            progress.stop()
+            err_console.print(
+                f"error: {exc}; outputs so far: {out}", markup=False, highlight=False, soft_wrap=True
+            )
+            raise typer.Exit(1) from None
     console.print(summary_table(sc.final(frame), f"{sc.name}: final round"))
     console.print(f"outputs: {out}")
     if tracker is not None:

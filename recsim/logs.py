@@ -35,6 +35,10 @@ import polars as pl
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
 
+class LogError(ValueError):
+    """A log partition is missing, truncated or unreadable; the message names the file."""
+
+
 def safe_name(arm: str) -> str:
     """A file-name-safe form of an arm name."""
     return _SAFE.sub("_", arm)
@@ -72,11 +76,24 @@ class LogStore:
 
     def read(self, arm: str, first_round: int, last_round: int) -> pl.DataFrame:
         """All impressions of ``arm`` in rounds ``[first_round, last_round]``, in round order."""
-        paths = [self.path(r, arm) for r in range(first_round, last_round + 1)]
-        missing = [str(p) for p in paths if not p.exists()]
-        if missing:
-            raise FileNotFoundError(f"missing log partition(s): {', '.join(missing)}")
-        return pl.scan_parquet(paths, hive_partitioning=True, hive_schema={"round": pl.Int32}).collect()
+        frames = []
+        for r in range(first_round, last_round + 1):
+            path = self.path(r, arm)
+            if not path.exists():
+                raise LogError(f"missing log partition {path}")
+            try:
+                frame = pl.read_parquet(path)
+            except (pl.exceptions.PolarsError, OSError) as exc:
+                raise LogError(
+                    f"log partition {path} is unreadable (truncated or not Parquet): {exc}"
+                ) from None
+            frames.append(frame.with_columns(pl.lit(r, dtype=pl.Int32).alias("round")))
+        try:
+            return pl.concat(frames)
+        except pl.exceptions.PolarsError as exc:
+            raise LogError(
+                f"log partitions of arm '{arm}' in {self.root} disagree in schema: {exc}"
+            ) from None
 
     def scan(self) -> pl.LazyFrame:
         """Every partition of every arm as one lazy frame (for analysis)."""

@@ -29,6 +29,7 @@ import polars as pl
 import yaml
 
 from recsim.config import SimConfig
+from recsim.errors import NonFiniteError, check_finite
 from recsim.logs import LogStore, safe_name, write_atomic
 from recsim.mitigations import describe
 from recsim.scenario import Scenario
@@ -80,11 +81,17 @@ def run_arm(
     rows = []
     tables: dict[str, list[pl.DataFrame]] = {}
     for r in range(rounds):
-        batch = domain.act(state, r)  # 1
-        fb = domain.feedback(state, batch, r)  # 2
-        logs.append(r, arm, domain.log_frame(state, batch, fb))  # 3
-        state = domain.fit(state, logs, arm, r)  # 4
-        row, state = domain.measure(state, batch, fb, r)  # 5
+        try:
+            batch = domain.act(state, r)  # 1
+            fb = domain.feedback(state, batch, r)  # 2
+            logs.append(r, arm, domain.log_frame(state, batch, fb))  # 3
+            state = domain.fit(state, logs, arm, r)  # 4
+            row, state = domain.measure(state, batch, fb, r)  # 5
+            for key in ("train_loss", "rm_loss", "policy_loss"):
+                if key in row:
+                    check_finite(key, row[key])
+        except NonFiniteError as exc:
+            raise NonFiniteError(f"round {r}, arm '{arm}': {exc}; rounds before {r} are complete") from None
         row = {"arm": arm, "domain": domain.name, "round": r, **row}
         on_round(arm, r, row)  # 6
         rows.append(row)
@@ -144,12 +151,12 @@ def run_scenario(
 
             def track(arm_: str, r: int, row: dict[str, Any]) -> None:
                 tracker.log(row, step=r)
+                rows.append(row)  # every complete round reaches metrics.parquet at once
+                write_atomic(metrics_frame(rows), metrics_path)
                 if on_round is not None:
                     on_round(arm_, r, row)
 
-            arm_rows, arm_tables = run_arm(domain, arm, config.loop.rounds, logs, track)
-            rows += arm_rows
-            write_atomic(metrics_frame(rows), metrics_path)
+            _, arm_tables = run_arm(domain, arm, config.loop.rounds, logs, track)
             for name, frames in arm_tables.items():
                 tables.setdefault(name, []).extend(frames)
                 write_atomic(pl.concat(tables[name]), out / f"{name}.parquet")

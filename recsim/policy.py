@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 import torch
 
+from recsim.errors import check_finite
+
 
 @dataclass(frozen=True)
 class Slates:
@@ -89,6 +91,7 @@ def build_slates(
         predict: (users [B], items [B, K]) -> [B, K] the ranker's click probabilities.
     """
     n_users, n_cand = candidates.shape
+    check_finite("ranker scores", scores)
     greedy = scores.topk(slate_size, dim=1).indices  # [B, K] positions into candidates
     random_idx = torch.rand(n_users, n_cand, generator=gen).topk(slate_size, dim=1).indices
     explore = torch.rand(n_users, generator=gen) < p_random  # [B]

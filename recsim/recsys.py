@@ -16,6 +16,7 @@ import torch
 from recsim import behavior, metrics
 from recsim.behavior import Feedback
 from recsim.config import SimConfig
+from recsim.errors import check_finite
 from recsim.logs import LogStore
 from recsim.policy import Slates, build_slates, exploration_bucket, sample_candidates
 from recsim.rankers import OracleRanker, Ranker, make_ranker
@@ -159,6 +160,7 @@ class RecsysDomain:
         panel = self.panel
         items = torch.arange(n_avail).expand(len(panel), n_avail)
         scores = state.ranker.score(world, panel, items, round_ + 1).float()  # [P, N_r]
+        check_finite("panel scores", scores)
         truth = world.relevance(panel, items)
         top = scores.topk(k, dim=1).indices
         ideal = OracleRanker().score(world, panel, items, round_).topk(k, dim=1).indices

@@ -10,7 +10,7 @@ import yaml
 from typer.testing import CliRunner
 
 from recsim.cli import app
-from recsim.logs import LogStore
+from recsim.logs import LogError, LogStore
 from recsim.loop import run_scenario
 from recsim.scenario import Scenario, load_scenario
 
@@ -117,7 +117,7 @@ def test_log_partition_is_complete_or_absent_after_a_crash_mid_write(tmp_path, m
     assert store.read("arm", 0, 0).height == 1000
     with pytest.raises(FileExistsError):
         store.append(0, "arm", frame)
-    with pytest.raises(FileNotFoundError, match="round=1"):
+    with pytest.raises(LogError, match="missing log partition .*round=1"):
         store.read("arm", 0, 1)
 
 
@@ -185,3 +185,43 @@ def test_scenario_without_arms_is_rejected():
 
     with pytest.raises(ConfigError, match="has no arms"):
         Scenario(name="x", description="", arms={}).resolve()
+
+
+def test_truncated_partition_is_named_in_the_error(tmp_path):
+    store = LogStore(tmp_path / "logs")
+    store.append(0, "arm", pl.DataFrame({"user": [1, 2], "click": [True, False]}))
+    store.append(1, "arm", pl.DataFrame({"user": [3], "click": [True]}))
+    path = store.path(1, "arm")
+    path.write_bytes(path.read_bytes()[:20])  # a torn file, as after a crash of another writer
+    with pytest.raises(LogError, match=r"round=1.*unreadable"):
+        store.read("arm", 0, 1)
+    assert store.read("arm", 0, 0)["round"].to_list() == [0, 0]
+
+
+def test_non_finite_scores_stop_the_run_keeping_complete_rounds(tmp_path, monkeypatch, small):
+    from typer.testing import CliRunner
+
+    from recsim.cli import app
+    from recsim.rankers import OracleRanker
+
+    real = OracleRanker.score
+
+    def broken(self, world, users, items, round_):
+        out = real(self, world, users, items, round_)
+        serving = len(users) == 300  # every user acts; the evaluation panel has 64
+        return out * float("nan") if serving and round_ == 2 else out
+
+    monkeypatch.setattr(OracleRanker, "score", broken)
+    monkeypatch.chdir(tmp_path)
+    args = ["run", "exploration", "--out", "out", "-q", "--no-tracking", "--set", "arms.oracle.seed=0"]
+    for s in small:
+        if not s.startswith("tracking"):
+            args += ["--set", s]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), repr(result.exception)
+    err = result.stderr.strip()
+    assert "round 2, arm 'oracle': non-finite ranker scores" in err and "\n" not in err
+    metrics = pl.read_parquet(tmp_path / "out" / "metrics.parquet")
+    oracle = metrics.filter(pl.col("arm") == "oracle")
+    assert oracle["round"].to_list() == [0, 1]  # the complete rounds of the failing arm are kept
+    assert metrics.filter(pl.col("arm") == "mf").height == 4
