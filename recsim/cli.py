@@ -92,9 +92,13 @@ def run(
     tracking = sc.tracking(configs)
     tracker = None
     if tracking.enabled:
-        from recsim.tracking import MlflowTracker
+        from recsim.tracking import MlflowTracker, TrackingError
 
         tracker = MlflowTracker(tracking.uri, tracking.experiment or sc.name)
+        try:
+            tracker.check()
+        except TrackingError as exc:
+            fail(str(exc))
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 

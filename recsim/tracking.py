@@ -90,6 +90,10 @@ def artifact_location(uri: str) -> str | None:
     return (Path(uri[len(prefix) :]).resolve().parent / "mlartifacts").as_uri()
 
 
+class TrackingError(RuntimeError):
+    """The tracking store cannot be reached or written; the message is one line."""
+
+
 class MlflowTracker:
     """Tracking to ``uri`` (default embedded SQLite), experiment ``experiment``."""
 
@@ -98,11 +102,42 @@ class MlflowTracker:
 
         self.mlflow = mlflow
         self.uri = uri
-        self.client = mlflow.MlflowClient(tracking_uri=uri)
-        mlflow.set_tracking_uri(uri)
+        self._client: Any = None
         self.experiment = experiment
         self.parent: Any = None
         self.child: Any = None
+
+    @property
+    def client(self) -> Any:
+        """The MLflow client, made on first use (a SQLite store is created then)."""
+        if self._client is None:
+            self._client = self.mlflow.MlflowClient(tracking_uri=self.uri)
+            self.mlflow.set_tracking_uri(self.uri)
+        return self._client
+
+    def check(self) -> None:
+        """Reach the tracking store once, failing fast: raise :class:`TrackingError` if it cannot
+        be read or written (before any round runs, so nothing is lost to a later failure)."""
+        import os
+
+        saved = {
+            k: os.environ.get(k) for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")
+        }
+        os.environ.update({"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"})
+        try:
+            self.client.search_experiments(max_results=1)  # creates a SQLite store if needed
+        except Exception as exc:  # any store error: the message below names the way out
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise TrackingError(
+                f"MLflow tracking URI {self.uri} cannot be used ({first[:200]}); "
+                "start the server, choose --tracking-uri, or run with --no-tracking"
+            ) from None
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
 
     def start(self, scenario: str, tags: dict[str, str]) -> None:
         if self.client.get_experiment_by_name(self.experiment) is None:

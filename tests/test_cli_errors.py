@@ -47,6 +47,8 @@ CASES = [
     (["--rounds", "0"], "loop.rounds: Input should be greater than 0 (got 0)"),
     (["--set", "domain=vision"], "domain: Input should be 'recsys' or 'llm' (got 'vision')"),
     (["--set", "device=cuda"], "device: Input should be 'cpu' (got 'cuda')"),
+    (["--tracking-uri", "http://127.0.0.1:9"], "MLflow tracking URI http://127.0.0.1:9 cannot be used"),
+    (["--tracking-uri", "sqlite:////proc/forbidden/mlflow.db"], "or run with --no-tracking"),
     (["--set", "llm.optimizer=ppo"], "llm.optimizer: Input should be 'grpo', 'best_of_n', 'psr'"),
     (["--set", "llm.max_difficulty=9"], "llm.max_difficulty + 1 must be <= llm.prompt_len (4), got 9"),
     (["--set", "llm.anchor_share=1.5"], "llm.anchor_share: Input should be less than or equal to 1"),
