@@ -319,9 +319,8 @@ class LlmDomain:
                 adv = group_advantages(reward, c.group_size)
             else:  # sign split: positive = correct (binary/rlcr) or above the group median (reward model)
                 if c.reward == "reward_model":
-                    positive = reward > reward.view(-1, c.group_size).median(
-                        1, keepdim=True
-                    ).values.repeat_interleave(c.group_size, 0).view(-1)
+                    grouped = reward.view(-1, c.group_size)  # [N, G]
+                    positive = (grouped > grouped.median(1, keepdim=True).values).view(-1)
                 else:
                     positive = r.correct > 0
                 adv = sign_split_advantages(positive, c.optimizer, c.w_lambda)
