@@ -71,11 +71,26 @@ def run(
         str | None, typer.Option(help="MLflow tracking URI (default sqlite:///mlflow.db).")
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    device: Annotated[
+        str | None, typer.Option(help="Torch device: cpu (default) or cuda (sets `device` of every arm).")
+    ] = None,
+    distributed: Annotated[
+        bool,
+        typer.Option(
+            "--distributed",
+            help="Under torchrun: split users across ranks, train the ranker with TorchRec DMP.",
+        ),
+    ] = False,
+    sharding: Annotated[
+        str, typer.Option(help="--distributed: TorchRec sharding of the embedding tables.")
+    ] = "table_wise",
 ) -> None:
     """Run every arm of a scenario; write config.yaml, metrics.parquet, logs/, curves.png, summary.json."""
     from recsim.scenario import load_scenario
 
     overrides = list(set_ or [])
+    if device is not None:
+        overrides.append(f"device={device}")
     if no_tracking:
         overrides.append("tracking.enabled=false")
     if tracking_uri:
@@ -85,13 +100,33 @@ def run(
         configs = sc.resolve(overrides, rounds=rounds, seed=seed)
     except ConfigError as exc:
         fail(str(exc))
+    wants_cuda = any(getattr(c, "device", "cpu") == "cuda" for c in configs.values())
+    if wants_cuda:
+        import torch
+
+        if not torch.cuda.is_available():
+            fail("device=cuda was asked for but no CUDA GPU is visible to torch; use --device cpu")
+    ctx = None
+    if distributed:
+        from recsim.distributed import DistributedError, check_arms, init
+
+        try:
+            check_arms(sc, configs)
+            ctx = init("cuda" if wants_cuda else "cpu", sharding)
+        except DistributedError as exc:
+            fail(str(exc))
     out = out or Path("runs") / sc.name / time.strftime("%Y%m%d-%H%M%S")
+    if ctx is not None:
+        out = ctx.broadcast_object(out)  # rank 0's timestamp names the folder of every rank
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         fail(f"output folder {out} exists and is not empty; choose a new --out")
+    if ctx is not None:
+        ctx.barrier()  # every rank checked the folder before any writes to it
+        quiet = quiet or not ctx.main
 
     tracking = sc.tracking(configs)
     tracker = None
-    if tracking.enabled:
+    if tracking.enabled and (ctx is None or ctx.main):
         from recsim.tracking import MlflowTracker, TrackingError
 
         tracker = MlflowTracker(tracking.uri, tracking.experiment or sc.name)
@@ -124,13 +159,15 @@ def run(
             progress.update(task, advance=1, description=f"{arm} r{r}  {shown}")
 
         try:
-            frame = sc.run(configs, out, tracker, on_round)
+            frame = sc.run(configs, out, tracker, on_round, **({"dist": ctx} if ctx is not None else {}))
         except (NonFiniteError, LogError) as exc:
             progress.stop()
             err_console.print(
                 f"error: {exc}; outputs so far: {out}", markup=False, highlight=False, soft_wrap=True
             )
             raise typer.Exit(1) from None
+    if ctx is not None and not ctx.main:
+        return
     console.print(summary_table(sc.final(frame), f"{sc.name}: final round"))
     console.print(f"outputs: {out}")
     if tracker is not None:

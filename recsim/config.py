@@ -127,6 +127,13 @@ class RankerConfig(_Section):
     """ips: the largest inverse-propensity weight."""
     history_len: int = Field(20, gt=0)
     """Multi-task rankers: length of the user-history bag of recently clicked items (L)."""
+    sparse_embeddings: bool = False
+    """Multi-task rankers: embedding tables get sparse gradients and Adagrad (at ``embedding_lr``)
+    that touches only the rows of each batch, so a step costs the same whatever the table size
+    (needed for million-user worlds, and the rule of the sharded tables under ``--distributed``).
+    The default trains the tables with the dense layers' Adam."""
+    embedding_lr: float = Field(0.05, gt=0)
+    """sparse_embeddings: Adagrad learning rate of the embedding tables."""
     serve_bf16: bool = False
     """Multi-task rankers: score candidates under bfloat16 autocast (about 2.5x faster on CPUs
     with AVX512-BF16; logits differ by ~1e-3, so near-ties may order differently)."""
@@ -187,7 +194,21 @@ class PolicyConfig(_Section):
     slate_size: int = Field(10, gt=0)
     """Positions per slate (K)."""
     n_candidates: int | None = Field(None, gt=0)
-    """Candidates scored per user, sampled uniformly from the available items; None = all."""
+    """Candidates scored per user (C); None = all available items. With ``retrieval="uniform"``
+    they are drawn uniformly; with ``"two_tower"`` they are retrieved."""
+    retrieval: Literal["uniform", "two_tower"] = "uniform"
+    """Candidate generation: uniform (C items drawn at random per user) or two_tower (a logistic
+    two-tower model retrained each round on the logs, searched through an inverted-file index of
+    ``ivf_lists`` k-means lists, ``ivf_probe`` probed per user; see :mod:`recsim.retrieval`), plus
+    ``explore_candidates`` uniform ones."""
+    explore_candidates: int = Field(0, ge=0)
+    """two_tower: candidates per user drawn uniformly from the catalogue instead of retrieved."""
+    ivf_lists: int = Field(256, gt=0)
+    """two_tower: k-means lists of the inverted-file index over the item embeddings."""
+    ivf_probe: int = Field(8, gt=0)
+    """two_tower: lists searched per user (the ones whose centroids score highest)."""
+    retriever_dim: int = Field(32, gt=0)
+    """two_tower: embedding dimension of the retrieval towers."""
     epsilon: float = Field(0.0, ge=0, le=1)
     """Epsilon-greedy: probability that a user's slate this round is a uniformly random one."""
     exploration_share: float = Field(0.0, ge=0, le=1)
@@ -210,7 +231,11 @@ class MetricsConfig(_Section):
 
     panel_users: int = Field(256, gt=1)
     """Size of the fixed evaluation panel (P) on which ndcg_truth, homogenization and
-    rank_stability score every available item."""
+    rank_stability score every available item (or the ``panel_items`` sample)."""
+    panel_items: int | None = Field(None, gt=1)
+    """Items the panel scores: None = every available item; n = a fixed uniform sample of n items
+    of the first round's catalogue, drawn once per seed (for catalogues too large to score whole
+    for every panel user)."""
     ece_bins: int = Field(10, gt=0)
     """Equal-width bins of the expected calibration error."""
 
@@ -395,6 +420,22 @@ class SimConfig(_Section):
             raise ValueError(
                 "mitigations.sign_split weights a click cross-entropy: ranker.position must be none, "
                 f"feature, shallow_tower, obs_dropout or grad_reversal, got {self.ranker.position}"
+            )
+        if p.retrieval == "two_tower":
+            if p.n_candidates is None or p.n_candidates <= p.explore_candidates:
+                raise ValueError(
+                    "policy.retrieval='two_tower' needs policy.n_candidates > policy.explore_candidates "
+                    f"({p.explore_candidates}), got {p.n_candidates}"
+                )
+            if p.ivf_probe > p.ivf_lists or p.ivf_lists > w.n_items:
+                raise ValueError(
+                    f"policy.ivf_probe must be <= policy.ivf_lists <= world.n_items ({w.n_items}), got "
+                    f"ivf_probe={p.ivf_probe}, ivf_lists={p.ivf_lists}"
+                )
+        if self.metrics.panel_items is not None and self.metrics.panel_items > w.n_items:
+            raise ValueError(
+                f"metrics.panel_items must be <= world.n_items ({w.n_items}) or null, "
+                f"got {self.metrics.panel_items}"
             )
         if self.metrics.panel_users > w.n_users:
             raise ValueError(

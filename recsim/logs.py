@@ -1,8 +1,10 @@
 """Append-only Parquet logs, one partition per round, written atomically.
 
 Layout: ``<out>/logs/round=R/arm-<ARM>.parquet``, one file per (round, arm); the round comes from
-the hive path, the arm is also a column. A partition file is written to a temporary name in the
-same folder and moved into place with ``os.replace``, so after a crash it is complete or absent.
+the hive path, the arm is also a column. Under ``--distributed`` each rank writes the rows of its
+own users to ``arm-<ARM>.rank-<K>.parquet`` and reads back only those. A partition file is
+written to a temporary name in the same folder and moved into place with ``os.replace``, so after
+a crash it is complete or absent.
 
 Schema of a recommender log row (one impression):
 
@@ -60,19 +62,36 @@ def write_atomic(frame: pl.DataFrame, path: Path) -> None:
 class LogStore:
     """The round-partitioned log of one run directory."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, rank: int = 0, world_size: int = 1) -> None:
         self.root = Path(root)
+        self.rank, self.world_size = rank, world_size
+        self._latest: dict[str, tuple[int, pl.DataFrame]] = {}
 
     def path(self, round_: int, arm: str) -> Path:
-        return self.root / f"round={round_}" / f"arm-{safe_name(arm)}.parquet"
+        part = f".rank-{self.rank}" if self.world_size > 1 else ""
+        return self.root / f"round={round_}" / f"arm-{safe_name(arm)}{part}.parquet"
 
     def append(self, round_: int, arm: str, frame: pl.DataFrame) -> Path:
-        """Write the partition of (round, arm). A log is append-only: an existing one is an error."""
+        """Write the partition of (round, arm): this rank's users' rows (all rows in one process).
+        A log is append-only: an existing partition is an error."""
         path = self.path(round_, arm)
         if path.exists():
             raise FileExistsError(f"log partition {path} already exists; logs are append-only")
-        write_atomic(frame.with_columns(pl.lit(arm).alias("arm")), path)
+        frame = frame.with_columns(pl.lit(arm).alias("arm"))
+        self._latest[arm] = (round_, frame)
+        if self.world_size > 1:
+            frame = frame.filter(pl.col("user") % self.world_size == self.rank)
+        write_atomic(frame, path)
         return path
+
+    def latest(self, arm: str, round_: int) -> pl.DataFrame:
+        """Every row of (round, arm), all ranks' users, as appended by this process (with ``round``)."""
+        cached = self._latest.get(arm)
+        if cached is None or cached[0] != round_:
+            if self.world_size > 1:
+                raise LogError(f"round {round_} of arm '{arm}' was not appended by this process")
+            return self.read(arm, round_, round_)
+        return cached[1].with_columns(pl.lit(round_, dtype=pl.Int32).alias("round"))
 
     def read(self, arm: str, first_round: int, last_round: int) -> pl.DataFrame:
         """All impressions of ``arm`` in rounds ``[first_round, last_round]``, in round order."""

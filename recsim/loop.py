@@ -29,6 +29,7 @@ import polars as pl
 import yaml
 
 from recsim.config import SimConfig
+from recsim.distributed import Dist
 from recsim.errors import NonFiniteError, check_finite
 from recsim.logs import LogStore, safe_name, write_atomic
 from recsim.mitigations import describe
@@ -60,12 +61,12 @@ class Domain(Protocol):
     def tables(self, state: Any, round_: int) -> dict[str, pl.DataFrame]: ...
 
 
-def make_domain(config: SimConfig) -> Domain:
-    """The domain named by ``config.domain``."""
+def make_domain(config: SimConfig, dist: Dist | None = None) -> Domain:
+    """The domain named by ``config.domain`` (``dist``: this process's rank, recommender only)."""
     if config.domain == "recsys":
         from recsim.recsys import RecsysDomain
 
-        return RecsysDomain(config)
+        return RecsysDomain(config, dist)
     if config.domain == "llm":
         from recsim.llm.domain import LlmDomain
 
@@ -116,17 +117,27 @@ def run_scenario(
     out: Path,
     tracker: Tracker | None = None,
     on_round: OnRound | None = None,
+    dist: Dist | None = None,
 ) -> pl.DataFrame:
     """Run every arm of ``scenario`` into ``out``; returns the metrics frame.
 
     ``configs`` come from :meth:`Scenario.resolve` (already validated). Arms run one after the
-    other; metrics.parquet is rewritten atomically after each arm, so finished arms survive a crash.
+    other; metrics.parquet is rewritten atomically after each round, so finished rounds survive a
+    crash. Under ``--distributed`` (``dist``) every rank runs the loop and writes its own log
+    partitions; rank 0 alone writes everything else.
     """
     tracker = tracker or NullTracker()
+    main = dist is None or dist.main
     out.mkdir(parents=True, exist_ok=True)
-    logs = LogStore(out / "logs")
+    logs = LogStore(out / "logs", *((dist.rank, dist.world_size) if dist is not None else (0, 1)))
     config_path = out / "config.yaml"
     resolved = {"scenario": scenario.name, "arms": {a: c.model_dump(mode="json") for a, c in configs.items()}}
+    if dist is not None:
+        resolved["distributed"] = {"world_size": dist.world_size, "sharding": dist.sharding}
+    if not main:
+        for arm, config in configs.items():
+            run_arm(make_domain(config, dist), arm, config.loop.rounds, logs, lambda *_: None)
+        return pl.DataFrame()
     config_path.write_text(yaml.safe_dump(resolved, sort_keys=False))
     commit = git_commit()
     tracker.start(scenario.name, {"scenario": scenario.name, "git_commit": commit})
@@ -137,7 +148,7 @@ def run_scenario(
     status = "FAILED"
     try:
         for arm, config in configs.items():
-            domain = make_domain(config)
+            domain = make_domain(config, dist)
             mitigation, bias = describe(config)
             tags = {
                 "scenario": scenario.name,

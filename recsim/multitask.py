@@ -16,7 +16,8 @@ import polars as pl
 import torch
 from torch import nn
 
-from recsim.config import SimConfig
+from recsim.config import MitigationConfig, SimConfig
+from recsim.distributed import ADAGRAD_EPS, Dist, ShardedTrainer, private_copy
 from recsim.mitigations.gates import slate_gate_weights
 from recsim.mitigations.invariance import invariance_penalty
 from recsim.mitigations.sign_split import sign_split_weights
@@ -52,10 +53,32 @@ def append_history(history: torch.Tensor, users: torch.Tensor, items: torch.Tens
     return both.gather(1, idx)[:, -length:]
 
 
+class Optimizers:
+    """Several optimizers stepped as one (dense Adam and, for sparse tables, SparseAdam)."""
+
+    def __init__(self, optimizers: list[torch.optim.Optimizer]) -> None:
+        self.optimizers = optimizers
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for opt in self.optimizers:
+            opt.zero_grad(set_to_none=set_to_none)
+
+    def step(self) -> None:
+        for opt in self.optimizers:
+            opt.step()
+
+    def state_dict(self) -> list[dict]:
+        return [opt.state_dict() for opt in self.optimizers]
+
+    def load_state_dict(self, states: list[dict]) -> None:
+        for opt, state in zip(self.optimizers, states, strict=True):
+            opt.load_state_dict(state)
+
+
 class MultiTaskRanker:
     """MMoE / shared-bottom / single-task ranker with one of the position-handling modes."""
 
-    def __init__(self, config: SimConfig, world: World) -> None:
+    def __init__(self, config: SimConfig, world: World, dist: Dist | None = None) -> None:
         from towers.ranking import RankingModel, RankingSpec
 
         rc = self.rc = config.ranker
@@ -81,10 +104,14 @@ class MultiTaskRanker:
             position_dropout=rc.position_dropout,
             observation_dropout=rc.observation_dropout,
             reversal_weight=rc.reversal_weight,
+            sparse=rc.sparse_embeddings,
         )
         self._make = lambda round_: RankingModel(self.spec, generator(config.seed, round_, "ranker-init"))
+        self.dist = dist
         self.model_ = self._make(SETUP_ROUND)
+        self.loss_ = BatchLoss(self.model_, config.mitigations)
         self.opt_ = self._optimizer()
+        self.trainer_: ShardedTrainer | None = None
         self.history_ = torch.full((world.n_users, rc.history_len), -1, dtype=torch.long)
         self.exposure_ = torch.zeros(world.n_items_total)
         self.snapshots_: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -93,15 +120,21 @@ class MultiTaskRanker:
         self.explore_shows_ = torch.zeros(n_cells)
         self.last_batch_: dict[str, torch.Tensor] | None = None
 
-    def _optimizer(self) -> torch.optim.Optimizer:
-        m = self.model_
+    def _optimizer(self) -> Optimizers:
+        """Adam over the dense parameters (the position channel at ``position_lr``); with
+        ``sparse_embeddings`` the tables get Adagrad on their sparse gradients (rows seen only)."""
+        m, rc = self.model_, self.rc
         position = [
             p for mod in (m.tower, m.pos_proj, m.adversary) if mod is not None for p in mod.parameters()
         ]
-        ids = {id(p) for p in position}
+        sparse = m.embedding_parameters() if rc.sparse_embeddings else []
+        ids = {id(p) for p in position + sparse}
         rest = [p for p in m.parameters() if id(p) not in ids]
-        groups = [{"params": rest}] + ([{"params": position, "lr": self.rc.position_lr}] if position else [])
-        return torch.optim.Adam(groups, lr=self.rc.learning_rate, weight_decay=self.rc.weight_decay)
+        groups = [{"params": rest}] + ([{"params": position, "lr": rc.position_lr}] if position else [])
+        opts = [torch.optim.Adam(groups, lr=rc.learning_rate, weight_decay=rc.weight_decay)]
+        if sparse:
+            opts.append(torch.optim.Adagrad(sparse, lr=rc.embedding_lr, eps=ADAGRAD_EPS))
+        return Optimizers(opts)
 
     # -- features ----------------------------------------------------------------------------------
     def _item_dense(
@@ -195,24 +228,29 @@ class MultiTaskRanker:
         model.eval()
         with torch.inference_mode():
             n_users, k = items.shape
-            device = world.user_device[users]
             served = max(self.snapshots_)
             history, exposure = self.snapshots_[served]
-            up = model.user_part(users, device, history[users])[:, None]  # [B, 1, H]
-            ip = self._item_parts(world, served, exposure)[items]  # [B, K, H]
-            cells = position_cells(positions, device[:, None].expand(n_users, k), self.slate_size)
-            top = position_cells(
-                torch.ones_like(positions), device[:, None].expand(n_users, k), self.slate_size
-            )
-            pre = (up + ip).reshape(-1, self.spec.hidden)
-            f_top = model(pre + model.position_part(top.reshape(-1)))[0][:, 0].view(n_users, k)
-            if mode == "feature":
-                f_cell = model(pre + model.position_part(cells.reshape(-1)))[0][:, 0].view(n_users, k)
-                return f_top, f_cell - f_top
-            g = model.bias(cells.reshape(-1)).view(n_users, k)
-            if mode == "pal":
-                return torch.nn.functional.logsigmoid(f_top), torch.nn.functional.logsigmoid(g)
-            return f_top, g
+            ip_all = self._item_parts(world, served, exposure)  # [N, H]
+            parts = torch.empty(2, n_users, k)
+            step = max(1, SCORE_CHUNK // k)
+            for s in range(0, n_users, step):  # chunks of users
+                u, it, pos = users[s : s + step], items[s : s + step], positions[s : s + step]
+                b = len(u)
+                device = world.user_device[u][:, None].expand(b, k)
+                up = model.user_part(u, device[:, 0], history[u])[:, None]  # [b, 1, H]
+                pre = (up + ip_all[it]).reshape(-1, self.spec.hidden)  # [b*K, H]
+                cells = position_cells(pos, device, self.slate_size).reshape(-1)
+                top = position_cells(torch.ones_like(pos), device, self.slate_size).reshape(-1)
+                f_top = model(pre + model.position_part(top))[0][:, 0].view(b, k)
+                if mode == "feature":
+                    f_cell = model(pre + model.position_part(cells))[0][:, 0].view(b, k)
+                    parts[0, s : s + step], parts[1, s : s + step] = f_top, f_cell - f_top
+                    continue
+                g = model.bias(cells).view(b, k)
+                if mode == "pal":
+                    f_top, g = torch.nn.functional.logsigmoid(f_top), torch.nn.functional.logsigmoid(g)
+                parts[0, s : s + step], parts[1, s : s + step] = f_top, g
+            return parts[0], parts[1]
 
     # -- training ----------------------------------------------------------------------------------
     def _ips_weights(
@@ -254,15 +292,20 @@ class MultiTaskRanker:
             frame["device"].cast(pl.Enum(list(self.device_names))).to_physical().to_numpy().astype("int64")
         )
 
-    def fit(self, logs: pl.DataFrame, world: World, round_: int) -> dict[str, float]:
+    def fit(
+        self, logs: pl.DataFrame, world: World, round_: int, latest: pl.DataFrame | None = None
+    ) -> dict[str, float]:
+        """Retrain on ``logs`` (the window's rows); ``latest``, the round's every row when ``logs``
+        hold only this rank's users, updates the history and exposure features."""
         from towers.position import position_cells
 
         rc = self.rc
-        self._update_state(logs, round_)
+        self._update_state(logs if latest is None else latest, round_)
         first = int(logs["round"].min())
         self.snapshots_ = {r: s for r, s in self.snapshots_.items() if r >= first}
         if not rc.warm_start:
             self.model_ = self._make(round_)
+            self.loss_ = BatchLoss(self.model_, self.config.mitigations)
             self.opt_ = self._optimizer()
         # Training rows with their features as of serving time.
         rounds = _col(logs, "round", torch.long)
@@ -315,53 +358,131 @@ class MultiTaskRanker:
     def _train(
         self, data: tuple, gen: torch.Generator, sample_weight: torch.Tensor | None = None
     ) -> dict[str, float]:
-        """Adam over shuffled minibatches; ``sample_weight`` [n] weights each row's click loss."""
-        users, devices, history, items, category, dense, cells, positions, clicks, satisfied, weights = data
-        model, opt, rc = self.model_, self.opt_, self.rc
-        mit = self.config.mitigations
+        """Adam over shuffled minibatches; ``sample_weight`` [n] weights each row's click loss.
+
+        Under ``--distributed`` each rank steps through its own rows with ``batch / N`` per step
+        (the same number of steps on every rank, its rows reused cyclically where it has fewer),
+        through the sharded model; the trained weights are then copied into the serving model.
+        """
+        rc = self.rc
+        rows = (*data, sample_weight)
+        n = len(data[0])
+        ctx = self.dist
+        batch = rc.batch if ctx is None else max(1, rc.batch // ctx.world_size)
+        steps = -(-n // batch)
+        if ctx is not None:
+            if n == 0:
+                raise ValueError(
+                    f"rank {ctx.rank} has no training rows: too few users for {ctx.world_size} ranks"
+                )
+            steps = ctx.max_int(steps)
+        trainer = self._trainer()
+        model = trainer.model if trainer is not None else self.model_
+        loss_fn = trainer.step if trainer is not None else self._step
         model.train()
         model.rng = model.net.rng = gen
-        n = len(users)
-        totals = {"loss": 0.0, "click": 0.0}
+        totals = [0.0, 0.0, 0.0]  # loss * rows, click loss * rows, rows
         for _ in range(rc.epochs):
-            totals = {"loss": 0.0, "click": 0.0}
+            totals = [0.0, 0.0, 0.0]
             order = torch.randperm(n, generator=gen)
-            for s in range(0, n, rc.batch):
-                b = order[s : s + rc.batch]
-                pre = model.user_part(users[b], devices[b], history[b]) + model.item_part(
-                    items[b], category[b], dense[b]
-                )
-                pre = pre + model.position_part(cells[b])
-                logits, _, mixed = model(pre)
-                click_loss, p_click = model.training_click(
-                    logits,
-                    mixed,
-                    cells[b],
-                    positions[b],
-                    clicks[b],
-                    None if weights is None else weights[b],
-                    None if sample_weight is None else sample_weight[b],
-                )
-                loss = click_loss
-                if mit.invariance_weight > 0:  # the click score must not vary with position
-                    labels = clicks[b] if mit.invariance_conditional else None
-                    score = torch.logit(p_click.clamp(1e-6, 1 - 1e-6))  # the trained click logit
-                    penalty = invariance_penalty(score, positions[b], labels)
-                    loss = loss + mit.invariance_weight * penalty
-                if mit.brier_weight > 0:  # a proper scoring term on the click probability
-                    loss = loss + mit.brier_weight * ((p_click - clicks[b]) ** 2).mean()
-                if self.spec.n_tasks > 1:
-                    # Satisfaction is observed only after a click: its loss covers clicked rows only.
-                    clicked = clicks[b]
-                    sat_bce = nn.functional.binary_cross_entropy_with_logits(
-                        logits[:, 1], satisfied[b], reduction="none"
-                    )
-                    loss = loss + (sat_bce * clicked).sum() / clicked.sum().clamp_min(1)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                totals["loss"] += float(loss.detach()) * len(b)
-                totals["click"] += float(click_loss.detach()) * len(b)
+            if ctx is not None:  # equal full batches on every rank: fewer rows are reused cyclically
+                order = order.repeat(-(-steps * batch // n))[: steps * batch]
+            for s in range(steps):
+                b = order[s * batch : (s + 1) * batch]
+                batch_rows = [None if t is None else t[b] for t in rows]
+                if ctx is not None and self.spec.n_tasks > 1:
+                    batch_rows.append(ctx.mean_tensor(batch_rows[8].sum()))  # clicked rows / N
+                loss, click_loss = loss_fn(*batch_rows)
+                totals[0] += float(loss) * len(b)
+                totals[1] += float(click_loss) * len(b)
+                totals[2] += len(b)
         model.eval()
         model.rng = model.net.rng = None
-        return {"train_loss": totals["loss"] / max(n, 1), "train_click_loss": totals["click"] / max(n, 1)}
+        if ctx is not None:
+            totals = ctx.sum_floats(totals)
+            trainer.sync(self.model_)
+        rows_seen = max(totals[2], 1)
+        return {"train_loss": totals[0] / rows_seen, "train_click_loss": totals[1] / rows_seen}
+
+    def _step(self, *batch: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """One single-process optimizer step -> (loss, click loss)."""
+        loss, click_loss = self.loss_(*batch)
+        self.opt_.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt_.step()
+        return loss.detach(), click_loss.detach()
+
+    def _trainer(self) -> ShardedTrainer | None:
+        """The sharded training model under ``--distributed`` (built once, then warm)."""
+        if self.dist is None:
+            return None
+        if self.trainer_ is None:
+            rc = self.rc
+            copy_ = private_copy(self.model_)
+            self.trainer_ = ShardedTrainer(
+                BatchLoss(copy_, self.config.mitigations),
+                copy_,
+                self.dist,
+                rc.learning_rate,
+                rc.embedding_lr,
+                rc.position_lr,
+                rc.weight_decay,
+            )
+        return self.trainer_
+
+
+class BatchLoss(nn.Module):
+    """The training loss of one minibatch, as a module (what DistributedModelParallel wraps).
+
+    Inputs are the columns of the batch ([M] or [M, L] for the history): users, devices,
+    history, items, category, dense [M, 2], cells, positions, clicks, satisfied, ips weights
+    (or None), per-row click-loss weights (or None), and under ``--distributed`` the number of
+    clicked rows of the global batch divided by the number of ranks. Returns (loss, click loss).
+    The invariance penalty and slate gate are computed on each rank's share of the batch.
+    """
+
+    def __init__(self, model: nn.Module, mitigations: MitigationConfig) -> None:
+        super().__init__()
+        self.model = model
+        self.mit = mitigations
+
+    def forward(
+        self,
+        users: torch.Tensor,
+        devices: torch.Tensor,
+        history: torch.Tensor,
+        items: torch.Tensor,
+        category: torch.Tensor,
+        dense: torch.Tensor,
+        cells: torch.Tensor,
+        positions: torch.Tensor,
+        clicks: torch.Tensor,
+        satisfied: torch.Tensor,
+        weights: torch.Tensor | None,
+        sample_weight: torch.Tensor | None,
+        clicked_rows: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        model, mit = self.model, self.mit
+        pre = model.user_part(users, devices, history) + model.item_part(items, category, dense)
+        pre = pre + model.position_part(cells)
+        logits, _, mixed = model(pre)
+        click_loss, p_click = model.training_click(
+            logits, mixed, cells, positions, clicks, weights, sample_weight
+        )
+        loss = click_loss
+        if mit.invariance_weight > 0:  # the click score must not vary with position
+            labels = clicks if mit.invariance_conditional else None
+            score = torch.logit(p_click.clamp(1e-6, 1 - 1e-6))  # the trained click logit
+            loss = loss + mit.invariance_weight * invariance_penalty(score, positions, labels)
+        if mit.brier_weight > 0:  # a proper scoring term on the click probability
+            loss = loss + mit.brier_weight * ((p_click - clicks) ** 2).mean()
+        if model.spec.n_tasks > 1:
+            # Satisfaction is observed only after a click: its loss covers clicked rows only.
+            sat_bce = nn.functional.binary_cross_entropy_with_logits(
+                logits[:, 1], satisfied, reduction="none"
+            )
+            # clicked_rows: the global batch's clicks per rank under --distributed, so that the
+            # ranks' averaged gradients are those of the whole batch's mean.
+            denominator = clicks.sum() if clicked_rows is None else clicked_rows
+            loss = loss + (sat_bce * clicks).sum() / denominator.clamp_min(1)
+        return loss, click_loss

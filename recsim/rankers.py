@@ -16,7 +16,7 @@ Scoring runs under ``torch.inference_mode()``.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 import polars as pl
 import torch
@@ -175,8 +175,9 @@ def train_bce(
     return {"train_loss": last}
 
 
-def make_ranker(config: SimConfig, world: World) -> Ranker:
-    """The ranker named by ``config.ranker.name``, sized for every item the world will have."""
+def make_ranker(config: SimConfig, world: World, dist: Any = None) -> Ranker:
+    """The ranker named by ``config.ranker.name``, sized for every item the world will have;
+    ``dist`` (a :class:`recsim.distributed.Dist`) trains a multi-task ranker sharded."""
     name = config.ranker.name
     if name == "random":
         return RandomRanker(config)
@@ -189,7 +190,7 @@ def make_ranker(config: SimConfig, world: World) -> Ranker:
     if name in ("mmoe", "shared_bottom", "single_task"):
         from recsim.multitask import MultiTaskRanker
 
-        return MultiTaskRanker(config, world)
+        return MultiTaskRanker(config, world, dist)
     raise ValueError(
         "ranker.name must be one of random, popularity, oracle, mf, mmoe, shared_bottom, "
         f"single_task; got {name!r}"

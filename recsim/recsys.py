@@ -8,6 +8,7 @@ active users and the candidate sets, and differ only where their decisions diffe
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import polars as pl
@@ -16,10 +17,12 @@ import torch
 from recsim import behavior, metrics
 from recsim.behavior import Feedback
 from recsim.config import SimConfig
+from recsim.distributed import Dist
 from recsim.errors import check_finite
 from recsim.logs import LogStore
 from recsim.policy import Slates, build_slates, exploration_bucket, sample_candidates
 from recsim.rankers import OracleRanker, Ranker, make_ranker
+from recsim.retrieval import TwoTowerRetriever
 from recsim.rng import SETUP_ROUND, generator
 from recsim.world import World
 
@@ -31,6 +34,8 @@ class RecsysState:
     Attributes:
         world: the ground truth now (user tastes drift).
         ranker: the learner (its fitted parameters are updated in place by ``fit``).
+        retriever: the candidate generator with ``policy.retrieval="two_tower"`` (retrained in
+            place by ``fit``), else None (uniform candidates).
         panel_scores: [P, N_r] the learner's scores of every available item for the panel after
             the last fit (for rank_stability); None before the first measurement.
         train: statistics of the last fit.
@@ -38,6 +43,7 @@ class RecsysState:
 
     world: World
     ranker: Ranker
+    retriever: TwoTowerRetriever | None = None
     panel_scores: torch.Tensor | None = None
     train: dict[str, float] | None = None
 
@@ -47,8 +53,9 @@ class RecsysDomain:
 
     name = "recsys"
 
-    def __init__(self, config: SimConfig) -> None:
+    def __init__(self, config: SimConfig, dist: Dist | None = None) -> None:
         self.config = config
+        self.dist = dist
         self.world0 = World.create(config)
         eta = torch.tensor([config.behavior.eta[d] for d in self.world0.device_names])
         self.theta = behavior.examination_curve(eta, config.policy.slate_size)  # [V, K]
@@ -59,23 +66,46 @@ class RecsysDomain:
         self.bucket = exploration_bucket(
             self.world0.n_users, config.policy.exploration_share, setup("bucket")
         )
+        n_items = config.metrics.panel_items
+        # The panel's items: every available item (None), or a fixed sample of the first catalogue.
+        self.panel_items = (
+            None
+            if n_items is None
+            else torch.randperm(self.world0.n_available(0), generator=setup("panel-items"))[:n_items]
+            .sort()
+            .values
+        )
 
     def gen(self, round_: int, stream: str) -> torch.Generator:
         return generator(self.config.seed, round_, stream)
 
     # 0. initial state ------------------------------------------------------------------------
     def initial_state(self) -> RecsysState:
-        return RecsysState(world=self.world0, ranker=make_ranker(self.config, self.world0))
+        cfg, world = self.config, self.world0
+        retriever = TwoTowerRetriever(cfg, world) if cfg.policy.retrieval == "two_tower" else None
+        return RecsysState(world=world, ranker=make_ranker(cfg, world, self.dist), retriever=retriever)
+
+    def _split(
+        self, fn: Callable[..., torch.Tensor], users: torch.Tensor, *rows: torch.Tensor
+    ) -> torch.Tensor:
+        """``fn(users, *rows)`` row by row of users: here, or under ``--distributed`` each rank on
+        its own users, gathered."""
+        return fn(users, *rows) if self.dist is None else self.dist.split(fn, users, *rows)
 
     # 1. act: the learner decides which items each active user sees ---------------------------
     def act(self, state: RecsysState, round_: int) -> Slates:
         cfg, world = self.config, state.world
         n_active = cfg.loop.active_users or world.n_users
         users = torch.randperm(world.n_users, generator=self.gen(round_, "active"))[:n_active].sort().values
-        cands = sample_candidates(
-            n_active, world.n_available(round_), cfg.policy.n_candidates, self.gen(round_, "candidates")
-        )  # [B, C]
-        scores = state.ranker.score(world, users, cands, round_)  # [B, C]
+        if state.retriever is not None:
+            cands = state.retriever.candidates(
+                world, users, round_, self.gen(round_, "candidates"), split=self._split
+            )
+        else:
+            cands = sample_candidates(
+                n_active, world.n_available(round_), cfg.policy.n_candidates, self.gen(round_, "candidates")
+            )  # [B, C]
+        scores = self._split(lambda u, c: state.ranker.score(world, u, c, round_), users, cands)  # [B, C]
         forced = self.bucket[users] | (round_ < cfg.policy.startup_rounds)
         p_random = torch.where(forced, 1.0, cfg.policy.epsilon)  # [B]
         return build_slates(
@@ -86,7 +116,7 @@ class RecsysDomain:
             cfg.policy.slate_size,
             p_random,
             self.gen(round_, "policy"),
-            lambda u, i: state.ranker.predict_proba(world, u, i),
+            lambda u, i: self._split(lambda u_, i_: state.ranker.predict_proba(world, u_, i_), u, i),
         )
 
     # 2. feedback: users examine, click, and (after a click) are satisfied or not -------------
@@ -125,8 +155,15 @@ class RecsysDomain:
     # 4. fit: the learner retrains on the logs its own slates produced -------------------------
     def fit(self, state: RecsysState, logs: LogStore, arm: str, round_: int) -> RecsysState:
         window = self.config.ranker.window or round_ + 1
-        frame = logs.read(arm, max(0, round_ - window + 1), round_)
-        return replace(state, train=state.ranker.fit(frame, state.world, round_))
+        frame = logs.read(arm, max(0, round_ - window + 1), round_)  # this rank's users' rows
+        latest = logs.latest(arm, round_)  # the round's every row (features, retrieval)
+        # Under --distributed, multi-task rankers train on this rank's rows (the only trainable
+        # rankers allowed there); their features follow every row of the round.
+        extra = {"latest": latest} if self.dist is not None and self.config.ranker.multitask else {}
+        train = state.ranker.fit(frame, state.world, round_, **extra)
+        if state.retriever is not None:
+            train = {**train, **state.retriever.fit(latest, state.world, round_)}
+        return replace(state, train=train)
 
     # 5. measure: the truth the platform cannot see ---------------------------------------------
     def measure(
@@ -156,9 +193,11 @@ class RecsysDomain:
             "brier": metrics.brier(slates.predicted, fb.true_relevance),
         }
         row["gap"] = row["proxy"] - row["gold"]
-        # Panel: every available item, scored by the learner after this round's fit.
+        # Panel: every available item (or the fixed item sample), scored after this round's fit.
         panel = self.panel
-        items = torch.arange(n_avail).expand(len(panel), n_avail)
+        pool = torch.arange(n_avail) if self.panel_items is None else self.panel_items
+        n_pool = len(pool)
+        items = pool.expand(len(panel), n_pool)
         scores = state.ranker.score(world, panel, items, round_ + 1).float()  # [P, N_r]
         check_finite("panel scores", scores)
         truth = world.relevance(panel, items)
@@ -166,12 +205,14 @@ class RecsysDomain:
         ideal = OracleRanker().score(world, panel, items, round_).topk(k, dim=1).indices
         partner = metrics.nearest_neighbours(world.user_factors[panel])
         row["ndcg_truth"] = metrics.ndcg_at_k(truth, scores, k)
-        row["jaccard"] = metrics.mean_jaccard(top, partner, n_avail)
-        row["homogenization"] = row["jaccard"] - metrics.mean_jaccard(ideal, partner, n_avail)
+        row["jaccard"] = metrics.mean_jaccard(top, partner, n_pool)
+        row["homogenization"] = row["jaccard"] - metrics.mean_jaccard(ideal, partner, n_pool)
         prev = state.panel_scores
         row["rank_stability"] = (
             metrics.rank_stability(prev, scores[:, : prev.shape[1]]) if prev is not None else float("nan")
         )
+        if state.retriever is not None:
+            row["retrieval_recall"] = state.retriever.recall(world, panel, round_ + 1)
         row.update(self._position_metrics(state, slates))
         row.update(state.train or {})
         return row, replace(state, panel_scores=scores)

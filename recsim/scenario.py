@@ -91,11 +91,18 @@ class Scenario:
         """The tracking settings of the run (the first arm's)."""
         return next(iter(configs.values())).tracking
 
-    def run(self, configs: dict[str, SimConfig], out: Path, tracker: Any = None, on_round: Any = None) -> Any:
+    def run(
+        self,
+        configs: dict[str, SimConfig],
+        out: Path,
+        tracker: Any = None,
+        on_round: Any = None,
+        dist: Any = None,
+    ) -> Any:
         """Run every arm into ``out`` (see :func:`recsim.loop.run_scenario`); returns the metrics frame."""
         from recsim.loop import run_scenario
 
-        return run_scenario(self, configs, out, tracker, on_round)
+        return run_scenario(self, configs, out, tracker, on_round, dist)
 
     def post(self, frame: Any, out: Path) -> dict[str, float]:
         """Scenario-level results computed from all arms (logged on the parent run); none here."""

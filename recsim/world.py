@@ -26,6 +26,8 @@ import torch
 from recsim.config import SimConfig
 from recsim.rng import SETUP_ROUND, generator
 
+PAIR_CHUNK = 1 << 18  # (user, item) pairs per chunk of relevance / satisfaction
+
 
 def _unit(x: torch.Tensor) -> torch.Tensor:
     return x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
@@ -127,17 +129,31 @@ class World:
 
     def relevance(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """True P(click | examined). users [B], items [B, C] -> [B, C]."""
-        x = self.user_factors[users]  # [B, D]
-        y = self.item_factors[items]  # [B, C, D]
-        affinity = torch.einsum("bd,bcd->bc", x, y)
-        return torch.sigmoid(self.affinity_scale * affinity + self.item_popularity[items] + self.base_logit)
+        return self._pairs(users, items, self.item_factors, self.item_popularity, self.base_logit)
 
     def satisfaction(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """True P(satisfied | clicked). users [B], items [B, C] -> [B, C]."""
-        x = self.user_factors[users]
-        z = self.item_sat_factors[items]
-        affinity = torch.einsum("bd,bcd->bc", x, z)
-        return torch.sigmoid(self.affinity_scale * affinity + self.satisfaction_logit)
+        return self._pairs(users, items, self.item_sat_factors, None, self.satisfaction_logit)
+
+    def _pairs(
+        self,
+        users: torch.Tensor,
+        items: torch.Tensor,
+        factors: torch.Tensor,
+        offset: torch.Tensor | None,
+        base: float,
+    ) -> torch.Tensor:
+        """sigmoid(a <x_u, f_i> + offset_i + base) for users [B], items [B, C] -> [B, C], in chunks
+        of users so that the gathered [b, C, D] factors stay small whatever B and C."""
+        out = torch.empty(items.shape, dtype=factors.dtype, device=factors.device)
+        step = max(1, PAIR_CHUNK // max(items.shape[1], 1))
+        for s in range(0, items.shape[0], step):  # chunks of users
+            it = items[s : s + step]
+            affinity = torch.einsum("bd,bcd->bc", self.user_factors[users[s : s + step]], factors[it])
+            logit = self.affinity_scale * affinity
+            logit = logit + offset[it] + base if offset is not None else logit + base
+            out[s : s + step] = torch.sigmoid(logit)
+        return out
 
     def drift(self, users: torch.Tensor, items: torch.Tensor, clicks: torch.Tensor) -> World:
         """Move each clicker's taste toward the mean appeal of what they clicked.

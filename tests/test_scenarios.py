@@ -26,7 +26,18 @@ TINY_LOOP = [
     "llm.policy_steps=1",
 ]
 TINY_MA = ["n_train=200", "n_test=100", "repeats=2", "epochs=2", "tracking.enabled=false"]
-TINY = {"mmoe-tasks": TINY_MA, "utility-weighted": TINY_MA[:4] + ["tracking.enabled=false"]}
+TINY_SCALE = TINY_LOOP + [
+    "loop.active_users=40",
+    "policy.ivf_lists=8",
+    "policy.ivf_probe=2",
+    "policy.explore_candidates=10",
+    "metrics.panel_items=40",
+]
+TINY = {
+    "mmoe-tasks": TINY_MA,
+    "utility-weighted": TINY_MA[:4] + ["tracking.enabled=false"],
+    "scale": TINY_SCALE,
+}
 
 
 def test_every_scenario_is_listed():
@@ -75,6 +86,10 @@ def test_every_scenario_runs_a_few_rounds(tmp_path, name):
             "sycophancy",
             "spurious_share",
         } <= set(metrics.columns)
+    if name == "scale":
+        assert metrics["retrieval_recall"].is_between(0, 1).all()
+        log = pl.read_parquet(out / "logs" / "round=1" / "arm-mmoe-shallow-tower.parquet")
+        assert log.height == 40 * 10 and log.group_by("user").agg(pl.col("item").n_unique())["item"].min() == 10
     if name == "cross-domain":
         cascade = pl.read_parquet(out / "cascade.parquet")
         assert set(cascade["domain"]) == {"recsys", "llm"} and (out / "cascade.png").exists()

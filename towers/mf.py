@@ -15,11 +15,13 @@ from torch import nn
 class LogisticMF(nn.Module):
     """Shapes: users [B] long, items [B, C] long -> logits [B, C]."""
 
-    def __init__(self, n_users: int, n_items: int, dim: int, gen: torch.Generator) -> None:
+    def __init__(
+        self, n_users: int, n_items: int, dim: int, gen: torch.Generator, sparse: bool = False
+    ) -> None:
         super().__init__()
-        self.user = nn.Embedding(n_users, dim)
-        self.item = nn.Embedding(n_items, dim)
-        self.item_bias = nn.Embedding(n_items, 1)
+        self.user = nn.Embedding(n_users, dim, sparse=sparse)
+        self.item = nn.Embedding(n_items, dim, sparse=sparse)
+        self.item_bias = nn.Embedding(n_items, 1, sparse=sparse)
         self.bias = nn.Parameter(torch.zeros(1))
         nn.init.normal_(self.user.weight, std=0.1, generator=gen)
         nn.init.normal_(self.item.weight, std=0.1, generator=gen)
@@ -30,3 +32,12 @@ class LogisticMF(nn.Module):
         p = self.user(users)  # [B, D]
         q = self.item(items)  # [B, C, D]
         return torch.einsum("bd,bcd->bc", p, q) + self.item_bias(items).squeeze(-1) + self.bias
+
+    def user_vectors(self, users: torch.Tensor) -> torch.Tensor:
+        """users [B] -> [B, D + 1] queries [p_u, 1] for inner-product search."""
+        p = self.user.weight[users]
+        return torch.cat([p, torch.ones(len(users), 1, dtype=p.dtype, device=p.device)], dim=1)
+
+    def item_vectors(self, n_items: int) -> torch.Tensor:
+        """[N, D + 1] keys [q_i, b_i] of the first ``n_items`` items: <query, key> = logit - b_0."""
+        return torch.cat([self.item.weight[:n_items], self.item_bias.weight[:n_items]], dim=1)

@@ -69,6 +69,7 @@ class RankingSpec:
     position_dropout: float = 0.1
     observation_dropout: float = 0.5
     reversal_weight: float = 1.0
+    sparse: bool = False  # embedding tables return sparse gradients (for a row-wise optimizer)
 
 
 def _torchrec():  # noqa: ANN202
@@ -140,6 +141,8 @@ class RankingModel(nn.Module):
             gen,
         )
         self.item_ebc = _ebc([("item", spec.n_items, "SUM"), ("category", spec.n_categories, "SUM")], d, gen)
+        for bag in self._bags():
+            bag.sparse = spec.sparse
         self.user_proj = nn.Linear(3 * d, h)
         self.item_proj = nn.Linear(2 * d + N_DENSE, h, bias=False)
         n_cells = 1 + spec.slate_size * spec.n_devices
@@ -169,6 +172,13 @@ class RankingModel(nn.Module):
             nn.init.normal_(self.adversary.weight, std=0.05, generator=gen)
             nn.init.zeros_(self.adversary.bias)
         self.rng: torch.Generator | None = None
+
+    def _bags(self) -> list[nn.EmbeddingBag]:
+        return [bag for ebc in (self.user_ebc, self.item_ebc) for bag in ebc.embedding_bags.values()]
+
+    def embedding_parameters(self) -> list[nn.Parameter]:
+        """The embedding tables' weights (sparse gradients when ``spec.sparse``)."""
+        return [bag.weight for bag in self._bags()]
 
     # -- the two sides of the shared hidden layer's pre-activation --------------------------------
     def user_part(self, users: torch.Tensor, device: torch.Tensor, history: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,5 @@
+"""``python -m recsim`` (as torchrun launches it): the ``recsim`` command."""
+
+from recsim.cli import main
+
+main()
