@@ -118,7 +118,8 @@ class IvfIndex:
 
 
 def fill_unique(candidates: torch.Tensor, n_available: int, gen: torch.Generator) -> torch.Tensor:
-    """Redraw, uniformly from ``[0, n_available)``, every -1 and every repeat within a row.
+    """Redraw, uniformly from ``[0, n_available)``, every -1 and every later repeat within a row
+    (the first occurrence of an id is kept, so retrieved candidates win over exploration ones).
 
     candidates [B, C] long -> [B, C] with C distinct valid ids per row (C <= n_available).
     Vectorized: each pass sorts the rows, marks repeats, and redraws them all at once; the
@@ -126,7 +127,7 @@ def fill_unique(candidates: torch.Tensor, n_available: int, gen: torch.Generator
     """
     cands = candidates.clone()
     for _ in range(1000):
-        sorted_, idx = cands.sort(dim=1)
+        sorted_, idx = cands.sort(dim=1, stable=True)  # the first of equal ids stays in place
         repeat = torch.zeros_like(cands, dtype=torch.bool)
         repeat.scatter_(1, idx[:, 1:], sorted_[:, 1:] == sorted_[:, :-1])
         bad = repeat | (cands < 0)

@@ -1,0 +1,77 @@
+"""Helper run by tests/test_distributed.py: one MMoE training call on fixed rows, either in one
+process (``single``) or under torchrun with the rows of each global minibatch split across ranks
+(``sharded``); the trained weights go to ``OUT/MODE-RANK.pt``.
+
+The shuffle is replaced by the identity so both runs see the same minibatches, and dropout is
+off, so the two must agree up to float reduction order.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import torch
+
+import recsim.multitask as multitask
+from recsim.config import validate
+from recsim.multitask import MultiTaskRanker
+from recsim.world import World
+
+BATCH = 512
+
+
+def main(mode: str, out: str, sharding: str) -> None:
+    cfg = validate(
+        {
+            "world": {"n_users": 400, "n_items": 300},
+            "ranker": {
+                "name": "mmoe",
+                "position": "shallow_tower",
+                "sparse_embeddings": True,
+                "epochs": 1,
+                "batch_size": BATCH,
+                "gate_dropout": 0.0,
+                "position_dropout": 0.0,
+            },
+        }
+    )
+    world = World.create(cfg)
+    g = torch.Generator().manual_seed(0)
+    n = 4 * BATCH
+    users = torch.randint(world.n_users, (n,), generator=g)
+    items = torch.randint(world.n_items_total, (n,), generator=g)
+    positions = torch.randint(1, 11, (n,), generator=g)
+    devices = world.user_device[users]
+    clicks = (torch.rand(n, generator=g) < 0.3).float()
+    satisfied = (torch.rand(n, generator=g) < 0.5).float() * clicks
+    data = [
+        users,
+        devices,
+        torch.randint(-1, world.n_items_total, (n, 5), generator=g),
+        items,
+        world.item_category[items],
+        torch.rand(n, 2, generator=g),
+        1 + devices * 10 + positions - 1,
+        positions,
+        clicks,
+        satisfied,
+        None,
+    ]
+    multitask.torch.randperm = lambda k, generator=None, **kw: torch.arange(k)  # identity shuffle
+    ctx = None
+    if mode == "sharded":
+        from recsim.distributed import init
+
+        ctx = init("cpu", sharding)
+        half = BATCH // ctx.world_size
+        rows = torch.arange(n).view(-1, ctx.world_size, half)[:, ctx.rank].reshape(-1)
+        data = [None if t is None else t[rows] for t in data]
+    ranker = MultiTaskRanker(cfg, world, ctx)
+    stats = ranker._train(tuple(data), torch.Generator().manual_seed(1))
+    rank = 0 if ctx is None else ctx.rank
+    torch.save({"state": ranker.model_.state_dict(), "stats": stats}, os.path.join(out, f"{mode}-{rank}.pt"))
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:4])

@@ -1,0 +1,124 @@
+"""Retrieval (IVF search, candidate filling), chunked truth, and sparse embedding training."""
+
+from __future__ import annotations
+
+import torch
+
+import recsim.world as world_mod
+from recsim.config import validate
+from recsim.retrieval import IvfIndex, fill_unique
+from recsim.world import World
+
+
+def _keys(n: int = 3000, d: int = 9, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.randn(12, d, generator=g)
+    keys = centres[torch.randint(12, (n,), generator=g)] + 0.3 * torch.randn(n, d, generator=g)
+    return keys, torch.randn(200, d, generator=g)
+
+
+def test_ivf_lists_partition_the_items():
+    keys, _ = _keys()
+    index = IvfIndex.build(keys, 32, torch.Generator().manual_seed(1))
+    ids = index.lists[index.lists >= 0]
+    assert torch.equal(ids.sort().values, torch.arange(len(keys)))
+
+
+def test_ivf_search_probing_every_list_is_exact():
+    keys, queries = _keys()
+    index = IvfIndex.build(keys, 32, torch.Generator().manual_seed(1))
+    found = index.search(queries, n_probe=32, n=50)
+    exact = (queries @ keys.T).topk(50, dim=1).indices
+    assert torch.equal(found.sort(1).values, exact.sort(1).values)
+
+
+def test_ivf_search_is_exact_within_the_probed_lists():
+    keys, queries = _keys()
+    index = IvfIndex.build(keys, 32, torch.Generator().manual_seed(1))
+    found = index.search(queries, n_probe=4, n=50)
+    probe = (queries @ index.centroids.T).topk(4, dim=1).indices
+    members = index.lists[probe].reshape(len(queries), -1)
+    allowed = torch.zeros(len(queries), len(keys), dtype=torch.bool)
+    valid = members >= 0
+    allowed[torch.arange(len(queries))[:, None].expand_as(members)[valid], members[valid]] = True
+    scores = queries @ keys.T
+    ref = scores.masked_fill(~allowed, -torch.inf).topk(50, dim=1)
+    # the same top-50 scores (ids may differ only between near-equal scores)
+    torch.testing.assert_close(scores.gather(1, found).sort(1).values, ref.values.sort(1).values)
+    assert allowed.gather(1, found).all()
+    # and it looks at a fraction of the catalogue only: 4 of 32 lists
+    assert members.ge(0).sum(1).float().mean() < 0.25 * len(keys)
+
+
+def test_ivf_search_marks_missing_candidates():
+    keys, queries = _keys(n=40)
+    index = IvfIndex.build(keys, 8, torch.Generator().manual_seed(1))
+    found = index.search(queries, n_probe=1, n=30)
+    assert (found == -1).any()  # one list of ~5 items cannot fill 30 slots
+
+
+def test_fill_unique_gives_distinct_valid_rows_and_keeps_good_entries():
+    g = torch.Generator().manual_seed(0)
+    cands = torch.randint(-1, 50, (500, 20), generator=g)
+    cands[:, 0] = torch.arange(500) % 50  # a valid first entry in every row
+    out = fill_unique(cands, 50, torch.Generator().manual_seed(1))
+    assert (out >= 0).all() and (out < 50).all()
+    assert all(len(set(row.tolist())) == 20 for row in out)
+    assert torch.equal(out[:, 0], cands[:, 0])  # the first occurrence of a value is kept
+
+
+def test_chunked_relevance_equals_the_formula(monkeypatch):
+    config = validate({"world": {"n_users": 300, "n_items": 200}})
+    world = World.create(config)
+    users = torch.arange(300)
+    items = torch.randint(200, (300, 50), generator=torch.Generator().manual_seed(0))
+    whole = world.relevance(users, items)
+    monkeypatch.setattr(world_mod, "PAIR_CHUNK", 64)  # many chunks
+    chunked = world.relevance(users, items)
+    x, y = world.user_factors[users], world.item_factors[items]
+    logit = world.affinity_scale * torch.einsum("bd,bcd->bc", x, y) + world.item_popularity[items]
+    expected = torch.sigmoid(logit + world.base_logit)
+    torch.testing.assert_close(whole, chunked)
+    torch.testing.assert_close(whole, expected)
+
+
+def _train_once(sparse: bool):
+    from recsim.multitask import MultiTaskRanker
+
+    config = validate(
+        {"world": {"n_users": 500, "n_items": 300}, "ranker": {"name": "mmoe", "sparse_embeddings": sparse}}
+    )
+    world = World.create(config)
+    ranker = MultiTaskRanker(config, world)
+    before = ranker.model_.user_ebc.embedding_bags["t_user"].weight.detach().clone()
+    g = torch.Generator().manual_seed(0)
+    n = 256
+    users = torch.randint(100, (n,), generator=g)  # users 100.. never appear
+    items = torch.randint(300, (n,), generator=g)
+    positions = torch.randint(1, 11, (n,), generator=g)
+    devices = world.user_device[users]
+    clicks = (torch.rand(n, generator=g) < 0.3).float()
+    data = (
+        users,
+        devices,
+        torch.full((n, 3), -1),
+        items,
+        world.item_category[items],
+        torch.zeros(n, 2),
+        1 + devices * 10 + positions - 1,
+        positions,
+        clicks,
+        clicks,
+        None,
+    )
+    ranker._train(data, torch.Generator().manual_seed(1))
+    after = ranker.model_.user_ebc.embedding_bags["t_user"].weight.detach()
+    return before, after
+
+
+def test_sparse_embeddings_touch_only_the_rows_in_the_batch():
+    before, after = _train_once(sparse=True)
+    assert torch.equal(before[100:], after[100:])
+    assert not torch.equal(before[:100], after[:100])
+    before, after = _train_once(sparse=False)  # dense Adam with weight decay moves every row
+    assert not torch.equal(before[100:], after[100:])
