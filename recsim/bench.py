@@ -146,14 +146,151 @@ def bench_llm(n_prompts: int, steps: int) -> dict[str, float]:
     }
 
 
-def run_benchmarks(quick: bool = False) -> Iterator[str]:
-    """Yield one JSON line per benchmark."""
+def bench_scale(quick: bool) -> dict[str, float]:
+    """The ``scale`` scenario (``--quick``: its ``QUICK`` preset) run as ``recsim run`` in a child
+    process, tracking off: wall seconds, rounds and impressions per second, and the child's peak
+    resident memory (``getrusage(RUSAGE_CHILDREN).ru_maxrss``, the largest child so far)."""
+    import resource
+    import subprocess
+    import sys
+
+    from recsim.scenario import load_scenario
+
+    sc = load_scenario("scale")
+    overrides = list(_scale_quick()) if quick else []
+    config = next(iter(sc.resolve(overrides).values()))
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "recsim", "run", "scale", "--no-tracking", "-q", "--out", f"{tmp}/run"]
+        for o in overrides:
+            cmd += ["--set", o]
+        t0 = time.perf_counter()
+        subprocess.run(cmd, check=True, capture_output=True)
+        seconds = time.perf_counter() - t0
+    rounds = config.loop.rounds
+    impressions = rounds * (config.loop.active_users or config.world.n_users) * config.policy.slate_size
+    peak_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1e6  # kB on Linux
+    return {
+        "seconds": seconds,
+        "rounds_per_s": rounds / seconds,
+        "impressions_per_s": impressions / seconds,
+        "peak_rss_gb": peak_gb,
+        "users": config.world.n_users,
+        "items": config.world.n_items,
+        "active": config.loop.active_users,
+        "rounds": rounds,
+    }
+
+
+def _scale_quick() -> tuple[str, ...]:
+    from scenarios.scale import QUICK
+
+    return QUICK
+
+
+def train_throughput(n_rows: int, n_users: int, n_items: int) -> dict[str, float]:
+    """MMoE (shallow tower, sparse tables) training examples per second on ``n_rows`` synthetic
+    impressions, one epoch; sharded with TorchRec DMP when launched under torchrun (each rank
+    trains on its own ``n_rows / N``, the global batch is the same)."""
+    from recsim.config import validate
+    from recsim.multitask import MultiTaskRanker
+    from recsim.world import World
+
+    ctx = None
+    if "WORLD_SIZE" in os.environ:
+        from recsim.distributed import init
+
+        ctx = init("cpu", os.environ.get("RECSIM_SHARDING", "table_wise"))
+    config = validate(
+        {
+            "world": {"n_users": n_users, "n_items": n_items, "n_clusters": 64},
+            "ranker": {"name": "mmoe", "position": "shallow_tower", "sparse_embeddings": True, "epochs": 1},
+        }
+    )
+    world = World.create(config)
+    ranker = MultiTaskRanker(config, world, ctx)
+    ws, rank = (1, 0) if ctx is None else (ctx.world_size, ctx.rank)
+    g = torch.Generator().manual_seed(rank)
+    n = n_rows // ws
+    users = torch.randint(n_users, (n,), generator=g)
+    items = torch.randint(n_items, (n,), generator=g)
+    positions = torch.randint(1, 11, (n,), generator=g)
+    devices = world.user_device[users]
+    clicks = (torch.rand(n, generator=g) < 0.2).float()
+    data = (
+        users,
+        devices,
+        torch.randint(-1, n_items, (n, config.ranker.history_len), generator=g),
+        items,
+        world.item_category[items],
+        torch.rand(n, 2, generator=g),
+        1 + devices * 10 + positions - 1,
+        positions,
+        clicks,
+        clicks,
+        None,
+    )
+    ranker._train(data, torch.Generator().manual_seed(1))  # warm-up (and the DMP build)
+    t0 = time.perf_counter()
+    ranker._train(data, torch.Generator().manual_seed(2))
+    seconds = time.perf_counter() - t0
+    return {"examples_per_s": n * ws / seconds, "ranks": ws, "rank": rank}
+
+
+def bench_sharded_training(quick: bool) -> dict[str, float]:
+    """2-process sharded (torchrun, gloo, table-wise) vs single-process training throughput."""
+    import subprocess
+    import sys
+
+    size = ["131072", "100000", "10000"] if quick else ["524288", "1000000", "100000"]
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+
+    def run(cmd: list[str]) -> dict[str, float]:
+        res = subprocess.run(cmd + size, check=True, capture_output=True, text=True, env=env)
+        return json.loads([line for line in res.stdout.splitlines() if line.startswith("{")][0])
+
+    single = run([sys.executable, "-m", "recsim.bench"])
+    dist = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    sharded = run([*dist, "-m", "recsim.bench"])
+    return {
+        "single": single["examples_per_s"],
+        "sharded": sharded["examples_per_s"],
+        "rows": int(size[0]),
+        "users": int(size[1]),
+    }
+
+
+def run_benchmarks(quick: bool = False, only: str | None = None) -> Iterator[str]:
+    """Yield one JSON line per benchmark (``only``: the groups whose name starts with it)."""
     machine = {
         "machine": platform.machine(),
         "cpus": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "quick": quick,
     }
+    want = lambda group: only is None or group.startswith(only)  # noqa: E731
+    if want("scale"):
+        sc = bench_scale(quick)
+        extra = {k: sc[k] for k in ("users", "items", "active", "rounds")}
+        yield _line("scale_impressions_per_s", sc["impressions_per_s"], "impressions/s", **extra, **machine)
+        yield _line(
+            "scale_rounds_per_s",
+            sc["rounds_per_s"],
+            "rounds/s",
+            seconds=round(sc["seconds"], 1),
+            **extra,
+            **machine,
+        )
+        yield _line("scale_peak_rss_gb", sc["peak_rss_gb"], "GB", target=8, **extra, **machine)
+    if want("sharded"):
+        sh = bench_sharded_training(quick)
+        extra = {"rows": sh["rows"], "users": sh["users"], "sharding": "table_wise"}
+        yield _line("sharded_train_examples_per_s", sh["sharded"], "examples/s", ranks=2, **extra, **machine)
+        yield _line("single_train_examples_per_s", sh["single"], "examples/s", ranks=1, **extra, **machine)
+        yield _line(
+            "sharded_vs_single_train_ratio", sh["sharded"] / sh["single"], "ratio", **extra, **machine
+        )
+    if not want("core"):
+        return
     n_users = 100_000 if quick else 1_000_000
     rate = bench_behavior(n_users, 10, repeats=3 if quick else 5)
     yield _line(
@@ -194,3 +331,11 @@ def run_benchmarks(quick: bool = False) -> Iterator[str]:
         scenario="feedback-loop",
         **machine,
     )
+
+
+if __name__ == "__main__":  # python -m recsim.bench ROWS USERS ITEMS (under torchrun: sharded)
+    import sys
+
+    result = train_throughput(*(int(a) for a in sys.argv[1:4]))
+    if result["rank"] == 0:
+        print(json.dumps(result), flush=True)

@@ -231,12 +231,17 @@ def compare(
 
 @app.command()
 def bench(
-    quick: Annotated[bool, typer.Option("--quick", help="Small sizes (under a minute).")] = False,
+    quick: Annotated[bool, typer.Option("--quick", help="Small sizes (each group under a minute).")] = False,
+    only: Annotated[
+        str | None, typer.Option(help="Run one group: scale, sharded (2-process training) or core.")
+    ] = None,
 ) -> None:
     """Print benchmark results, one JSON object per line."""
     from recsim.bench import run_benchmarks
 
-    for line in run_benchmarks(quick):
+    if only is not None and only not in ("scale", "sharded", "core"):
+        fail(f"--only must be scale, sharded or core, got {only!r}")
+    for line in run_benchmarks(quick, only):
         print(line, flush=True)
 
 

@@ -36,3 +36,13 @@ SCENARIO = Scenario(
     plot=_SHOWN,
     table=("regret", *_SHOWN),
 )
+
+#: ``recsim bench --quick``'s preset of this scenario: a tenth of the users and items, 3 rounds.
+QUICK = (
+    "world.n_users=100000",
+    "world.n_items=10000",
+    "loop.active_users=10000",
+    "loop.rounds=3",
+    "policy.ivf_lists=64",
+    "metrics.panel_items=2000",
+)
