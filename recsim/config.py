@@ -372,8 +372,11 @@ class SimConfig(_Section):
     """Root seed; every random stream derives from (seed, round, stream)."""
     domain: Literal["recsys", "llm"] = "recsys"
     """Which domain the arm simulates: the recommender loop or the LLM-reward loop."""
-    device: Literal["cpu"] = "cpu"
-    """Torch device for the world, behaviour and training (the simulation runs on the CPU)."""
+    device: Literal["cpu", "cuda"] = "cpu"
+    """Torch device of the recommender loop: world, behaviour, retrieval, training and scoring
+    (``cuda``: the current GPU). The world and initial weights are drawn on the CPU either way;
+    the per-round draws come from generators on the device, so a GPU run follows other random
+    streams than a CPU run with the same seed. The LLM-reward domain runs on the CPU."""
     world: WorldConfig = WorldConfig()
     behavior: BehaviorConfig = BehaviorConfig()
     ranker: RankerConfig = RankerConfig()
@@ -437,6 +440,8 @@ class SimConfig(_Section):
                 f"metrics.panel_items must be <= world.n_items ({w.n_items}) or null, "
                 f"got {self.metrics.panel_items}"
             )
+        if self.device == "cuda" and self.domain != "recsys":
+            raise ValueError("device='cuda' runs the recommender domain only; the llm domain runs on 'cpu'")
         if self.metrics.panel_users > w.n_users:
             raise ValueError(
                 f"metrics.panel_users must be <= world.n_users ({w.n_users}), got {self.metrics.panel_users}"

@@ -42,8 +42,8 @@ def append_history(history: torch.Tensor, users: torch.Tensor, items: torch.Tens
     users, items = users[order], items[order]
     counts = torch.bincount(users, minlength=n_users)
     starts = torch.cumsum(counts, 0) - counts
-    slot = torch.arange(users.numel()) - starts[users]  # rank of each click within its user
-    new = torch.full((n_users, int(counts.max())), -1, dtype=history.dtype)
+    slot = torch.arange(users.numel(), device=users.device) - starts[users]  # rank within its user
+    new = torch.full((n_users, int(counts.max())), -1, dtype=history.dtype, device=history.device)
     new[users, slot] = items
     both = torch.cat([history, new], dim=1)  # [U, L + M]
     valid = both >= 0
@@ -106,18 +106,23 @@ class MultiTaskRanker:
             reversal_weight=rc.reversal_weight,
             sparse=rc.sparse_embeddings,
         )
-        self._make = lambda round_: RankingModel(self.spec, generator(config.seed, round_, "ranker-init"))
+        # Weights are drawn on the CPU (same on every device), then moved.
+        self._make = lambda round_: RankingModel(self.spec, generator(config.seed, round_, "ranker-init")).to(
+            self.device
+        )
         self.dist = dist
+        self.device = torch.device(config.device)
         self.model_ = self._make(SETUP_ROUND)
         self.loss_ = BatchLoss(self.model_, config.mitigations)
         self.opt_ = self._optimizer()
         self.trainer_: ShardedTrainer | None = None
-        self.history_ = torch.full((world.n_users, rc.history_len), -1, dtype=torch.long)
-        self.exposure_ = torch.zeros(world.n_items_total)
+        dev = self.device
+        self.history_ = torch.full((world.n_users, rc.history_len), -1, dtype=torch.long, device=dev)
+        self.exposure_ = torch.zeros(world.n_items_total, device=dev)
         self.snapshots_: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         n_cells = len(world.device_names) * self.slate_size
-        self.explore_clicks_ = torch.zeros(n_cells)
-        self.explore_shows_ = torch.zeros(n_cells)
+        self.explore_clicks_ = torch.zeros(n_cells, device=dev)
+        self.explore_shows_ = torch.zeros(n_cells, device=dev)
         self.last_batch_: dict[str, torch.Tensor] | None = None
 
     def _optimizer(self) -> Optimizers:
@@ -147,7 +152,7 @@ class MultiTaskRanker:
     def _item_parts(self, world: World, round_: int, exposure: torch.Tensor) -> torch.Tensor:
         """[N_total, H] item side of the shared layer for serving at ``round_`` given the items'
         past exposure counts [N_total]."""
-        items = torch.arange(world.n_items_total)
+        items = torch.arange(world.n_items_total, device=self.device)
         dense = self._item_dense(world, items, round_, exposure)
         return self.model_.item_part(items, world.item_category, dense)
 
@@ -167,17 +172,17 @@ class MultiTaskRanker:
             ip = self._item_parts(world, round_, self.exposure_)  # [N, H]
             top_cells = position_cells(torch.ones_like(device), device, self.slate_size)  # [B]
             pos = model.position_part(top_cells)  # [B, H] or 0
-            bias = torch.zeros(len(users))
+            bias = torch.zeros(len(users), device=self.device)
             if spec.position in ("shallow_tower", "obs_dropout", "grad_reversal"):
                 bias = model.bias(top_cells) if at_top else model.bias(torch.zeros_like(top_cells))
             n_users, n_cand = items.shape
-            out = torch.empty(n_users, n_cand, spec.n_tasks)
+            out = torch.empty(n_users, n_cand, spec.n_tasks, device=self.device)
             step = max(1, SCORE_CHUNK // max(n_cand, 1))
             for s in range(0, n_users, step):  # chunks of users, not a per-user loop
                 pre = up[s : s + step, None] + ip[items[s : s + step]]  # [b, C, H]
                 if not isinstance(pos, float):
                     pre = pre + pos[s : s + step, None]
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.rc.serve_bf16):
+                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.rc.serve_bf16):
                     logits, _, _ = model(pre.reshape(-1, spec.hidden))
                 logits = logits.float()
                 logits = logits.view(-1, n_cand, spec.n_tasks)
@@ -231,7 +236,7 @@ class MultiTaskRanker:
             served = max(self.snapshots_)
             history, exposure = self.snapshots_[served]
             ip_all = self._item_parts(world, served, exposure)  # [N, H]
-            parts = torch.empty(2, n_users, k)
+            parts = torch.empty(2, n_users, k, device=self.device)
             step = max(1, SCORE_CHUNK // k)
             for s in range(0, n_users, step):  # chunks of users
                 u, it, pos = users[s : s + step], items[s : s + step], positions[s : s + step]
@@ -258,7 +263,7 @@ class MultiTaskRanker:
     ) -> torch.Tensor:
         """[M] inverse-propensity weights 1 / theta, clipped at ``ips_clip``."""
         if self.rc.ips_source == "logged":
-            theta = _col(frame, "examination", torch.float32)
+            theta = self._col(frame, "examination", torch.float32)
         else:
             theta = self.estimated_examination().reshape(-1)[devices * self.slate_size + positions - 1]
         return (1.0 / theta.clamp_min(1e-6)).clamp(max=self.rc.ips_clip)
@@ -273,24 +278,29 @@ class MultiTaskRanker:
         """Snapshot the features of ``round_``, then add its clicks and exposures."""
         self.snapshots_[round_] = (self.history_.clone(), self.exposure_.clone())
         now = frame.filter(pl.col("round") == round_).sort("user", "position")
-        items = _col(now, "item", torch.long)
+        items = self._col(now, "item", torch.long)
         self.exposure_ += torch.bincount(items, minlength=len(self.exposure_)).float()
         clicked = now.filter(pl.col("click"))
         self.history_ = append_history(
-            self.history_, _col(clicked, "user", torch.long), _col(clicked, "item", torch.long)
+            self.history_, self._col(clicked, "user", torch.long), self._col(clicked, "item", torch.long)
         )
         explore = now.filter(pl.col("exploration"))
         if explore.height:
-            cells = self._device_index(explore) * self.slate_size + _col(explore, "position", torch.long) - 1
+            cells = (
+                self._device_index(explore) * self.slate_size + self._col(explore, "position", torch.long) - 1
+            )
             self.explore_shows_ += torch.bincount(cells, minlength=len(self.explore_shows_)).float()
             self.explore_clicks_ += torch.bincount(
-                cells, weights=_col(explore, "click", torch.float32), minlength=len(self.explore_clicks_)
+                cells, weights=self._col(explore, "click", torch.float32), minlength=len(self.explore_clicks_)
             )
 
+    def _col(self, frame: pl.DataFrame, name: str, dtype: torch.dtype) -> torch.Tensor:
+        """A log column as a tensor on the ranker's device."""
+        return _col(frame, name, dtype).to(self.device)
+
     def _device_index(self, frame: pl.DataFrame) -> torch.Tensor:
-        return torch.from_numpy(
-            frame["device"].cast(pl.Enum(list(self.device_names))).to_physical().to_numpy().astype("int64")
-        )
+        codes = frame["device"].cast(pl.Enum(list(self.device_names))).to_physical().to_numpy()
+        return torch.from_numpy(codes.astype("int64")).to(self.device)
 
     def fit(
         self, logs: pl.DataFrame, world: World, round_: int, latest: pl.DataFrame | None = None
@@ -308,15 +318,16 @@ class MultiTaskRanker:
             self.loss_ = BatchLoss(self.model_, self.config.mitigations)
             self.opt_ = self._optimizer()
         # Training rows with their features as of serving time.
-        rounds = _col(logs, "round", torch.long)
-        users = _col(logs, "user", torch.long)
-        items = _col(logs, "item", torch.long)
-        positions = _col(logs, "position", torch.long)
+        rounds = self._col(logs, "round", torch.long)
+        users = self._col(logs, "user", torch.long)
+        items = self._col(logs, "item", torch.long)
+        positions = self._col(logs, "position", torch.long)
         devices = self._device_index(logs)
-        clicks = _col(logs, "click", torch.float32)
-        satisfied = torch.from_numpy(logs["satisfaction"].fill_null(False).to_numpy(writable=True)).float()
-        history = torch.empty(len(users), rc.history_len, dtype=torch.long)
-        exposure = torch.empty(len(users))
+        clicks = self._col(logs, "click", torch.float32)
+        satisfied = torch.from_numpy(logs["satisfaction"].fill_null(False).to_numpy(writable=True))
+        satisfied = satisfied.float().to(self.device)
+        history = torch.empty(len(users), rc.history_len, dtype=torch.long, device=self.device)
+        exposure = torch.empty(len(users), device=self.device)
         for r, (hist, expo) in self.snapshots_.items():  # one vectorized gather per round of the window
             rows = rounds == r
             history[rows] = hist[users[rows]]
@@ -329,7 +340,7 @@ class MultiTaskRanker:
         sample_weight = self._sample_weights(logs, clicks, category)
         return self._train(
             (users, devices, history, items, category, dense, cells, positions, clicks, satisfied, weights),
-            generator(self.config.seed, round_, "ranker-fit"),
+            generator(self.config.seed, round_, "ranker-fit", self.device),
             sample_weight,
         )
 
@@ -350,7 +361,7 @@ class MultiTaskRanker:
                     .astype("int64")
                 )
                 - 1
-            )  # one id per (round, user) slate
+            ).to(self.device)  # one id per (round, user) slate
             gate = slate_gate_weights(slate, category, mit.diversity_floor, mit.gate, mit.dense_penalty)
             weight = gate if weight is None else weight * gate
         return weight
@@ -384,7 +395,7 @@ class MultiTaskRanker:
         totals = [0.0, 0.0, 0.0]  # loss * rows, click loss * rows, rows
         for _ in range(rc.epochs):
             totals = [0.0, 0.0, 0.0]
-            order = torch.randperm(n, generator=gen)
+            order = torch.randperm(n, generator=gen, device=gen.device)
             if ctx is not None:  # equal full batches on every rank: fewer rows are reused cyclically
                 order = order.repeat(-(-steps * batch // n))[: steps * batch]
             for s in range(steps):

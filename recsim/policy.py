@@ -65,8 +65,8 @@ def sample_candidates(
 ) -> torch.Tensor:
     """[B, C] item ids: all available items (C = n_available) or C drawn without replacement."""
     if n_candidates is None or n_candidates >= n_available:
-        return torch.arange(n_available).expand(n_users, n_available)
-    keys = torch.rand(n_users, n_available, generator=gen)
+        return torch.arange(n_available, device=gen.device).expand(n_users, n_available)
+    keys = torch.rand(n_users, n_available, generator=gen, device=gen.device)
     return keys.topk(n_candidates, dim=1).indices
 
 
@@ -93,8 +93,8 @@ def build_slates(
     n_users, n_cand = candidates.shape
     check_finite("ranker scores", scores)
     greedy = scores.topk(slate_size, dim=1).indices  # [B, K] positions into candidates
-    random_idx = torch.rand(n_users, n_cand, generator=gen).topk(slate_size, dim=1).indices
-    explore = torch.rand(n_users, generator=gen) < p_random  # [B]
+    random_idx = torch.rand(n_users, n_cand, generator=gen, device=gen.device).topk(slate_size, dim=1).indices
+    explore = torch.rand(n_users, generator=gen, device=gen.device) < p_random  # [B]
     pick = torch.where(explore.unsqueeze(1), random_idx, greedy)  # [B, K]
     is_greedy_here = (pick == greedy).to(scores.dtype)
     propensity = (1 - p_random).unsqueeze(1) * is_greedy_here + (p_random / n_cand).unsqueeze(1)

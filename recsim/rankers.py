@@ -47,10 +47,11 @@ class RandomRanker:
         self.ctr_ = 0.5
 
     def score(self, world: World, users: torch.Tensor, items: torch.Tensor, round_: int) -> torch.Tensor:
-        return torch.rand(items.shape, generator=generator(self.seed, round_, "random-ranker"))
+        gen = generator(self.seed, round_, "random-ranker", items.device)
+        return torch.rand(items.shape, generator=gen, device=items.device)
 
     def predict_proba(self, world: World, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        return torch.full(items.shape, self.ctr_)
+        return torch.full(items.shape, self.ctr_, device=items.device)
 
     def fit(self, logs: pl.DataFrame, world: World, round_: int) -> dict[str, float]:
         self.ctr_ = float(logs["click"].mean())
@@ -65,8 +66,9 @@ class PopularityRanker:
     def __init__(self, config: SimConfig, n_items: int) -> None:
         self.a = config.ranker.prior_clicks
         self.n0 = config.ranker.prior_impressions
-        self.clicks_ = torch.zeros(n_items)
-        self.shows_ = torch.zeros(n_items)
+        self.device = torch.device(config.device)
+        self.clicks_ = torch.zeros(n_items, device=self.device)
+        self.shows_ = torch.zeros(n_items, device=self.device)
 
     def _rate(self, items: torch.Tensor) -> torch.Tensor:
         return (self.clicks_[items] + self.a) / (self.shows_[items] + self.n0)
@@ -78,10 +80,9 @@ class PopularityRanker:
         return self._rate(items)
 
     def fit(self, logs: pl.DataFrame, world: World, round_: int) -> dict[str, float]:
-        items = column(logs, "item", torch.long)
-        self.clicks_ = torch.bincount(
-            items, weights=column(logs, "click", torch.float32), minlength=len(self.clicks_)
-        )
+        items = column(logs, "item", torch.long).to(self.device)
+        clicks = column(logs, "click", torch.float32).to(self.device)
+        self.clicks_ = torch.bincount(items, weights=clicks, minlength=len(self.clicks_))
         self.shows_ = torch.bincount(items, minlength=len(self.shows_)).float()
         return {}
 
@@ -106,9 +107,10 @@ class MFRanker:
         from towers.mf import LogisticMF
 
         self.config = config
+        self.device = torch.device(config.device)
         self._make = lambda round_: LogisticMF(
             n_users, n_items, config.ranker.dim, generator(config.seed, round_, "ranker-init")
-        )
+        ).to(self.device)
         self.model_ = self._make(SETUP_ROUND)
         self.opt_ = self._optimizer()
 
@@ -129,9 +131,10 @@ class MFRanker:
         if not rc.warm_start:
             self.model_ = self._make(round_)
             self.opt_ = self._optimizer()
-        users = column(logs, "user", torch.long)
-        items = column(logs, "item", torch.long).unsqueeze(1)  # [n, 1]
-        clicks = column(logs, "click", torch.float32).unsqueeze(1)
+        dev = self.device
+        users = column(logs, "user", torch.long).to(dev)
+        items = column(logs, "item", torch.long).unsqueeze(1).to(dev)  # [n, 1]
+        clicks = column(logs, "click", torch.float32).unsqueeze(1).to(dev)
         return train_bce(
             self.model_,
             self.opt_,
@@ -139,7 +142,7 @@ class MFRanker:
             clicks,
             rc.epochs,
             rc.batch,
-            generator(self.config.seed, round_, "ranker-fit"),
+            generator(self.config.seed, round_, "ranker-fit", dev),
         )
 
 
@@ -160,7 +163,7 @@ def train_bce(
     n = labels.shape[0]
     last = float("nan")
     for _ in range(epochs):
-        order = torch.randperm(n, generator=gen)
+        order = torch.randperm(n, generator=gen, device=gen.device)
         total = 0.0
         for start in range(0, n, batch_size):
             idx = order[start : start + batch_size]

@@ -57,27 +57,27 @@ class RecsysDomain:
         self.config = config
         self.dist = dist
         self.world0 = World.create(config)
+        self.device = torch.device(config.device)
         eta = torch.tensor([config.behavior.eta[d] for d in self.world0.device_names])
-        self.theta = behavior.examination_curve(eta, config.policy.slate_size)  # [V, K]
+        self.theta = behavior.examination_curve(eta, config.policy.slate_size).to(self.device)  # [V, K]
         setup = lambda stream: generator(config.seed, SETUP_ROUND, stream)  # noqa: E731
+        # Set-up draws use CPU generators (as the world does), so every device sees the same ones.
         self.panel = torch.randperm(self.world0.n_users, generator=setup("panel"))[
             : config.metrics.panel_users
         ]
+        self.panel = self.panel.to(self.device)
         self.bucket = exploration_bucket(
             self.world0.n_users, config.policy.exploration_share, setup("bucket")
-        )
+        ).to(self.device)
         n_items = config.metrics.panel_items
         # The panel's items: every available item (None), or a fixed sample of the first catalogue.
-        self.panel_items = (
-            None
-            if n_items is None
-            else torch.randperm(self.world0.n_available(0), generator=setup("panel-items"))[:n_items]
-            .sort()
-            .values
-        )
+        self.panel_items = None
+        if n_items is not None:
+            sample = torch.randperm(self.world0.n_available(0), generator=setup("panel-items"))[:n_items]
+            self.panel_items = sample.sort().values.to(self.device)
 
     def gen(self, round_: int, stream: str) -> torch.Generator:
-        return generator(self.config.seed, round_, stream)
+        return generator(self.config.seed, round_, stream, self.device)
 
     # 0. initial state ------------------------------------------------------------------------
     def initial_state(self) -> RecsysState:
@@ -96,7 +96,8 @@ class RecsysDomain:
     def act(self, state: RecsysState, round_: int) -> Slates:
         cfg, world = self.config, state.world
         n_active = cfg.loop.active_users or world.n_users
-        users = torch.randperm(world.n_users, generator=self.gen(round_, "active"))[:n_active].sort().values
+        users = torch.randperm(world.n_users, generator=self.gen(round_, "active"), device=self.device)
+        users = users[:n_active].sort().values
         if state.retriever is not None:
             cands = state.retriever.candidates(
                 world, users, round_, self.gen(round_, "candidates"), split=self._split
@@ -132,13 +133,13 @@ class RecsysDomain:
     def log_frame(self, state: RecsysState, slates: Slates, fb: Feedback) -> pl.DataFrame:
         n_users, k = slates.items.shape
         names = pl.Series(state.world.device_names)
-        flat = lambda t: t.reshape(-1).numpy()  # noqa: E731  [B, K] -> [B*K]
+        flat = lambda t: t.reshape(-1).cpu().numpy()  # noqa: E731  [B, K] -> [B*K]
         return pl.DataFrame(
             {
-                "user": slates.users.repeat_interleave(k).numpy(),
+                "user": slates.users.repeat_interleave(k).cpu().numpy(),
                 "item": flat(slates.items),
                 "position": torch.arange(1, k + 1, dtype=torch.int16).repeat(n_users).numpy(),
-                "device": names.gather(slates.device.repeat_interleave(k).numpy()),
+                "device": names.gather(slates.device.repeat_interleave(k).cpu().numpy()),
                 "score": flat(slates.scores.float()),
                 "propensity": flat(slates.propensity.float()),
                 "examination": flat(fb.examination.float()),
@@ -146,7 +147,7 @@ class RecsysDomain:
                 "satisfaction": flat(fb.satisfaction),
                 "true_relevance": flat(fb.true_relevance.float()),
                 "true_satisfaction": flat(fb.true_satisfaction.float()),
-                "exploration": slates.exploration.repeat_interleave(k).numpy(),
+                "exploration": slates.exploration.repeat_interleave(k).cpu().numpy(),
             }
         ).with_columns(
             satisfaction=pl.when(pl.col("click")).then(pl.col("satisfaction")),
@@ -177,7 +178,8 @@ class RecsysDomain:
         # Oracle slates from the same candidates: true relevance, sorted (theta decreasing in k).
         best = world.relevance(slates.users, slates.candidates).topk(k, dim=1).values
         n_avail = world.n_available(round_)
-        exposure = torch.bincount(slates.items.reshape(-1), minlength=n_avail).double()
+        exposure = torch.bincount(slates.items.reshape(-1), minlength=n_avail).double().cpu()
+        predicted, relevance = slates.predicted.cpu(), fb.true_relevance.cpu()  # metrics run on the CPU
         row = {
             "gold": float(p_click.sum(1).mean()),
             "gold_satisfaction": float((p_click * fb.true_satisfaction).sum(1).mean()),
@@ -189,21 +191,21 @@ class RecsysDomain:
             "gini": metrics.gini(exposure),
             "entropy": metrics.entropy(exposure),
             "coverage": metrics.coverage(exposure),
-            "ece": metrics.ece(slates.predicted, fb.true_relevance, cfg.metrics.ece_bins),
-            "brier": metrics.brier(slates.predicted, fb.true_relevance),
+            "ece": metrics.ece(predicted, relevance, cfg.metrics.ece_bins),
+            "brier": metrics.brier(predicted, relevance),
         }
         row["gap"] = row["proxy"] - row["gold"]
         # Panel: every available item (or the fixed item sample), scored after this round's fit.
         panel = self.panel
-        pool = torch.arange(n_avail) if self.panel_items is None else self.panel_items
+        pool = torch.arange(n_avail, device=self.device) if self.panel_items is None else self.panel_items
         n_pool = len(pool)
         items = pool.expand(len(panel), n_pool)
-        scores = state.ranker.score(world, panel, items, round_ + 1).float()  # [P, N_r]
+        scores = state.ranker.score(world, panel, items, round_ + 1).float().cpu()  # [P, N_r]
         check_finite("panel scores", scores)
-        truth = world.relevance(panel, items)
+        truth = world.relevance(panel, items).cpu()
         top = scores.topk(k, dim=1).indices
-        ideal = OracleRanker().score(world, panel, items, round_).topk(k, dim=1).indices
-        partner = metrics.nearest_neighbours(world.user_factors[panel])
+        ideal = OracleRanker().score(world, panel, items, round_).topk(k, dim=1).indices.cpu()
+        partner = metrics.nearest_neighbours(world.user_factors[panel].cpu())
         row["ndcg_truth"] = metrics.ndcg_at_k(truth, scores, k)
         row["jaccard"] = metrics.mean_jaccard(top, partner, n_pool)
         row["homogenization"] = row["jaccard"] - metrics.mean_jaccard(ideal, partner, n_pool)
@@ -230,7 +232,7 @@ class RecsysDomain:
             out["position_curve_error"] = metrics.position_curve_error(curve, self.true_position_curve())
         split_fn = getattr(state.ranker, "position_components", None)
         if split_fn is not None:
-            positions = torch.arange(1, slates.items.shape[1] + 1).expand_as(slates.items)
+            positions = torch.arange(1, slates.items.shape[1] + 1, device=self.device).expand_as(slates.items)
             parts = split_fn(state.world, slates.users, slates.items, positions)
             out["spurious_share"] = metrics.spurious_share(*parts) if parts is not None else 0.0
         return out

@@ -147,7 +147,7 @@ class TwoTowerRetriever:
         pc = self.pc = config.policy
         self.config = config
         dev = world.user_factors.device
-        gen = generator(config.seed, SETUP_ROUND, "retriever-init", dev)
+        gen = generator(config.seed, SETUP_ROUND, "retriever-init")  # drawn on the CPU, then moved
         self.model_ = LogisticMF(world.n_users, world.n_items_total, pc.retriever_dim, gen, sparse=True).to(
             dev
         )

@@ -46,7 +46,28 @@ CASES = [
     ),
     (["--rounds", "0"], "loop.rounds: Input should be greater than 0 (got 0)"),
     (["--set", "domain=vision"], "domain: Input should be 'recsys' or 'llm' (got 'vision')"),
-    (["--set", "device=cuda"], "device: Input should be 'cpu' (got 'cuda')"),
+    (["--set", "device=tpu"], "device: Input should be 'cpu' or 'cuda' (got 'tpu')"),
+    (["--device", "tpu"], "device: Input should be 'cpu' or 'cuda' (got 'tpu')"),
+    (["--set", "device=cuda", "--set", "domain=llm"], "device='cuda' runs the recommender domain only"),
+    (
+        ["--set", "policy.retrieval=two_tower", "--set", "policy.explore_candidates=500"],
+        "policy.retrieval='two_tower' needs policy.n_candidates > policy.explore_candidates (500)",
+    ),
+    (
+        [
+            "--set",
+            "policy.retrieval=two_tower",
+            "--set",
+            "policy.n_candidates=100",
+            "--set",
+            "policy.ivf_probe=999",
+        ],
+        "policy.ivf_probe must be <= policy.ivf_lists <= world.n_items",
+    ),
+    (["--set", "policy.retrieval=faiss"], "policy.retrieval: Input should be 'uniform' or 'two_tower'"),
+    (["--set", "metrics.panel_items=99999"], "metrics.panel_items must be <= world.n_items"),
+    (["--set", "ranker.embedding_lr=0"], "ranker.embedding_lr: Input should be greater than 0"),
+    (["--distributed"], "arm 'mf': ranker.name=mf has no sharded training"),
     (["--tracking-uri", "http://127.0.0.1:9"], "MLflow tracking URI http://127.0.0.1:9 cannot be used"),
     (["--tracking-uri", "sqlite:////proc/forbidden/mlflow.db"], "or run with --no-tracking"),
     (["--set", "llm.optimizer=ppo"], "llm.optimizer: Input should be 'grpo', 'best_of_n', 'psr'"),
@@ -111,3 +132,30 @@ def test_real_process_exit_status_and_single_stderr_line(tmp_path):
         "Input should be less than or equal to 1 (got 7)"
     ]
     assert list(tmp_path.iterdir()) == []
+
+
+DIST_CASES = [
+    (["--set", "ranker.sparse_embeddings=false"], "set ranker.sparse_embeddings=true"),
+    (["--set", "ranker.sparse_embeddings=true"], "--distributed needs the torchrun environment"),
+    (["--set", "ranker.sparse_embeddings=true", "--sharding", "row_wise"], "--sharding must be one of"),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), DIST_CASES, ids=[" ".join(a) for a, _ in DIST_CASES])
+def test_distributed_refusals_are_one_line(args, message, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(key, raising=False)
+    result = CliRunner().invoke(app, ["run", "feedback-loop", "--distributed", "--out", "out", *args])
+    assert result.exit_code == 2, result.output
+    err = result.stderr.strip()
+    assert err.startswith("error: ") and "\n" not in err and message in err, err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_distributed_refuses_non_loop_scenarios(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["run", "mmoe-tasks", "--distributed", "--out", "out"])
+    assert result.exit_code == 2 and "is not a loop scenario" in result.stderr
+    result = CliRunner().invoke(app, ["bench", "--only", "gpu"])
+    assert result.exit_code == 2 and "--only must be scale, sharded or core" in result.stderr

@@ -43,8 +43,9 @@ class ShallowTower(nn.Module):
 
     def curve(self) -> torch.Tensor:
         """[V, K] the tower's output for every (device, position) cell."""
-        k = torch.arange(1, self.slate_size + 1).repeat(self.n_devices)
-        d = torch.arange(self.n_devices).repeat_interleave(self.slate_size)
+        dev = self.embed.weight.device
+        k = torch.arange(1, self.slate_size + 1, device=dev).repeat(self.n_devices)
+        d = torch.arange(self.n_devices, device=dev).repeat_interleave(self.slate_size)
         return self(position_cells(k, d, self.slate_size)).view(self.n_devices, self.slate_size)
 
 

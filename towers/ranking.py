@@ -114,7 +114,7 @@ def _kjt(keys: list[str], columns: list[torch.Tensor], bag: torch.Tensor | None 
 
     n = columns[0].shape[0]
     values = list(columns)
-    lengths = [torch.ones(n * len(columns), dtype=torch.int32)]
+    lengths = [torch.ones(n * len(columns), dtype=torch.int32, device=columns[0].device)]
     if bag is not None:
         valid = bag >= 0
         values.append(bag[valid])  # row-major: each row's items in order
@@ -203,7 +203,7 @@ class RankingModel(nn.Module):
     def bias(self, cells: torch.Tensor) -> torch.Tensor:
         """The shallow tower's logit offset for cells [M] -> [M] (0 where there is no tower)."""
         if self.tower is None:
-            return torch.zeros(cells.shape, dtype=torch.float32)
+            return torch.zeros(cells.shape, dtype=torch.float32, device=cells.device)
         return self.tower(cells)
 
     def training_click(
@@ -236,7 +236,7 @@ class RankingModel(nn.Module):
             per = bce(logit, clicks * weights, reduction="none")
         else:
             assert self.tower is not None and self.rng is not None
-            drop = torch.rand(cells.shape, generator=self.rng) < spec.position_dropout
+            drop = torch.rand(cells.shape, generator=self.rng, device=cells.device) < spec.position_dropout
             cells = torch.where(drop, torch.zeros_like(cells), cells)
             offset = self.tower(cells)
             if mode == "pal":
@@ -246,7 +246,10 @@ class RankingModel(nn.Module):
                 per = -(clicks * log_p + (1 - clicks) * torch.log1p(-p))
                 return (per * w).mean(), p
             if mode == "obs_dropout":
-                keep = torch.rand(cells.shape, generator=self.rng) >= spec.observation_dropout
+                keep = (
+                    torch.rand(cells.shape, generator=self.rng, device=cells.device)
+                    >= spec.observation_dropout
+                )
                 offset = offset * keep
             logit = f + offset
             per = bce(logit, clicks, reduction="none")

@@ -30,7 +30,7 @@ def slate_gate_weights(
     """
     n_slates = int(slate.max()) + 1
     n_cat = int(category.max()) + 1
-    present = torch.zeros(n_slates, n_cat, dtype=torch.bool)
+    present = torch.zeros(n_slates, n_cat, dtype=torch.bool, device=slate.device)
     present[slate, category] = True
     distinct = present.sum(1)[slate].float()  # [M]
     if mode == "gate":
