@@ -64,8 +64,10 @@ class Optimizers:
             opt.zero_grad(set_to_none=set_to_none)
 
     def step(self) -> None:
-        for opt in self.optimizers:
-            opt.step()
+        # Sparse gradients come from embedding_bag backward, well formed: skip torch's checks.
+        with torch.sparse.check_sparse_tensor_invariants(enable=False):
+            for opt in self.optimizers:
+                opt.step()
 
     def state_dict(self) -> list[dict]:
         return [opt.state_dict() for opt in self.optimizers]
