@@ -54,8 +54,11 @@ def summary_table(final: dict[str, dict[str, Any]], title: str, row_label: str =
 @app.command()
 def run(
     scenario: Annotated[
-        str, typer.Argument(help="Scenario name (see `recsim scenarios`) or a .yaml file.")
-    ] = "feedback-loop",
+        str | None,
+        typer.Argument(
+            help="Scenario name (see `recsim scenarios`) or a .yaml file [default: feedback-loop]."
+        ),
+    ] = None,
     rounds: Annotated[int | None, typer.Option(help="Override loop.rounds for every arm.")] = None,
     seed: Annotated[int | None, typer.Option(help="Override the root seed for every arm.")] = None,
     set_: Annotated[
@@ -84,10 +87,37 @@ def run(
     sharding: Annotated[
         str, typer.Option(help="--distributed: TorchRec sharding of the embedding tables.")
     ] = "table_wise",
+    resume: Annotated[
+        Path | None,
+        typer.Option(help="Continue the run in this folder from its last complete round (same config)."),
+    ] = None,
 ) -> None:
     """Run every arm of a scenario; write config.yaml, metrics.parquet, logs/, curves.png, summary.json."""
-    from recsim.scenario import load_scenario
+    from recsim.scenario import Scenario, load_run, load_scenario
 
+    if resume is not None:
+        given = {
+            "--rounds": rounds is not None,
+            "--seed": seed is not None,
+            "--set": bool(set_),
+            "--out": out is not None,
+            "--device": device is not None,
+            "--tracking-uri": tracking_uri is not None,
+            "--no-tracking": no_tracking,
+            "--distributed": distributed,
+        }
+        clash = [flag for flag, on in given.items() if on]
+        if clash:
+            fail(f"--resume continues the saved config of {resume}; drop {', '.join(clash)}")
+        try:
+            sc, configs, source = load_run(resume)
+        except ConfigError as exc:
+            fail(str(exc))
+        if scenario is not None and scenario not in (source, sc.name):
+            fail(f"--resume: {resume} holds a run of '{sc.name}', not '{scenario}'")
+        _run(sc, configs, resume, quiet, None, True, source)
+        return
+    scenario = scenario or "feedback-loop"
     overrides = list(set_ or [])
     if device is not None:
         overrides.append(f"device={device}")
@@ -115,6 +145,9 @@ def run(
             ctx = init("cuda" if wants_cuda else "cpu", sharding)
         except DistributedError as exc:
             fail(str(exc))
+    source = str(Path(scenario).resolve()) if scenario.endswith((".yaml", ".yml")) else scenario
+    if not isinstance(sc, Scenario):
+        source = None  # experiments that are not round loops keep their own signature
     out = out or Path("runs") / sc.name / time.strftime("%Y%m%d-%H%M%S")
     if ctx is not None:
         out = ctx.broadcast_object(out)  # rank 0's timestamp names the folder of every rank
@@ -123,7 +156,13 @@ def run(
     if ctx is not None:
         ctx.barrier()  # every rank checked the folder before any writes to it
         quiet = quiet or not ctx.main
+    _run(sc, configs, out, quiet, ctx, False, source)
 
+
+def _run(
+    sc: Any, configs: dict[str, Any], out: Path, quiet: bool, ctx: Any, resume: bool, source: str | None
+) -> None:
+    """Track, show progress, run, and report: shared by new and resumed runs."""
     tracking = sc.tracking(configs)
     tracker = None
     if tracking.enabled and (ctx is None or ctx.main):
@@ -137,10 +176,21 @@ def run(
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from recsim.checkpoint import CheckpointError
     from recsim.errors import NonFiniteError
     from recsim.logs import LogError
 
     total = sc.total_steps(configs)
+    done = 0
+    if resume and (out / "metrics.parquet").exists():
+        import polars as pl
+
+        done = pl.read_parquet(out / "metrics.parquet").height
+    kwargs: dict[str, Any] = {"dist": ctx} if ctx is not None else {}
+    if resume:
+        kwargs["resume"] = True
+    if source is not None:
+        kwargs["source"] = source
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -150,7 +200,7 @@ def run(
         disable=quiet,
         transient=False,
     ) as progress:
-        task = progress.add_task(sc.name, total=total)
+        task = progress.add_task(sc.name, total=total, completed=min(done, total))
 
         def on_round(arm: str, r: int, row: dict[str, Any]) -> None:
             shown = "  ".join(
@@ -159,8 +209,18 @@ def run(
             progress.update(task, advance=1, description=f"{arm} r{r}  {shown}")
 
         try:
-            frame = sc.run(configs, out, tracker, on_round, **({"dist": ctx} if ctx is not None else {}))
-        except (NonFiniteError, LogError) as exc:
+            frame = sc.run(configs, out, tracker, on_round, **kwargs)
+        except KeyboardInterrupt:
+            progress.stop()
+            err_console.print(
+                f"interrupted: every complete round is saved in {out}; "
+                f"continue with: recsim run --resume {out}",
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
+            raise typer.Exit(130) from None
+        except (NonFiniteError, LogError, CheckpointError) as exc:
             progress.stop()
             err_console.print(
                 f"error: {exc}; outputs so far: {out}", markup=False, highlight=False, soft_wrap=True

@@ -224,6 +224,8 @@ class LoopConfig(_Section):
     """Rounds to simulate."""
     active_users: int | None = Field(None, gt=0)
     """Users sampled to act each round (B); None = every user."""
+    keep_checkpoints: int = Field(1, gt=0)
+    """Per-round checkpoints kept per arm, newest first (``--resume`` needs only the last)."""
 
 
 class MetricsConfig(_Section):

@@ -34,6 +34,8 @@ from pathlib import Path
 
 import polars as pl
 
+from recsim import faults
+
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
 
@@ -46,14 +48,17 @@ def safe_name(arm: str) -> str:
     return _SAFE.sub("_", arm)
 
 
-def write_atomic(frame: pl.DataFrame, path: Path) -> None:
-    """Write ``frame`` to ``path`` via a temporary file and ``os.replace`` (complete or absent)."""
+def write_atomic(frame: pl.DataFrame, path: Path, fault: str | None = None) -> None:
+    """Write ``frame`` to ``path`` via a temporary file and ``os.replace`` (complete or absent);
+    ``fault`` names the crash-injection point between the two (see :mod:`recsim.faults`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         frame.write_parquet(tmp)
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
+        if fault is not None:
+            faults.point(fault)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -81,8 +86,27 @@ class LogStore:
         self._latest[arm] = (round_, frame)
         if self.world_size > 1:
             frame = frame.filter(pl.col("user") % self.world_size == self.rank)
-        write_atomic(frame, path)
+        write_atomic(frame, path, fault="log-write")
         return path
+
+    def drop_after(self, arm: str, last_round: int) -> list[Path]:
+        """Remove ``arm``'s partitions (and temporary files) of rounds after ``last_round``: what
+        a run stopped mid-round left; the round is redone on resume."""
+        removed = []
+        part = f".rank-{self.rank}" if self.world_size > 1 else ""
+        name = f"arm-{safe_name(arm)}{part}.parquet"
+        for folder in self.root.glob("round=*"):
+            try:
+                r = int(folder.name.split("=", 1)[1])
+            except ValueError:
+                continue
+            if r <= last_round:
+                continue
+            for path in [folder / name, *folder.glob(f".{name}.tmp-*")]:
+                if path.exists():
+                    path.unlink()
+                    removed.append(path)
+        return removed
 
     def latest(self, arm: str, round_: int) -> pl.DataFrame:
         """Every row of (round, arm), all ranks' users, as appended by this process (with ``round``)."""

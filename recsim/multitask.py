@@ -12,6 +12,8 @@ Scoring runs under ``torch.inference_mode()``, users in chunks, user and item pa
 
 from __future__ import annotations
 
+from typing import Any
+
 import polars as pl
 import torch
 from torch import nn
@@ -126,6 +128,27 @@ class MultiTaskRanker:
         self.explore_clicks_ = torch.zeros(n_cells, device=dev)
         self.explore_shows_ = torch.zeros(n_cells, device=dev)
         self.last_batch_: dict[str, torch.Tensor] | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything fitted: weights, optimizer states, the feature state and its snapshots."""
+        return {
+            "model": self.model_.state_dict(),
+            "opt": self.opt_.state_dict(),
+            "history": self.history_,
+            "exposure": self.exposure_,
+            "snapshots": [[r, h, e] for r, (h, e) in sorted(self.snapshots_.items())],
+            "explore_clicks": self.explore_clicks_,
+            "explore_shows": self.explore_shows_,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        dev = self.device
+        self.model_.load_state_dict(state["model"])
+        self.opt_.load_state_dict(state["opt"])
+        self.history_, self.exposure_ = state["history"].to(dev), state["exposure"].to(dev)
+        self.snapshots_ = {int(r): (h.to(dev), e.to(dev)) for r, h, e in state["snapshots"]}
+        self.explore_clicks_ = state["explore_clicks"].to(dev)
+        self.explore_shows_ = state["explore_shows"].to(dev)
 
     def _optimizer(self) -> Optimizers:
         """Adam over the dense parameters (the position channel at ``position_lr``); with

@@ -33,6 +33,10 @@ class Ranker(Protocol):
 
     def fit(self, logs: pl.DataFrame, world: World, round_: int) -> dict[str, float]: ...
 
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
 
 def column(logs: pl.DataFrame, name: str, dtype: torch.dtype) -> torch.Tensor:
     """A log column as a torch tensor of ``dtype``."""
@@ -56,6 +60,12 @@ class RandomRanker:
     def fit(self, logs: pl.DataFrame, world: World, round_: int) -> dict[str, float]:
         self.ctr_ = float(logs["click"].mean())
         return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"ctr": self.ctr_}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.ctr_ = float(state["ctr"])
 
 
 class PopularityRanker:
@@ -86,6 +96,12 @@ class PopularityRanker:
         self.shows_ = torch.bincount(items, minlength=len(self.shows_)).float()
         return {}
 
+    def state_dict(self) -> dict[str, Any]:
+        return {"clicks": self.clicks_, "shows": self.shows_}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.clicks_, self.shows_ = state["clicks"].to(self.device), state["shows"].to(self.device)
+
 
 class OracleRanker:
     """The truth: scores and probabilities are the true relevance. Learns nothing."""
@@ -98,6 +114,12 @@ class OracleRanker:
 
     def fit(self, logs: pl.DataFrame, world: World, round_: int) -> dict[str, float]:
         return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        return None
 
 
 class MFRanker:
@@ -117,6 +139,13 @@ class MFRanker:
     def _optimizer(self) -> torch.optim.Optimizer:
         rc = self.config.ranker
         return torch.optim.Adam(self.model_.parameters(), lr=rc.learning_rate, weight_decay=rc.weight_decay)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"model": self.model_.state_dict(), "opt": self.opt_.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model_.load_state_dict(state["model"])
+        self.opt_.load_state_dict(state["opt"])
 
     def score(self, world: World, users: torch.Tensor, items: torch.Tensor, round_: int) -> torch.Tensor:
         with torch.inference_mode():

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Any
 
 import polars as pl
 import torch
@@ -91,6 +92,27 @@ class RecsysDomain:
         """``fn(users, *rows)`` row by row of users: here, or under ``--distributed`` each rank on
         its own users, gathered."""
         return fn(users, *rows) if self.dist is None else self.dist.split(fn, users, *rows)
+
+    # checkpoints: the state entering the next round ------------------------------------------
+    def checkpoint(self, state: RecsysState) -> dict[str, Any]:
+        """What changes between rounds: user tastes (drift), the learner, the retriever."""
+        return {
+            "world": {"user_factors": state.world.user_factors},
+            "ranker": state.ranker.state_dict(),
+            "retriever": None if state.retriever is None else state.retriever.state_dict(),
+            "panel_scores": state.panel_scores,
+            "train": state.train,
+        }
+
+    def restore(self, payload: dict[str, Any]) -> RecsysState:
+        """The state a :meth:`checkpoint` payload describes (loaded onto this arm's device)."""
+        state = self.initial_state()
+        state.ranker.load_state_dict(payload["ranker"])
+        if state.retriever is not None:
+            state.retriever.load_state_dict(payload["retriever"])
+        world = replace(state.world, user_factors=payload["world"]["user_factors"].to(self.device))
+        panel = payload["panel_scores"]
+        return replace(state, world=world, panel_scores=panel, train=payload["train"])
 
     # 1. act: the learner decides which items each active user sees ---------------------------
     def act(self, state: RecsysState, round_: int) -> Slates:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import polars as pl
 import torch
@@ -213,6 +214,17 @@ class TwoTowerRetriever:
         model.eval()
         self.index_ = self._index(world, round_ + 1)
         return {"retriever_loss": total / max(len(users), 1)}
+
+    def state_dict(self) -> dict[str, Any]:
+        index = {k: getattr(self.index_, k) for k in ("centroids", "lists", "list_keys", "pad", "keys")}
+        return {"model": self.model_.state_dict(), "opt": [o.state_dict() for o in self.opt_], "index": index}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model_.load_state_dict(state["model"])
+        for opt, s in zip(self.opt_, state["opt"], strict=True):
+            opt.load_state_dict(s)
+        dev = self.model_.user.weight.device
+        self.index_ = IvfIndex(**{k: v.to(dev) for k, v in state["index"].items()})
 
     def recall(self, world: World, users: torch.Tensor, round_: int) -> float:
         """Share of each user's exact top-R items (by the retriever's own score over every available

@@ -98,11 +98,13 @@ class Scenario:
         tracker: Any = None,
         on_round: Any = None,
         dist: Any = None,
+        resume: bool = False,
+        source: str | None = None,
     ) -> Any:
         """Run every arm into ``out`` (see :func:`recsim.loop.run_scenario`); returns the metrics frame."""
         from recsim.loop import run_scenario
 
-        return run_scenario(self, configs, out, tracker, on_round, dist)
+        return run_scenario(self, configs, out, tracker, on_round, dist, resume, source)
 
     def post(self, frame: Any, out: Path) -> dict[str, float]:
         """Scenario-level results computed from all arms (logged on the parent run); none here."""
@@ -168,3 +170,48 @@ def load_scenario(name_or_path: str) -> Scenario:
             f"unknown scenario '{name_or_path}' (known: {', '.join(known)}; or a path to a .yaml file)"
         )
     return known[name_or_path]
+
+
+def load_run(folder: Path) -> tuple[Scenario, dict[str, SimConfig], str]:
+    """What ``recsim run --resume FOLDER`` continues: the scenario, every arm's config (validated
+    again from the folder's ``config.yaml``) and where the scenario came from. Raises
+    :class:`ConfigError` (one line) when the folder is not a resumable run."""
+    path = Path(folder) / "config.yaml"
+    if not Path(folder).is_dir():
+        raise ConfigError(f"--resume: {folder} is not a folder")
+    if not path.is_file():
+        raise ConfigError(
+            f"--resume: {folder} has no config.yaml, so it is not a run folder (or it never started)"
+        )
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--resume: {path} is not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("arms"), dict) or "scenario" not in data:
+        raise ConfigError(f"--resume: {path} lacks 'scenario' and 'arms'; it was not written by recsim run")
+    if "distributed" in data:
+        raise ConfigError(f"--resume: {folder} was a --distributed run; sharded runs cannot be resumed")
+    configs = {}
+    for arm, raw in data["arms"].items():
+        if not isinstance(raw, dict):
+            raise ConfigError(f"--resume: {path}: arm '{arm}' is not a config mapping")
+        configs[str(arm)] = validate(raw, str(arm))
+    source = str(data.get("source", data["scenario"]))
+    known = builtin_scenarios()
+    if source in known:
+        sc = known[source]
+        if not isinstance(sc, Scenario):
+            raise ConfigError(f"--resume: scenario '{source}' is not a round loop and cannot be resumed")
+        if set(sc.arms) != set(configs):
+            raise ConfigError(
+                f"--resume: {path} names arms {sorted(configs)}, scenario '{source}' has {sorted(sc.arms)}"
+            )
+    else:  # a scenario file: what the run needs of it is in config.yaml
+        sc = Scenario(
+            name=str(data["scenario"]),
+            description="",
+            arms={a: {} for a in configs},
+            plot=tuple(data.get("plot", DEFAULT_PLOT)),
+            table=tuple(data.get("table", DEFAULT_TABLE)),
+        )
+    return sc, configs, source

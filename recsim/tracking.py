@@ -28,9 +28,13 @@ def git_commit() -> str:
 
 
 class Tracker(Protocol):
-    def start(self, scenario: str, tags: dict[str, str]) -> None: ...
+    def start(self, scenario: str, tags: dict[str, str], run_id: str | None = None) -> None: ...
 
-    def start_arm(self, arm: str, config: SimConfig, tags: dict[str, str]) -> None: ...
+    def start_arm(
+        self, arm: str, config: SimConfig, tags: dict[str, str], run_id: str | None = None
+    ) -> None: ...
+
+    def run_id(self) -> str | None: ...
 
     def log(self, row: dict[str, Any], step: int) -> None: ...
 
@@ -42,10 +46,13 @@ class Tracker(Protocol):
 class NullTracker:
     """Tracking off (``--no-tracking``): every call records nothing."""
 
-    def start(self, scenario: str, tags: dict[str, str]) -> None:
+    def start(self, scenario: str, tags: dict[str, str], run_id: str | None = None) -> None:
         return None
 
-    def start_arm(self, arm: str, config: SimConfig, tags: dict[str, str]) -> None:
+    def start_arm(self, arm: str, config: SimConfig, tags: dict[str, str], run_id: str | None = None) -> None:
+        return None
+
+    def run_id(self) -> str | None:
         return None
 
     def log(self, row: dict[str, Any], step: int) -> None:
@@ -106,6 +113,7 @@ class MlflowTracker:
         self.experiment = experiment
         self.parent: Any = None
         self.child: Any = None
+        self.logged_upto = -1
 
     @property
     def client(self) -> Any:
@@ -139,25 +147,52 @@ class MlflowTracker:
                 else:
                     os.environ[key] = value
 
-    def start(self, scenario: str, tags: dict[str, str]) -> None:
+    def start(self, scenario: str, tags: dict[str, str], run_id: str | None = None) -> None:
+        """Open the scenario's parent run, or reopen ``run_id`` (a resumed run)."""
         if self.client.get_experiment_by_name(self.experiment) is None:
             self.client.create_experiment(self.experiment, artifact_location=artifact_location(self.uri))
         exp = self.mlflow.set_experiment(self.experiment)
-        self.parent = self.mlflow.start_run(run_name=scenario, experiment_id=exp.experiment_id, tags=tags)
+        if run_id is not None:
+            self.parent = self.mlflow.start_run(run_id=run_id)
+        else:
+            self.parent = self.mlflow.start_run(run_name=scenario, experiment_id=exp.experiment_id, tags=tags)
+        self.logged_upto = self._last_step(self.parent.info.run_id)
 
-    def start_arm(self, arm: str, config: SimConfig, tags: dict[str, str]) -> None:
+    def start_arm(self, arm: str, config: SimConfig, tags: dict[str, str], run_id: str | None = None) -> None:
+        """Open an arm's nested run, or reopen ``run_id``: its logged rounds are not logged again."""
+        if run_id is not None:
+            self.child = self.mlflow.start_run(run_id=run_id, nested=True)
+            self.logged_upto = self._last_step(run_id)
+            return
         self.child = self.mlflow.start_run(run_name=arm, nested=True, tags=tags)
+        self.logged_upto = -1
         params = {k: "null" if v is None else str(v) for k, v in domain_params(config).items()}
         self.mlflow.log_params(params)
 
+    def _last_step(self, run_id: str) -> int:
+        """The largest step any metric of ``run_id`` was logged at (-1: none)."""
+        keys = self.client.get_run(run_id).data.metrics
+        steps = [m.step for key in keys for m in self.client.get_metric_history(run_id, key)]
+        return max(steps, default=-1)
+
+    def run_id(self) -> str | None:
+        """The open run: the arm's while one is open, else the parent's."""
+        run = self.child if self.child is not None else self.parent
+        return None if run is None else run.info.run_id
+
     def log(self, row: dict[str, Any], step: int) -> None:
+        if step <= self.logged_upto:  # logged before the run was stopped: no duplicate step
+            return
         self.mlflow.log_metrics(finite_metrics(row), step=step)
+        self.logged_upto = step
 
     def end_arm(self, artifacts: list[Path]) -> None:
         for path in artifacts:
-            self.mlflow.log_artifact(str(path))
+            if path.exists():
+                self.mlflow.log_artifact(str(path))
         self.mlflow.end_run()
         self.child = None
+        self.logged_upto = self._last_step(self.parent.info.run_id)
 
     def end(self, artifacts: list[Path], status: str = "FINISHED") -> None:
         if self.child is not None:

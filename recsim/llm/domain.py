@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -145,6 +146,24 @@ class LlmDomain:
             policy_opt=torch.optim.Adam(policy.parameters(), lr=c.policy_lr),
             rm_opt=torch.optim.Adam(rm.parameters(), lr=c.rm_lr),
         )
+
+    def checkpoint(self, state: LlmState) -> dict[str, Any]:
+        """Policy, reward model and both optimizers (the prompts and reference are set-up draws)."""
+        return {
+            "policy": state.policy.state_dict(),
+            "reward_model": state.reward_model.state_dict(),
+            "policy_opt": state.policy_opt.state_dict(),
+            "rm_opt": state.rm_opt.state_dict(),
+            "train": state.train,
+        }
+
+    def restore(self, payload: dict[str, Any]) -> LlmState:
+        state = self.initial_state()
+        state.policy.load_state_dict(payload["policy"])
+        state.reward_model.load_state_dict(payload["reward_model"])
+        state.policy_opt.load_state_dict(payload["policy_opt"])
+        state.rm_opt.load_state_dict(payload["rm_opt"])
+        return replace(state, train=payload["train"])
 
     # helpers -----------------------------------------------------------------------------------
     def sample(
