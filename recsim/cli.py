@@ -7,6 +7,7 @@ one line to stderr and exits with status 2 before any file or MLflow run is crea
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -306,6 +307,9 @@ def bench(
 
 
 def main() -> None:
+    # Same seed, same machine, same numbers: keep MKL from changing its thread count (and so its
+    # summation order) with the machine's load. Set before torch loads MKL.
+    os.environ.setdefault("MKL_DYNAMIC", "FALSE")
     try:
         app()
     except KeyboardInterrupt:

@@ -2,9 +2,11 @@
 N-th time (1-based) execution reaches the named point, as a power cut or an OOM kill would.
 
 Points: ``log-write`` (a log partition written to its temporary name, not yet moved into place),
-``fit`` (a round's log is on disk, the learner is about to train), ``metrics`` (the round's
+``fit`` (a round's log is on disk, the learner is about to train), ``train-step`` (an optimizer
+step of the ranker or the LLM policy has just been taken: mid-training), ``metrics`` (the round's
 metrics row is on disk, MLflow has not seen it), ``mlflow`` (MLflow has logged the round, its
-checkpoint is not written), ``checkpoint-write`` (a checkpoint written to its temporary name). Unset: no effect.
+checkpoint is not written), ``checkpoint-write`` (a checkpoint written to its temporary name).
+Unset: no effect.
 """
 
 from __future__ import annotations

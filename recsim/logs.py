@@ -131,6 +131,16 @@ class LogStore:
                     f"log partition {path} is unreadable (truncated or not Parquet): {exc}"
                 ) from None
             frames.append(frame.with_columns(pl.lit(r, dtype=pl.Int32).alias("round")))
+        # The newest partition was written by this run a moment ago: every other must match it.
+        want = frames[-1].schema
+        for r, frame in zip(range(first_round, last_round + 1), frames, strict=True):
+            if frame.schema != want:
+                diff = sorted(set(frame.schema.items()) ^ set(want.items()), key=str)[:2]
+                raise LogError(
+                    f"log partition {self.path(r, arm)} does not match the log's schema "
+                    f"(differs in {', '.join(f'{k}: {v}' for k, v in diff)}); was it written by another "
+                    "version or edited?"
+                )
         try:
             return pl.concat(frames)
         except pl.exceptions.PolarsError as exc:

@@ -190,6 +190,8 @@ def run_scenario(
     tables: dict[str, pl.DataFrame] = {}
     ids: dict[str, Any] = {"parent": None, "arms": {}, "ended": []}
     if resume:
+        for stale in [*out.glob(".*.tmp-*"), *(out / "logs").glob("round=*/.*.tmp-*")]:
+            stale.unlink()  # half-written files of the stopped process (complete files were moved)
         rows = pl.read_parquet(metrics_path).to_dicts() if metrics_path.exists() else []
         for name in TABLE_NAMES:
             if (out / f"{name}.parquet").exists():

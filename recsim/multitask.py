@@ -18,6 +18,7 @@ import polars as pl
 import torch
 from torch import nn
 
+from recsim import faults
 from recsim.config import MitigationConfig, SimConfig
 from recsim.distributed import ADAGRAD_EPS, Dist, ShardedTrainer, private_copy
 from recsim.mitigations.gates import slate_gate_weights
@@ -446,6 +447,7 @@ class MultiTaskRanker:
         self.opt_.zero_grad(set_to_none=True)
         loss.backward()
         self.opt_.step()
+        faults.point("train-step")
         return loss.detach(), click_loss.detach()
 
     def _trainer(self) -> ShardedTrainer | None:

@@ -26,7 +26,7 @@ import numpy as np
 import polars as pl
 import torch
 
-from recsim import metrics
+from recsim import faults, metrics
 from recsim.config import SimConfig
 from recsim.llm.feedback import Rollouts, preference_logit, rlcr_reward
 from recsim.llm.rl import group_advantages, pass_at_k, policy_loss, sign_split_advantages
@@ -355,6 +355,7 @@ class LlmDomain:
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            faults.point("train-step")
             policy.eval()
             kls.append(float(kl))
             losses.append(float(loss.detach()))
@@ -443,5 +444,8 @@ def reward_spurious_share(scores: torch.Tensor, r: Rollouts) -> float:
     x = torch.stack([r.correct, r.length, r.agree, r.confidence], 1).double()
     x = x - x.mean(0)
     y = scores.double() - scores.double().mean()
-    coef = torch.linalg.lstsq(x, y.unsqueeze(1)).solution.squeeze(1)
+    # Normal equations with torch's own reductions: LAPACK's least squares may split its sums
+    # over however many threads the BLAS picks at run time, and then differs in the last bits.
+    gram = (x.unsqueeze(2) * x.unsqueeze(1)).sum(0)  # [4, 4]
+    coef = torch.linalg.solve(gram, (x * y.unsqueeze(1)).sum(0))
     return metrics.spurious_share(x[:, 0] * coef[0], x[:, 1:] @ coef[1:])
