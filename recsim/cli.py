@@ -180,6 +180,7 @@ def _run(
     from recsim.checkpoint import CheckpointError
     from recsim.errors import NonFiniteError
     from recsim.logs import LogError
+    from recsim.tracking import TrackingError
 
     total = sc.total_steps(configs)
     done = 0
@@ -221,7 +222,7 @@ def _run(
                 soft_wrap=True,
             )
             raise typer.Exit(130) from None
-        except (NonFiniteError, LogError, CheckpointError) as exc:
+        except (NonFiniteError, LogError, CheckpointError, TrackingError) as exc:
             progress.stop()
             err_console.print(
                 f"error: {exc}; outputs so far: {out}", markup=False, highlight=False, soft_wrap=True

@@ -29,7 +29,7 @@ class WorldConfig(_Section):
 
     n_users: int = Field(2000, gt=0)
     """Users in the world (U)."""
-    n_items: int = Field(1000, gt=0)
+    n_items: int = Field(1000, gt=1)
     """Items in the catalogue at round 0."""
     new_items_per_round: int = Field(0, ge=0)
     """Items that join the catalogue at the start of each round after round 0."""

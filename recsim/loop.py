@@ -30,7 +30,7 @@ import polars as pl
 import yaml
 
 from recsim import faults
-from recsim.checkpoint import CheckpointStore
+from recsim.checkpoint import CheckpointError, CheckpointStore
 from recsim.config import SimConfig
 from recsim.distributed import Dist
 from recsim.errors import NonFiniteError, check_finite
@@ -197,7 +197,13 @@ def run_scenario(
             if (out / f"{name}.parquet").exists():
                 tables[name] = pl.read_parquet(out / f"{name}.parquet")
         if ids_path.exists():
-            ids = json.loads(ids_path.read_text())
+            try:
+                ids = json.loads(ids_path.read_text())
+                assert isinstance(ids, dict) and {"parent", "arms", "ended"} <= set(ids)
+            except (ValueError, AssertionError):
+                raise CheckpointError(
+                    f"{ids_path} is unreadable; delete it to continue in new MLflow runs"
+                ) from None
     else:
         config_path.write_text(yaml.safe_dump(resolved, sort_keys=False))
     commit = git_commit()
@@ -214,6 +220,16 @@ def run_scenario(
             ckpts = CheckpointStore(out / "logs", keep=config.loop.keep_checkpoints)
             done = ckpts.rounds(arm) if resume else []
             last = done[-1] if done else -1
+            start = None
+            if 0 <= last < config.loop.rounds - 1:  # read (and check) it before touching anything
+                payload = ckpts.load(last, arm, domain.name, config.model_dump(mode="json"))
+                try:
+                    start = (last + 1, domain.restore(payload))
+                except (KeyError, ValueError, RuntimeError, TypeError) as exc:
+                    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+                    raise CheckpointError(
+                        f"checkpoint {ckpts.path(last, arm)} does not fit arm '{arm}': {first}"
+                    ) from None
             if resume:  # what a round cut short left behind is redone
                 rows[:] = [row for row in rows if row["arm"] != arm or row["round"] <= last]
                 for name, table in tables.items():
@@ -235,10 +251,6 @@ def run_scenario(
                     tracker.end_arm([arm_config])
                     ids["ended"].append(arm)
                 continue
-            start = None
-            if last >= 0:
-                payload = ckpts.load(last, arm, domain.name, config.model_dump(mode="json"))
-                start = (last + 1, domain.restore(payload))
             tracker.start_arm(arm, config, tags, run_id=ids["arms"].get(arm))
             if tracker.run_id() is not None:
                 ids["arms"][arm] = tracker.run_id()

@@ -144,6 +144,10 @@ class MultiTaskRanker:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         dev = self.device
+        for name in ("history", "exposure", "explore_clicks", "explore_shows"):
+            want = getattr(self, f"{name}_").shape
+            if state[name].shape != want:
+                raise ValueError(f"{name} has shape {tuple(state[name].shape)}, expected {tuple(want)}")
         self.model_.load_state_dict(state["model"])
         self.opt_.load_state_dict(state["opt"])
         self.history_, self.exposure_ = state["history"].to(dev), state["exposure"].to(dev)

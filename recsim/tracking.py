@@ -153,7 +153,7 @@ class MlflowTracker:
             self.client.create_experiment(self.experiment, artifact_location=artifact_location(self.uri))
         exp = self.mlflow.set_experiment(self.experiment)
         if run_id is not None:
-            self.parent = self.mlflow.start_run(run_id=run_id)
+            self.parent = self._reopen(run_id)
         else:
             self.parent = self.mlflow.start_run(run_name=scenario, experiment_id=exp.experiment_id, tags=tags)
         self.logged_upto = self._last_step(self.parent.info.run_id)
@@ -161,13 +161,24 @@ class MlflowTracker:
     def start_arm(self, arm: str, config: SimConfig, tags: dict[str, str], run_id: str | None = None) -> None:
         """Open an arm's nested run, or reopen ``run_id``: its logged rounds are not logged again."""
         if run_id is not None:
-            self.child = self.mlflow.start_run(run_id=run_id, nested=True)
+            self.child = self._reopen(run_id, nested=True)
             self.logged_upto = self._last_step(run_id)
             return
         self.child = self.mlflow.start_run(run_name=arm, nested=True, tags=tags)
         self.logged_upto = -1
         params = {k: "null" if v is None else str(v) for k, v in domain_params(config).items()}
         self.mlflow.log_params(params)
+
+    def _reopen(self, run_id: str, nested: bool = False) -> Any:
+        """Continue the MLflow run ``run_id`` (named in the run folder's tracking.json)."""
+        try:
+            self.client.get_run(run_id)
+        except Exception:  # MlflowException (unknown id) or a store error
+            raise TrackingError(
+                f"MLflow run {run_id} named in tracking.json is not in {self.uri}; delete tracking.json "
+                "to continue in new runs"
+            ) from None
+        return self.mlflow.start_run(run_id=run_id, nested=nested)
 
     def _last_step(self, run_id: str) -> int:
         """The largest step any metric of ``run_id`` was logged at (-1: none)."""

@@ -12,7 +12,7 @@ from recsim.cli import app
 
 CASES = [
     (["--set", "world.n_users=-5"], "world.n_users: Input should be greater than 0 (got -5)"),
-    (["--set", "world.n_items=0"], "world.n_items: Input should be greater than 0"),
+    (["--set", "world.n_items=1"], "world.n_items: Input should be greater than 1 (got 1)"),
     (["--set", "policy.slate_size=5000"], "policy.slate_size must be <= world.n_items (1000), got 5000"),
     (["--set", "policy.n_candidates=5"], "policy.n_candidates must lie in [policy.slate_size=10"),
     (

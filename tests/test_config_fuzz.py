@@ -4,6 +4,7 @@ cross-field invariants hold."""
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -46,7 +47,7 @@ def test_any_override_is_accepted_or_refused_in_one_line(pairs):
 
 @settings(max_examples=100, deadline=None)
 @given(
-    st.integers(2, 5000), st.integers(1, 3000), st.integers(1, 50), st.one_of(st.none(), st.integers(1, 3000))
+    st.integers(2, 5000), st.integers(2, 3000), st.integers(1, 50), st.one_of(st.none(), st.integers(1, 3000))
 )
 def test_size_overrides_resolve_or_name_the_bound(users, items, slate, candidates):
     sc = load_scenario("exploration")
@@ -65,3 +66,54 @@ def test_size_overrides_resolve_or_name_the_bound(users, items, slate, candidate
         return
     config = configs["mf"]
     assert config.policy.slate_size <= config.world.n_items
+
+
+RUNNABLE = st.fixed_dictionaries(
+    {
+        "world.n_users": st.integers(16, 60),
+        "world.n_items": st.integers(8, 40),
+        "policy.slate_size": st.integers(1, 6),
+        "policy.n_candidates": st.one_of(st.none(), st.integers(6, 60)),
+        "policy.epsilon": st.floats(0, 1),
+        "policy.retrieval": st.sampled_from(["uniform", "two_tower"]),
+        "policy.ivf_lists": st.integers(1, 8),
+        "policy.explore_candidates": st.integers(0, 5),
+        "ranker.name": st.sampled_from(["random", "popularity", "oracle", "mf", "mmoe", "single_task"]),
+        "ranker.position": st.sampled_from(["none", "shallow_tower", "ips", "pal"]),
+        "ranker.sparse_embeddings": st.booleans(),
+        "metrics.panel_users": st.integers(2, 20),
+        "loop.rounds": st.integers(1, 2),
+    }
+)
+OUTCOMES: list[int] = []
+
+
+@settings(max_examples=16, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(RUNNABLE)
+def test_generated_configs_run_or_are_refused_in_one_line(tmp_path_factory, values):
+    """Through the real CLI: a generated config either runs to the end (exit 0, every output
+    written) or is refused with one line (exit 2, nothing written); never a traceback."""
+    from typer.testing import CliRunner
+
+    from recsim.cli import app
+
+    tmp = tmp_path_factory.mktemp("gen")
+    sets = [x for k, v in values.items() for x in ("--set", f"{k}={'null' if v is None else v}")]
+    res = CliRunner().invoke(
+        app, ["run", "feedback-loop", "--out", str(tmp / "o"), "--no-tracking", "-q", *sets]
+    )
+    OUTCOMES.append(res.exit_code)
+    if res.exit_code == 2:
+        err = res.stderr.strip()
+        assert err.startswith("error: ") and "\n" not in err, err
+        assert not (tmp / "o").exists()
+        return
+    assert res.exit_code == 0, (res.output, repr(res.exception))
+    assert (tmp / "o" / "summary.json").exists() and (tmp / "o" / "metrics.parquet").exists()
+
+
+def test_the_generated_configs_mostly_run():
+    """The generator above is aimed at runnable configs: most of its examples must run."""
+    if len(OUTCOMES) < 8:
+        pytest.skip("runs only after the generated-config test in the same session")
+    assert OUTCOMES.count(0) >= len(OUTCOMES) // 2, OUTCOMES
