@@ -134,7 +134,7 @@ def test_reward_model_learns_the_labelers_length_bias(tmp_path):
     from recsim.logs import LogStore
     from recsim.loop import run_arm
 
-    rows, _ = run_arm(d, "a", 2, LogStore(tmp_path / "logs"), lambda *a: None)
+    rows = run_arm(d, "a", 2, LogStore(tmp_path / "logs"), lambda *a: None)
     # Score the base policy's samples; regress the reward on length.
     state = d.initial_state()
     logs = LogStore(tmp_path / "logs")
