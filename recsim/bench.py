@@ -14,6 +14,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -67,6 +68,36 @@ def bench_gemm_peak(n: int = 2048, repeats: int = 5) -> float:
     return 2 * n**3 / _median_time(lambda: a @ b, repeats) / 1e9
 
 
+def synthetic_rows(
+    world: Any, n: int, history_len: int, gen: torch.Generator, click_rate: float = 0.2, slate_size: int = 10
+) -> tuple:
+    """``n`` random impressions of ``world`` in the column order of ``MultiTaskRanker._train``:
+    (users, devices, history [n, L], items, category, dense [n, 2], cells, positions, clicks,
+    satisfied, ips weights=None); satisfied = clicked with probability 1/2."""
+    users = torch.randint(world.n_users, (n,), generator=gen)
+    items = torch.randint(world.n_items_total, (n,), generator=gen)
+    positions = torch.randint(1, slate_size + 1, (n,), generator=gen)
+    devices = world.user_device[users]
+    clicks = (torch.rand(n, generator=gen) < click_rate).float()
+    satisfied = (torch.rand(n, generator=gen) < 0.5).float() * clicks
+    history = torch.randint(-1, world.n_items_total, (n, history_len), generator=gen)
+    cells = 1 + devices * slate_size + positions - 1
+    dense = torch.rand(n, 2, generator=gen)
+    return (
+        users,
+        devices,
+        history,
+        items,
+        world.item_category[items],
+        dense,
+        cells,
+        positions,
+        clicks,
+        satisfied,
+        None,
+    )
+
+
 def bench_mmoe(n_examples: int) -> dict[str, float]:
     """Training and scoring throughput of the default MMoE ranker of the feedback-loop world.
 
@@ -84,27 +115,7 @@ def bench_mmoe(n_examples: int) -> dict[str, float]:
     ranker = MultiTaskRanker(config, world)
     g = torch.Generator().manual_seed(0)
     n = n_examples
-    users = torch.randint(world.n_users, (n,), generator=g)
-    items = torch.randint(world.n_items_total, (n,), generator=g)
-    positions = torch.randint(1, 11, (n,), generator=g)
-    devices = world.user_device[users]
-    history = torch.randint(-1, world.n_items_total, (n, config.ranker.history_len), generator=g)
-    dense = torch.rand(n, 2, generator=g)
-    cells = 1 + devices * 10 + positions - 1
-    clicks = (torch.rand(n, generator=g) < 0.2).float()
-    data = (
-        users,
-        devices,
-        history,
-        items,
-        world.item_category[items],
-        dense,
-        cells,
-        positions,
-        clicks,
-        clicks,
-        None,
-    )
+    data = synthetic_rows(world, n, config.ranker.history_len, g)
     ranker._train(data, torch.Generator().manual_seed(1))  # warm-up
     seconds = _median_time(lambda: ranker._train(data, torch.Generator().manual_seed(1)), 3)
     flops = 6 * ranker.model_.dense_macs_per_example() * n
@@ -209,26 +220,8 @@ def train_throughput(n_rows: int, n_users: int, n_items: int) -> dict[str, float
     world = World.create(config)
     ranker = MultiTaskRanker(config, world, ctx)
     ws, rank = (1, 0) if ctx is None else (ctx.world_size, ctx.rank)
-    g = torch.Generator().manual_seed(rank)
     n = n_rows // ws
-    users = torch.randint(n_users, (n,), generator=g)
-    items = torch.randint(n_items, (n,), generator=g)
-    positions = torch.randint(1, 11, (n,), generator=g)
-    devices = world.user_device[users]
-    clicks = (torch.rand(n, generator=g) < 0.2).float()
-    data = (
-        users,
-        devices,
-        torch.randint(-1, n_items, (n, config.ranker.history_len), generator=g),
-        items,
-        world.item_category[items],
-        torch.rand(n, 2, generator=g),
-        1 + devices * 10 + positions - 1,
-        positions,
-        clicks,
-        clicks,
-        None,
-    )
+    data = synthetic_rows(world, n, config.ranker.history_len, torch.Generator().manual_seed(rank))
     ranker._train(data, torch.Generator().manual_seed(1))  # warm-up (and the DMP build)
     t0 = time.perf_counter()
     ranker._train(data, torch.Generator().manual_seed(2))

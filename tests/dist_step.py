@@ -14,6 +14,7 @@ import sys
 import torch
 
 import recsim.multitask as multitask
+from recsim.bench import synthetic_rows
 from recsim.config import validate
 from recsim.multitask import MultiTaskRanker
 from recsim.world import World
@@ -37,27 +38,8 @@ def main(mode: str, out: str, sharding: str) -> None:
         }
     )
     world = World.create(cfg)
-    g = torch.Generator().manual_seed(0)
     n = 4 * BATCH
-    users = torch.randint(world.n_users, (n,), generator=g)
-    items = torch.randint(world.n_items_total, (n,), generator=g)
-    positions = torch.randint(1, 11, (n,), generator=g)
-    devices = world.user_device[users]
-    clicks = (torch.rand(n, generator=g) < 0.3).float()
-    satisfied = (torch.rand(n, generator=g) < 0.5).float() * clicks
-    data = [
-        users,
-        devices,
-        torch.randint(-1, world.n_items_total, (n, 5), generator=g),
-        items,
-        world.item_category[items],
-        torch.rand(n, 2, generator=g),
-        1 + devices * 10 + positions - 1,
-        positions,
-        clicks,
-        satisfied,
-        None,
-    ]
+    data = list(synthetic_rows(world, n, 5, torch.Generator().manual_seed(0), click_rate=0.3))
     multitask.torch.randperm = lambda k, generator=None, **kw: torch.arange(k)  # identity shuffle
     ctx = None
     if mode == "sharded":

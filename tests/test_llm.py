@@ -167,3 +167,22 @@ def test_brier_term_calibrates_binary_reward_does_not(tmp_path, seed):
     acc = frame.filter(pl.col("round") == 7).select("arm", "accuracy").rows()
     accuracy = dict(acc)
     assert accuracy["rlcr"] > accuracy["binary"] - 0.05  # without a real loss of accuracy
+
+
+def test_reward_spurious_share_with_a_constant_feature():
+    """A feature that never varies (every response states the same confidence) leaves the split
+    defined: the score here is all correctness, then all length."""
+    from types import SimpleNamespace
+
+    from recsim.llm.domain import reward_spurious_share
+
+    g = torch.Generator().manual_seed(0)
+    n = 400
+    r = SimpleNamespace(
+        correct=(torch.rand(n, generator=g) < 0.5).float(),
+        length=torch.randint(0, 6, (n,), generator=g).float(),
+        agree=torch.zeros(n),
+        confidence=torch.full((n,), 0.7),
+    )
+    assert reward_spurious_share(2.0 * r.correct, r) == pytest.approx(0.0, abs=1e-9)
+    assert reward_spurious_share(0.5 * r.length, r) == pytest.approx(1.0, abs=1e-9)

@@ -96,17 +96,20 @@ def reference(tmp_path_factory):
     return tmp
 
 
-@pytest.mark.parametrize(("point", "nth"), FAULTS, ids=[f"{p}:{n}" for p, n in FAULTS])
-def test_recsys_run_killed_and_resumed_equals_uninterrupted(tmp_path, reference, point, nth):
+def _kill_and_resume(args: list[str], tmp_path: Path, fault: str, ref: Path, experiment: str) -> dict:
+    """Run with a crash at ``fault``, resume, check the result equals ``ref``; MLflow step counts."""
     out, db = tmp_path / "run", tmp_path / "mlflow.db"
-    killed = _recsim(
-        [*RECSYS, "--out", str(out), "--tracking-uri", f"sqlite:///{db}"], tmp_path, f"{point}:{nth}"
-    )
+    killed = _recsim([*args, "--out", str(out), "--tracking-uri", f"sqlite:///{db}"], tmp_path, fault)
     assert killed.returncode == -signal.SIGKILL
     resumed = _recsim(["--resume", str(out)], tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    _same_run(reference / "recsys", out)
-    steps = _mlflow_steps(db, "feedback-loop")
+    _same_run(ref, out)
+    return _mlflow_steps(db, experiment)
+
+
+@pytest.mark.parametrize(("point", "nth"), FAULTS, ids=[f"{p}:{n}" for p, n in FAULTS])
+def test_recsys_run_killed_and_resumed_equals_uninterrupted(tmp_path, reference, point, nth):
+    steps = _kill_and_resume(RECSYS, tmp_path, f"{point}:{nth}", reference / "recsys", "feedback-loop")
     rounds = {"mmoe": 3, "mmoe-shallow-tower": 3, "oracle": 2}
     assert steps == {arm: Counter(range(n)) for arm, n in rounds.items()}  # each step once, one run per arm
 
@@ -115,15 +118,7 @@ def test_recsys_run_killed_and_resumed_equals_uninterrupted(tmp_path, reference,
     ("point", "nth"), [("train-step", 3), ("mlflow", 5)], ids=["train-step:3", "mlflow:5"]
 )
 def test_llm_run_killed_and_resumed_equals_uninterrupted(tmp_path, reference, point, nth):
-    out, db = tmp_path / "run", tmp_path / "mlflow.db"
-    killed = _recsim(
-        [*LLM, "--out", str(out), "--tracking-uri", f"sqlite:///{db}"], tmp_path, f"{point}:{nth}"
-    )
-    assert killed.returncode == -signal.SIGKILL
-    resumed = _recsim(["--resume", str(out)], tmp_path)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    _same_run(reference / "llm", out)
-    steps = _mlflow_steps(db, "llm-self-reward")
+    steps = _kill_and_resume(LLM, tmp_path, f"{point}:{nth}", reference / "llm", "llm-self-reward")
     assert steps and all(c == Counter(range(3)) for c in steps.values())
 
 

@@ -446,6 +446,9 @@ def reward_spurious_share(scores: torch.Tensor, r: Rollouts) -> float:
     y = scores.double() - scores.double().mean()
     # Normal equations with torch's own reductions: LAPACK's least squares may split its sums
     # over however many threads the BLAS picks at run time, and then differs in the last bits.
+    # The 4 x 4 system is solved by least squares too: a constant feature makes it singular, and
+    # then the minimum-norm solution is that of the full problem.
     gram = (x.unsqueeze(2) * x.unsqueeze(1)).sum(0)  # [4, 4]
-    coef = torch.linalg.solve(gram, (x * y.unsqueeze(1)).sum(0))
+    rhs = (x * y.unsqueeze(1)).sum(0, keepdim=True).T  # [4, 1]
+    coef = torch.linalg.lstsq(gram, rhs).solution.squeeze(1)
     return metrics.spurious_share(x[:, 0] * coef[0], x[:, 1:] @ coef[1:])
