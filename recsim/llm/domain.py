@@ -19,6 +19,7 @@ both are 0.5 while the policy equals the reference.
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -433,6 +434,26 @@ class LlmDomain:
         return {}
 
 
+def _solve_psd(a: list[list[float]], b: list[float]) -> list[float]:
+    """Solve (A + eps I) c = b for a small positive semi-definite A by Cholesky, in Python floats
+    (deterministic). eps = 1e-12 trace(A) keeps a constant feature (a zero row and column) at
+    coefficient 0 instead of making the system singular."""
+    n = len(b)
+    eps = 1e-12 * max(sum(a[i][i] for i in range(n)), 1e-300)
+    low = [[0.0] * n for _ in range(n)]
+    for i in range(n):
+        for j in range(i + 1):
+            acc = a[i][j] + (eps if i == j else 0.0) - sum(low[i][k] * low[j][k] for k in range(j))
+            low[i][j] = math.sqrt(max(acc, 1e-300)) if i == j else acc / low[j][j]
+    z = [0.0] * n
+    for i in range(n):  # L z = b
+        z[i] = (b[i] - sum(low[i][k] * z[k] for k in range(i))) / low[i][i]
+    c = [0.0] * n
+    for i in reversed(range(n)):  # L^T c = z
+        c[i] = (z[i] - sum(low[k][i] * c[k] for k in range(i + 1, n))) / low[i][i]
+    return c
+
+
 def reward_spurious_share(scores: torch.Tensor, r: Rollouts) -> float:
     """Share of reward-score variance carried by spurious features rather than correctness.
 
@@ -444,11 +465,10 @@ def reward_spurious_share(scores: torch.Tensor, r: Rollouts) -> float:
     x = torch.stack([r.correct, r.length, r.agree, r.confidence], 1).double()
     x = x - x.mean(0)
     y = scores.double() - scores.double().mean()
-    # Normal equations with torch's own reductions: LAPACK's least squares may split its sums
-    # over however many threads the BLAS picks at run time, and then differs in the last bits.
-    # The 4 x 4 system is solved by least squares too: a constant feature makes it singular, and
-    # then the minimum-norm solution is that of the full problem.
+    # Normal equations with torch's own reductions, solved in plain floats: LAPACK's least
+    # squares (even on the 4 x 4 system) gave results that differ in the last bits from call to
+    # call in a busy process, and a run must reproduce itself exactly.
     gram = (x.unsqueeze(2) * x.unsqueeze(1)).sum(0)  # [4, 4]
-    rhs = (x * y.unsqueeze(1)).sum(0, keepdim=True).T  # [4, 1]
-    coef = torch.linalg.lstsq(gram, rhs).solution.squeeze(1)
+    rhs = (x * y.unsqueeze(1)).sum(0)  # [4]
+    coef = torch.tensor(_solve_psd(gram.tolist(), rhs.tolist()), dtype=torch.float64)
     return metrics.spurious_share(x[:, 0] * coef[0], x[:, 1:] @ coef[1:])
