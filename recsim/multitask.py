@@ -24,6 +24,7 @@ from recsim.distributed import ADAGRAD_EPS, Dist, ShardedTrainer, private_copy
 from recsim.mitigations.gates import slate_gate_weights
 from recsim.mitigations.invariance import invariance_penalty
 from recsim.mitigations.sign_split import sign_split_weights
+from recsim.rankers import Optimizers
 from recsim.rankers import column as _col
 from recsim.rng import SETUP_ROUND, generator
 from recsim.world import World
@@ -54,30 +55,6 @@ def append_history(history: torch.Tensor, users: torch.Tensor, items: torch.Tens
     keys = valid.to(torch.int8)
     idx = torch.sort(keys, dim=1, stable=True).indices
     return both.gather(1, idx)[:, -length:]
-
-
-class Optimizers:
-    """Several optimizers stepped as one (dense Adam and, for sparse tables, SparseAdam)."""
-
-    def __init__(self, optimizers: list[torch.optim.Optimizer]) -> None:
-        self.optimizers = optimizers
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        for opt in self.optimizers:
-            opt.zero_grad(set_to_none=set_to_none)
-
-    def step(self) -> None:
-        # Sparse gradients come from embedding_bag backward, well formed: skip torch's checks.
-        with torch.sparse.check_sparse_tensor_invariants(enable=False):
-            for opt in self.optimizers:
-                opt.step()
-
-    def state_dict(self) -> list[dict]:
-        return [opt.state_dict() for opt in self.optimizers]
-
-    def load_state_dict(self, states: list[dict]) -> None:
-        for opt, state in zip(self.optimizers, states, strict=True):
-            opt.load_state_dict(state)
 
 
 class MultiTaskRanker:

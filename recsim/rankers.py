@@ -175,6 +175,30 @@ class MFRanker:
         )
 
 
+class Optimizers:
+    """Several optimizers stepped as one (dense Adam beside a sparse optimizer for embedding tables)."""
+
+    def __init__(self, optimizers: list[torch.optim.Optimizer]) -> None:
+        self.optimizers = optimizers
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for opt in self.optimizers:
+            opt.zero_grad(set_to_none=set_to_none)
+
+    def step(self) -> None:
+        # Sparse gradients come from embedding_bag backward, well formed: skip torch's checks.
+        with torch.sparse.check_sparse_tensor_invariants(enable=False):
+            for opt in self.optimizers:
+                opt.step()
+
+    def state_dict(self) -> list[dict]:
+        return [opt.state_dict() for opt in self.optimizers]
+
+    def load_state_dict(self, states: list[dict]) -> None:
+        for opt, state in zip(self.optimizers, states, strict=True):
+            opt.load_state_dict(state)
+
+
 def train_bce(
     model: torch.nn.Module,
     opt: torch.optim.Optimizer,

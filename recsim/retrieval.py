@@ -26,7 +26,7 @@ import polars as pl
 import torch
 
 from recsim.config import SimConfig
-from recsim.rankers import column
+from recsim.rankers import Optimizers, column, train_bce
 from recsim.rng import SETUP_ROUND, generator
 from recsim.world import World
 
@@ -153,10 +153,12 @@ class TwoTowerRetriever:
             dev
         )
         m = self.model_
-        self.opt_ = [
-            torch.optim.SparseAdam([m.user.weight, m.item.weight, m.item_bias.weight], lr=TRAIN_LR),
-            torch.optim.Adam([m.bias], lr=TRAIN_LR),
-        ]
+        self.opt_ = Optimizers(
+            [
+                torch.optim.SparseAdam([m.user.weight, m.item.weight, m.item_bias.weight], lr=TRAIN_LR),
+                torch.optim.Adam([m.bias], lr=TRAIN_LR),
+            ]
+        )
         self.index_ = self._index(world, 0)
 
     def _index(self, world: World, round_: int) -> IvfIndex:
@@ -198,31 +200,19 @@ class TwoTowerRetriever:
         items = column(logs, "item", torch.long).to(dev)
         clicks = column(logs, "click", torch.float32).to(dev)
         gen = generator(self.config.seed, round_, "retriever-fit", dev)
-        model = self.model_.train()
-        total = 0.0
-        order = torch.randperm(len(users), generator=gen, device=dev)
-        for s in range(0, len(users), TRAIN_BATCH):
-            b = order[s : s + TRAIN_BATCH]
-            logits = model(users[b], items[b, None])[:, 0]
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, clicks[b])
-            for opt in self.opt_:
-                opt.zero_grad(set_to_none=True)
-            loss.backward()
-            for opt in self.opt_:
-                opt.step()
-            total += float(loss.detach()) * len(b)
-        model.eval()
+        stats = train_bce(
+            self.model_, self.opt_, (users, items[:, None]), clicks[:, None], 1, TRAIN_BATCH, gen
+        )
         self.index_ = self._index(world, round_ + 1)
-        return {"retriever_loss": total / max(len(users), 1)}
+        return {"retriever_loss": stats["train_loss"]}
 
     def state_dict(self) -> dict[str, Any]:
         index = {k: getattr(self.index_, k) for k in ("centroids", "lists", "list_keys", "pad", "keys")}
-        return {"model": self.model_.state_dict(), "opt": [o.state_dict() for o in self.opt_], "index": index}
+        return {"model": self.model_.state_dict(), "opt": self.opt_.state_dict(), "index": index}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model_.load_state_dict(state["model"])
-        for opt, s in zip(self.opt_, state["opt"], strict=True):
-            opt.load_state_dict(s)
+        self.opt_.load_state_dict(state["opt"])
         dev = self.model_.user.weight.device
         self.index_ = IvfIndex(**{k: v.to(dev) for k, v in state["index"].items()})
 

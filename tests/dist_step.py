@@ -50,9 +50,11 @@ def main(mode: str, out: str, sharding: str) -> None:
         rows = torch.arange(n).view(-1, ctx.world_size, half)[:, ctx.rank].reshape(-1)
         data = [None if t is None else t[rows] for t in data]
     ranker = MultiTaskRanker(cfg, world, ctx)
+    init = {k: v.clone() for k, v in ranker.model_.state_dict().items()}
     stats = ranker._train(tuple(data), torch.Generator().manual_seed(1))
     rank = 0 if ctx is None else ctx.rank
-    torch.save({"state": ranker.model_.state_dict(), "stats": stats}, os.path.join(out, f"{mode}-{rank}.pt"))
+    payload = {"init": init, "state": ranker.model_.state_dict(), "stats": stats}
+    torch.save(payload, os.path.join(out, f"{mode}-{rank}.pt"))
 
 
 if __name__ == "__main__":
