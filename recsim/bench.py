@@ -18,6 +18,8 @@ from typing import Any
 
 import torch
 
+RM_BUDGETS = ((1, 1), (8, 4))  # the ordinary reward model and llm-reasoning-rm's largest budget
+
 
 def _median_time(fn: Callable[[], object], repeats: int) -> float:
     fn()  # warm-up
@@ -155,6 +157,24 @@ def bench_llm(n_prompts: int, steps: int) -> dict[str, float]:
         "grpo_steps_per_s": steps / grpo_s,
         "sequences": n_prompts * group,
     }
+
+
+def bench_rm_judgments(n: int, budgets: tuple[tuple[int, int], ...]) -> dict[tuple[int, int], float]:
+    """Reward-model judgments (responses scored) per second at each (passes, votes) budget, ``n``
+    responses of the default task per call, under inference mode."""
+    from recsim.config import validate
+    from recsim.llm.domain import LlmDomain
+    from towers.reward_model import RewardModel
+
+    domain = LlmDomain(validate({"domain": "llm", "llm": {"sft_steps": 20}}))
+    fmt, hidden = domain.fmt, domain.cfg.hidden
+    prompts = domain.pool.take(torch.arange(n) % len(domain.pool))
+    r = domain.sample(domain.reference, prompts, 1, torch.Generator().manual_seed(0))
+    out = {}
+    for m, k in budgets:
+        rm = RewardModel(fmt.prompt_vocab, fmt.vocab, hidden, torch.Generator().manual_seed(0), m, k).eval()
+        out[(m, k)] = n / _median_time(lambda rm=rm: domain.score(rm, r), 3)
+    return out
 
 
 def bench_scale(quick: bool) -> dict[str, float]:
@@ -313,6 +333,10 @@ def run_benchmarks(quick: bool = False, only: str | None = None) -> Iterator[str
         "llm_rollout_tokens_per_s", llm["tokens_per_s"], "tokens/s", sequences=llm["sequences"], **machine
     )
     yield _line("llm_grpo_steps_per_s", llm["grpo_steps_per_s"], "steps/s", prompts=64, group=8, **machine)
+    judged = bench_rm_judgments(4096 if quick else 16384, RM_BUDGETS)
+    for (m, k), per_s in judged.items():
+        yield _line(f"rm_judgments_per_s_budget_{m}x{k}", per_s, "judgments/s", passes=m, votes=k, **machine)
+    yield _line("rm_budget_cost_ratio", judged[RM_BUDGETS[0]] / judged[RM_BUDGETS[-1]], "ratio", **machine)
     rounds = 5 if quick else 20
     per_s, seconds, n = bench_feedback_loop(rounds)
     yield _line(

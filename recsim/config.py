@@ -294,6 +294,9 @@ class LlmConfig(_Section):
     """Policy updates per round."""
     policy_lr: float = Field(2e-3, gt=0)
     """Adam learning rate of the policy."""
+    advantage: Literal["std", "mean"] = "std"
+    """GRPO advantages: (R - mean) / std over the group (Shao et al. 2024), or R - mean
+    (Critique-GRPO's choice, Dr. GRPO); Critique-GRPO's mixed groups use the same form."""
     kl_coef: float = Field(0.05, ge=0)
     """GRPO: weight of the per-token KL penalty to the reference policy."""
     w_lambda: float = Field(0.1, ge=0)
@@ -321,6 +324,41 @@ class LlmConfig(_Section):
     """Labeler: weight of the difference in stated confidence."""
     pass_k_samples: int = Field(64, gt=0)
     """Samples per evaluation prompt for pass@k (k up to this)."""
+    hard_share: float = Field(0.0, ge=0, lt=1)
+    """Share of hard prompts (training pool and evaluation set): difficulty max_difficulty + 1, on
+    which the base policy learned a shortcut that is always wrong (needs max_difficulty + 2 <=
+    prompt_len). They carry accuracy_hard, hard_pass_at_k and unsolved_share_hard."""
+    unsolved_k: int | None = Field(None, gt=0)
+    """unsolved_share: share of the round's training prompts with no success in k samples
+    (unbiased from the group's G >= k samples); None = group_size."""
+    critique: Literal["none", "binary", "ground_truth", "cot"] = "none"
+    """Critique of each failed rollout (GRPO only): "wrong"; + the true answer; + the step that
+    went wrong (see recsim.llm.critique)."""
+    critique_use: Literal["refine", "hindsight"] = "refine"
+    """How the policy learns from critiques: Critique-GRPO refinements, or hindsight distillation
+    into per-token advantages."""
+    critique_sft: float = Field(0.0, ge=0, lt=1)
+    """Share of the base policy's warm-up examples that are refinements (prompt + critique of a
+    wrong answer -> the right answer, on ordinary prompts): its skill at following critiques.
+    Arms compared on critiques should share it (it shapes the base policy)."""
+    refine_gamma: float = Field(0.3, gt=0)
+    """Critique-GRPO shaping f(pi) = pi / (pi + gamma) of refinement tokens."""
+    refine_keep: int = Field(4, gt=0)
+    """Critique-GRPO: refinements per group joining the mixed group (correct ones first)."""
+    directive_weight: float = Field(1.0, ge=0)
+    """Hindsight: weight of the per-token log-ratio teacher (critique in context) vs student."""
+    rm_passes: int = Field(1, gt=0)
+    """Reward model's reasoning passes m: the first reads the sequence, each further one applies a
+    weight-tied refinement block (attention over the token states) before the score head; trained
+    at depths drawn from 1..m. m = 1 is the ordinary reward model."""
+    rm_votes: int = Field(1, gt=0)
+    """Reward model's sampled judgments k (needs rm_passes > 1): each pass sees a random subset of
+    the token states; scores are averaged (or weighted by the meta-judge)."""
+    rm_vote_dropout: float = Field(0.25, ge=0, lt=1)
+    """Share of token states a judgment does not see (training and votes)."""
+    rm_meta_judge: bool = False
+    """A learned meta-judge weighting the k judgments (softmax over a score of each judgment's
+    state), trained through the Bradley-Terry loss of the aggregate."""
 
     @model_validator(mode="after")
     def _difficulty(self) -> LlmConfig:
@@ -329,6 +367,19 @@ class LlmConfig(_Section):
                 f"llm.max_difficulty + 1 must be <= llm.prompt_len ({self.prompt_len}), "
                 f"got {self.max_difficulty}"
             )
+        if self.hard_share > 0 and self.max_difficulty + 2 > self.prompt_len:
+            raise ValueError(
+                f"llm.hard_share > 0 needs llm.max_difficulty + 2 <= llm.prompt_len ({self.prompt_len}), "
+                f"got max_difficulty {self.max_difficulty}"
+            )
+        if self.unsolved_k is not None and self.unsolved_k > self.group_size:
+            raise ValueError(
+                f"llm.unsolved_k must be <= llm.group_size ({self.group_size}), got {self.unsolved_k}"
+            )
+        if self.critique != "none" and self.optimizer != "grpo":
+            raise ValueError(f"llm.critique needs llm.optimizer grpo, got {self.optimizer}")
+        if self.rm_votes > 1 and self.rm_passes == 1:
+            raise ValueError("llm.rm_votes > 1 needs llm.rm_passes > 1 (judgments differ in the passes)")
         return self
 
 

@@ -41,7 +41,7 @@ from recsim.tracking import NullTracker, Tracker, git_commit
 
 OnRound = Callable[[str, int, dict[str, Any]], None]
 #: Per-round tables domains may add beside metrics.parquet (written after every round).
-TABLE_NAMES = ("position_curves",)
+TABLE_NAMES = ("position_curves", "rm_budget")
 
 
 class Domain(Protocol):

@@ -29,9 +29,18 @@ import torch
 
 from recsim import faults, metrics
 from recsim.config import SimConfig
+from recsim.llm.critique import (
+    STRENGTHS,
+    critique,
+    critique_failed,
+    critique_grpo_loss,
+    directive_advantages,
+    mixed_group_advantages,
+    select_refinements,
+)
 from recsim.llm.feedback import Rollouts, preference_logit, rlcr_reward
-from recsim.llm.rl import group_advantages, pass_at_k, policy_loss, sign_split_advantages
-from recsim.llm.tasks import Format, Prompts, make_prompts, step_masks
+from recsim.llm.rl import group_advantages, kl_penalty, pass_at_k, policy_loss, sign_split_advantages
+from recsim.llm.tasks import Format, Prompts, make_prompts, shortcut_answer, step_masks
 from recsim.logs import LogStore
 from recsim.mitigations.gates import group_gate
 from recsim.mitigations.invariance import invariance_penalty
@@ -66,13 +75,28 @@ class Labels:
 
 @dataclass(frozen=True)
 class LlmState:
-    """policy and reward model are updated in place by ``fit``; ``train`` holds fit statistics."""
+    """policy and reward model are updated in place by ``fit``; ``train`` holds fit statistics;
+    ``budget`` the reward model's accuracy at each test-time budget (the round's table)."""
 
     policy: TokenPolicy
     reward_model: RewardModel
     policy_opt: torch.optim.Optimizer
     rm_opt: torch.optim.Optimizer
     train: dict[str, float] | None = None
+    budget: pl.DataFrame | None = None
+
+
+def gold_pairs(r: Rollouts, group: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(winner, loser) indices [M]: responses (2i, 2i + 1) within each group of ``group``
+    (contiguous) that differ in correctness; the correct one wins by gold."""
+    a = torch.arange(r.tokens.shape[0])
+    pos = a % group
+    a = a[(pos % 2 == 0) & (pos < group - 1)]
+    b = a + 1
+    differ = r.correct[a] != r.correct[b]
+    a, b = a[differ], b[differ]
+    a_wins = r.correct[a] > r.correct[b]
+    return torch.where(a_wins, a, b), torch.where(a_wins, b, a)
 
 
 class LlmDomain:
@@ -83,22 +107,30 @@ class LlmDomain:
     def __init__(self, config: SimConfig) -> None:
         self.config = config
         c = self.cfg = config.llm
-        self.fmt = Format(c.prompt_len, c.n_answers, c.conf_bins, c.max_elaboration, c.max_difficulty)
-        setup = lambda stream: generator(config.seed, SETUP_ROUND, stream)  # noqa: E731
-        self.pool = make_prompts(self.fmt, c.n_prompts, c.hint_wrong, setup("prompts"))
-        self.eval = make_prompts(self.fmt, c.n_eval_prompts, c.hint_wrong, setup("eval-prompts"))
-        key = (
-            config.seed,
+        self.fmt = Format(
             c.prompt_len,
-            c.max_difficulty,
             c.n_answers,
-            c.hint_wrong,
             c.conf_bins,
             c.max_elaboration,
+            c.max_difficulty,
+            hard=c.hard_share > 0,
+            critiques=c.critique != "none" or c.critique_sft > 0,
+        )
+        setup = lambda stream: generator(config.seed, SETUP_ROUND, stream)  # noqa: E731
+        self.pool = make_prompts(self.fmt, c.n_prompts, c.hint_wrong, setup("prompts"), c.hard_share)
+        self.eval = make_prompts(
+            self.fmt, c.n_eval_prompts, c.hint_wrong, setup("eval-prompts"), c.hard_share
+        )
+        key = (
+            config.seed,
+            self.fmt,
+            c.hint_wrong,
             c.hidden,
             c.sft_steps,
             c.sft_lr,
             c.n_prompts,
+            c.hard_share,
+            c.critique_sft,
         )
         if key not in _BASE_POLICIES:  # arms of one scenario share the base policy: train it once
             _BASE_POLICIES.clear()
@@ -111,6 +143,11 @@ class LlmDomain:
         # Reference responses for gold and proxy: fixed draws of the frozen reference policy.
         self.ref_one = self.sample(self.reference, self.eval, 1, setup("reference-1"))
         self.ref_many = self.sample(self.reference, self.eval, c.pass_k_samples, setup("reference-k"))
+        # Held-out preference pairs (the evaluation ceiling): reference responses (2i, 2i + 1) to
+        # one evaluation prompt that differ in correctness; gold prefers the correct one.
+        self.heldout = gold_pairs(self.ref_many, c.pass_k_samples)
+        budgets = sorted({*(2**i for i in range(c.rm_passes.bit_length())), c.rm_passes})
+        self.budgets = [(m, 1) for m in budgets] + ([(c.rm_passes, c.rm_votes)] if c.rm_votes > 1 else [])
 
     def gen(self, round_: int, stream: str) -> torch.Generator:
         return generator(self.config.seed, round_, stream)
@@ -121,26 +158,55 @@ class LlmDomain:
         policy = TokenPolicy(fmt.prompt_vocab, fmt.vocab, step_masks(fmt), c.hidden, setup("policy-init"))
         opt = torch.optim.Adam(policy.parameters(), lr=c.sft_lr)
         g = setup("sft")
+        ordinary = torch.nonzero(~self.pool.is_hard(fmt)).squeeze(1)
+        n_refine = round(256 * c.critique_sft)
         for _ in range(c.sft_steps):
             idx = torch.randint(len(self.pool), (256,), generator=g)
             p = self.pool.take(idx)
-            # Gold answers; confidence and length drawn at random: accurate-ish, uncalibrated, diverse.
-            conf = fmt.n_answers + torch.randint(c.conf_bins, (256,), generator=g)
-            n_elab = torch.randint(c.max_elaboration + 1, (256,), generator=g)
-            steps = torch.arange(fmt.max_len - 2)
-            tail = torch.where(steps < n_elab.unsqueeze(1), fmt.elab, fmt.eos)
-            tokens = torch.cat([p.answer.unsqueeze(1), conf.unsqueeze(1), tail], 1)
-            loss = -policy.log_probs(p.tokens, tokens).sum(1).mean()
+            # Gold answers (the shortcut on hard prompts); confidence and length drawn at random:
+            # accurate-ish, uncalibrated, diverse.
+            loss = -policy.log_probs(p.tokens, self._sft_response(shortcut_answer(fmt, p), g)).sum(1)
+            if n_refine:  # following critiques: prompt + critique of a wrong answer -> the answer
+                q = self.pool.take(ordinary[torch.randint(len(ordinary), (n_refine,), generator=g)])
+                given = (q.answer + torch.randint(1, fmt.n_answers, (n_refine,), generator=g)) % fmt.n_answers
+                strength = torch.randint(len(STRENGTHS), (n_refine,), generator=g)
+                crit = critique(fmt, q, torch.arange(n_refine), given, "cot")
+                crit = replace(
+                    crit,
+                    truth=torch.where(strength >= 1, crit.truth, -1),
+                    step=torch.where(strength >= 2, crit.step, -1),
+                )
+                refined = policy.log_probs(crit.context(fmt, q.tokens), self._sft_response(q.answer, g))
+                loss = torch.cat([loss, -refined.sum(1)])
+            loss = loss.mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
         policy.eval()
         return policy
 
+    def _sft_response(self, answer: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        """[N, T] warm-up targets: ``answer``, a random confidence bin and a random length."""
+        fmt, n = self.fmt, answer.shape[0]
+        conf = fmt.n_answers + torch.randint(self.cfg.conf_bins, (n,), generator=g)
+        n_elab = torch.randint(self.cfg.max_elaboration + 1, (n,), generator=g)
+        steps = torch.arange(fmt.max_len - 2)
+        tail = torch.where(steps < n_elab.unsqueeze(1), fmt.elab, fmt.eos)
+        return torch.cat([answer.unsqueeze(1), conf.unsqueeze(1), tail], 1)
+
     def initial_state(self) -> LlmState:
         c, fmt = self.cfg, self.fmt
         policy = copy.deepcopy(self.reference).requires_grad_(True)
-        rm = RewardModel(fmt.prompt_vocab, fmt.vocab, c.hidden, self.gen(SETUP_ROUND, "rm-init"))
+        rm = RewardModel(
+            fmt.prompt_vocab,
+            fmt.vocab,
+            c.hidden,
+            self.gen(SETUP_ROUND, "rm-init"),
+            passes=c.rm_passes,
+            votes=c.rm_votes,
+            vote_dropout=c.rm_vote_dropout,
+            meta_judge=c.rm_meta_judge,
+        )
         return LlmState(
             policy=policy,
             reward_model=rm,
@@ -175,10 +241,30 @@ class LlmDomain:
         tokens = policy.sample(prompts.tokens[prompt], gen)
         return Rollouts.build(self.fmt, prompts, prompt, tokens)
 
-    def score(self, rm: RewardModel, r: Rollouts) -> torch.Tensor:
-        """Reward-model scores [N]."""
+    def score(
+        self, rm: RewardModel, r: Rollouts, passes: int | None = None, votes: int | None = None
+    ) -> torch.Tensor:
+        """Reward-model scores [N] (at the model's budget, or ``passes`` / ``votes``)."""
         with torch.inference_mode():
-            return rm(r.prompt_tokens, r.tokens)
+            return rm(r.prompt_tokens, r.tokens, passes=passes, votes=votes)
+
+    def rm_accuracy(
+        self,
+        rm: RewardModel,
+        r: Rollouts,
+        pairs: tuple[torch.Tensor, torch.Tensor],
+        passes: int | None = None,
+        votes: int | None = None,
+    ) -> float:
+        """Share of gold ``pairs`` (winner, loser) of ``r`` that the reward model orders right."""
+        winner, loser = pairs
+        if len(winner) == 0:
+            return float("nan")
+        idx = torch.cat([winner, loser])
+        prompts, tokens = r.prompt_tokens[idx], r.tokens[idx]
+        with torch.inference_mode():
+            s = rm(prompts, tokens, passes=passes, votes=votes)
+        return float((s[: len(winner)] > s[len(winner) :]).float().mean())
 
     # 1. act ----------------------------------------------------------------------------------------
     def act(self, state: LlmState, round_: int) -> Batch:
@@ -271,8 +357,10 @@ class LlmDomain:
             order = torch.randperm(len(win), generator=gen)
             for s in range(0, len(order), 256):
                 b = order[s : s + 256]
-                rw = rm(prompts[win[b]], responses[win[b]])
-                rl = rm(prompts[lose[b]], responses[lose[b]])
+                # recurrent-depth training: each minibatch at a depth drawn from 1..rm_passes
+                m = int(torch.randint(1, self.cfg.rm_passes + 1, (1,), generator=gen)) if rm.passes > 1 else 1
+                rw = rm(prompts[win[b]], responses[win[b]], passes=m, gen=gen)
+                rl = rm(prompts[lose[b]], responses[lose[b]], passes=m, gen=gen)
                 loss = bradley_terry_loss(rw, rl)
                 if mit.invariance_weight > 0:
                     loss = loss + mit.invariance_weight * self._invariance(
@@ -329,30 +417,48 @@ class LlmDomain:
     def _optimize_policy(self, state: LlmState, round_: int) -> dict[str, float]:
         c = self.cfg
         policy, opt = state.policy, state.policy_opt
-        kls, losses = [], []
+        kls, losses, refined, refined_ok = [], [], 0, 0.0
         for step in range(c.policy_steps):
             g = self.gen(round_, f"policy-step-{step}")
             idx = torch.randperm(len(self.pool), generator=g)[: c.batch_prompts]
             r = self.sample(policy, self.pool.take(idx), c.group_size, g)
             reward = self.rewards(state, r)
-            if c.optimizer == "grpo":
-                adv = group_advantages(reward, c.group_size)
-            else:  # sign split: positive = correct (binary/rlcr) or above the group median (reward model)
-                if c.reward == "reward_model":
-                    grouped = reward.view(-1, c.group_size)  # [N, G]
-                    positive = (grouped > grouped.median(1, keepdim=True).values).view(-1)
-                else:
-                    positive = r.correct > 0
-                adv = sign_split_advantages(positive, c.optimizer, c.w_lambda)
+            gate = None
             if self.config.mitigations.gate == "gate":  # rejected groups teach nothing
-                adv = adv * group_gate(self.rubric_violation(r), c.group_size).float()
+                gate = group_gate(self.rubric_violation(r), c.group_size).float()
             policy.train()
             prompts = r.prompt_tokens
             logp = policy.log_probs(prompts, r.tokens)
             with torch.no_grad():
                 ref = self.reference.log_probs(prompts, r.tokens)
             mask = response_mask(r.tokens, self.fmt.eos)
-            loss, kl = policy_loss(logp, ref, mask, adv, c.kl_coef if c.optimizer == "grpo" else 0.0)
+            kl_coef = c.kl_coef if c.optimizer == "grpo" else 0.0
+            if c.critique != "none" and c.critique_use == "refine":
+                loss, kl, n_ref, n_ok = self._critique_grpo_loss(state, r, reward, logp, ref, mask, gate, g)
+                refined, refined_ok = refined + n_ref, refined_ok + n_ok
+            else:
+                if c.optimizer == "grpo":
+                    adv = group_advantages(reward, c.group_size, std=c.advantage == "std")
+                else:  # sign split: positive = correct (binary/rlcr) or above the group median (reward model)
+                    if c.reward == "reward_model":
+                        grouped = reward.view(-1, c.group_size)  # [N, G]
+                        positive = (grouped > grouped.median(1, keepdim=True).values).view(-1)
+                    else:
+                        positive = r.correct > 0
+                    adv = sign_split_advantages(positive, c.optimizer, c.w_lambda)
+                if gate is not None:
+                    adv = adv * gate
+                if c.critique != "none":  # hindsight: the critique's per-token directive signal
+                    crit = critique_failed(self.fmt, r.prompts, r.prompt, r.tokens, c.critique)
+                    with torch.no_grad():
+                        teacher = policy.log_probs(
+                            crit.context(self.fmt, prompts[crit.row]), r.tokens[crit.row]
+                        )
+                    adv = directive_advantages(
+                        adv, crit.row, teacher, logp[crit.row], mask, c.directive_weight
+                    )
+                    refined += len(crit)
+                loss, kl = policy_loss(logp, ref, mask, adv, kl_coef)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -360,7 +466,46 @@ class LlmDomain:
             policy.eval()
             kls.append(float(kl))
             losses.append(float(loss.detach()))
-        return {"policy_loss": float(np.mean(losses)), "train_kl_token": float(np.mean(kls))} if kls else {}
+        stats = {"policy_loss": float(np.mean(losses)), "train_kl_token": float(np.mean(kls))} if kls else {}
+        if c.critique != "none" and kls:
+            stats["critiqued"] = refined / (c.policy_steps * c.batch_prompts * c.group_size)
+            if c.critique_use == "refine":
+                stats["refine_success"] = refined_ok / refined if refined else float("nan")
+        return stats
+
+    def _critique_grpo_loss(
+        self,
+        state: LlmState,
+        r: Rollouts,
+        reward: torch.Tensor,
+        logp: torch.Tensor,
+        ref: torch.Tensor,
+        mask: torch.Tensor,
+        gate: torch.Tensor | None,
+        g: torch.Generator,
+    ) -> tuple[torch.Tensor, torch.Tensor, int, float]:
+        """Critique-GRPO on one batch: refine the failed responses given their critiques, build the
+        mixed groups, and return (loss, KL of the initial tokens, refinements, correct ones)."""
+        c, fmt, policy = self.cfg, self.fmt, state.policy
+        crit = critique_failed(fmt, r.prompts, r.prompt, r.tokens, c.critique)
+        prompts = r.prompt_tokens
+        tokens = policy.sample(crit.context(fmt, prompts[crit.row]), g)  # refinements
+        refinements = Rollouts.build(fmt, r.prompts, r.prompt[crit.row], tokens)
+        ref_reward = self.rewards(state, refinements)
+        group = crit.row // c.group_size
+        keep = select_refinements(group, refinements.correct, c.refine_keep)
+        adv, ref_adv = mixed_group_advantages(
+            reward, c.group_size, ref_reward[keep], group[keep], std=c.advantage == "std"
+        )
+        if gate is not None:
+            adv, ref_adv = adv * gate, ref_adv * gate[crit.row[keep]]
+        kept = tokens[keep]
+        ref_logp = policy.log_probs(prompts[crit.row[keep]], kept)  # learned as answers to the prompt alone
+        ref_mask = response_mask(kept, fmt.eos)
+        loss = critique_grpo_loss(logp, mask, adv, ref_logp, ref_mask, ref_adv, c.refine_gamma)
+        kl = kl_penalty(logp, ref, mask)
+        loss = loss + c.kl_coef * kl
+        return loss, kl.detach(), len(crit), float(refinements.correct.sum())
 
     # 5. measure --------------------------------------------------------------------------------
     def measure(
@@ -422,16 +567,51 @@ class LlmDomain:
         )
         row["gini"] = metrics.gini(distinct.double())
         row["coverage"] = float(len(distinct) / len(many.prompt))
-        hard = self.eval.difficulty[served.prompt] == c.max_difficulty  # [N] served from hardest prompts
+        # The hard subset: hard prompts where there are any, else the hardest difficulty.
+        hardest = self.eval.is_hard(self.fmt) if self.fmt.hard else self.eval.difficulty == c.max_difficulty
+        hard = hardest[served.prompt]  # [N] served from the hard subset
         row["accuracy_hard"] = float(served.correct[hard].mean()) if hard.any() else float("nan")
+        if self.fmt.hard:
+            for k in PASS_K:
+                if k <= k_max:
+                    row[f"hard_pass_at_{k}"] = float(pass_at_k(k_max, n_ok[hardest], k).mean())
+        row.update(self._unsolved(batch.rollouts))
+        # The reward model against gold: on the policy's current samples and the held-out pairs,
+        # at its own budget (the row) and at every budget up to it (the round's table).
+        current = gold_pairs(many, k_max)
+        curve = [
+            {
+                "round": round_,
+                "passes": m,
+                "votes": k,
+                "rm_accuracy": self.rm_accuracy(rm, many, current, m, k),
+                "rm_accuracy_heldout": self.rm_accuracy(rm, self.ref_many, self.heldout, m, k),
+            }
+            for m, k in self.budgets
+        ]
+        row["rm_accuracy"] = curve[-1]["rm_accuracy"]
+        row["rm_accuracy_heldout"] = curve[-1]["rm_accuracy_heldout"]
         row.update(state.train or {})
-        return row, state
+        return row, replace(state, budget=pl.DataFrame(curve))
+
+    def _unsolved(self, r: Rollouts) -> dict[str, float]:
+        """unsolved_share (and _hard): share of the round's training prompts with no success in k
+        samples, 1 - pass@k estimated from their G samples (the zero-success indicator at k = G)."""
+        g = self.cfg.group_size
+        k = self.cfg.unsolved_k or g
+        n_ok = r.correct.view(-1, g).sum(1)
+        unsolved = 1 - pass_at_k(g, n_ok, k)
+        row = {"unsolved_share": float(unsolved.mean())}
+        if self.fmt.hard:
+            hard = r.prompts.is_hard(self.fmt)[r.prompt.view(-1, g)[:, 0]]
+            row["unsolved_share_hard"] = float(unsolved[hard].mean()) if hard.any() else float("nan")
+        return row
 
     def evolve(self, state: LlmState, batch: Batch, labels: Labels, round_: int) -> LlmState:
         return state  # the tasks do not change
 
     def tables(self, state: LlmState, round_: int) -> dict[str, pl.DataFrame]:
-        return {}
+        return {"rm_budget": state.budget} if state.budget is not None else {}
 
 
 def _solve_psd(a: list[list[float]], b: list[float]) -> list[float]:

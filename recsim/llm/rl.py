@@ -15,21 +15,30 @@ import torch
 from recsim.mitigations.sign_split import sign_split_advantages  # noqa: F401  (re-exported)
 
 
-def group_advantages(rewards: torch.Tensor, group: int, eps: float = 1e-6) -> torch.Tensor:
-    """GRPO advantages. rewards [N * G] (groups contiguous) -> [N * G]."""
+def group_advantages(rewards: torch.Tensor, group: int, eps: float = 1e-6, std: bool = True) -> torch.Tensor:
+    """GRPO advantages (r - mean) / (std + eps) per group, or r - mean with ``std=False``.
+    rewards [N * G] (groups contiguous) -> [N * G]."""
     r = rewards.view(-1, group)
-    return ((r - r.mean(1, keepdim=True)) / (r.std(1, keepdim=True) + eps)).reshape(-1)
+    centred = r - r.mean(1, keepdim=True)
+    return (centred / (r.std(1, keepdim=True) + eps) if std else centred).reshape(-1)
 
 
 def policy_loss(
     logp: torch.Tensor, ref_logp: torch.Tensor, mask: torch.Tensor, advantages: torch.Tensor, kl_coef: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(loss, mean per-token KL). logp, ref_logp, mask [N, T]; advantages [N]."""
+    """(loss, mean per-token KL). logp, ref_logp, mask [N, T]; advantages [N] (one per response)
+    or [N, T] (per token)."""
     tokens = mask.sum().clamp_min(1)
-    pg = -(advantages.unsqueeze(1) * logp * mask).sum() / tokens
-    d = (ref_logp - logp) * mask
-    kl = ((torch.exp(d) - d - 1) * mask).sum() / tokens
+    adv = advantages if advantages.dim() == 2 else advantages.unsqueeze(1)
+    pg = -(adv * logp * mask).sum() / tokens
+    kl = kl_penalty(logp, ref_logp, mask)
     return pg + kl_coef * kl, kl.detach()
+
+
+def kl_penalty(logp: torch.Tensor, ref_logp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean per-token KL(pi || pi_ref) by the estimator exp(d) - d - 1, d = log pi_ref - log pi."""
+    d = (ref_logp - logp) * mask
+    return ((torch.exp(d) - d - 1) * mask).sum() / mask.sum().clamp_min(1)
 
 
 def pass_at_k(n: int, correct: torch.Tensor, k: int) -> torch.Tensor:

@@ -5,6 +5,14 @@ Answer: (x_1 + ... + x_m) mod A with m = difficulty + 1 (difficulty 0..``max_dif
 harder prompts need more of the prompt. Hint: the user's stated belief, the true answer or, with
 probability ``hint_wrong``, a uniformly drawn wrong one.
 
+Hard prompts (``Format.hard``): difficulty ``max_difficulty + 1`` with its own token; the base
+policy is taught a shortcut on them (:func:`shortcut_answer`: the sum without the last digit it
+needs), and their last needed digit is never 0 mod A, so the shortcut is always wrong there and
+the base policy essentially never solves them: the plateau of scalar-reward RL.
+
+Refinement context (``Format.critiques``): the prompt followed by ``CRITIQUE_SLOTS`` critique
+tokens (see :mod:`recsim.llm.critique`); their ids follow the hint tokens.
+
 Response: ``[answer][confidence][ELAB]*n[EOS]``: an answer token (A of them), a verbalized
 confidence bin (C bins, stated confidence q = (c + 0.5) / C), n elaboration tokens
 (0..``max_elaboration``, the response's length) and end. The format is enforced while sampling by
@@ -20,6 +28,7 @@ from dataclasses import dataclass
 import torch
 
 N_DIGITS = 10
+CRITIQUE_SLOTS = 4  # [verdict][answer given][true answer or PAD][diagnosed step or PAD]
 
 
 @dataclass(frozen=True)
@@ -31,11 +40,31 @@ class Format:
     conf_bins: int
     max_elaboration: int
     max_difficulty: int
+    hard: bool = False
+    critiques: bool = False
+
+    @property
+    def hint_base(self) -> int:
+        return N_DIGITS + self.max_difficulty + 1
+
+    @property
+    def hard_token(self) -> int:
+        """The difficulty token of hard prompts (after the hint tokens)."""
+        return self.hint_base + self.n_answers
+
+    @property
+    def critique_base(self) -> int:
+        """First critique token id: WRONG, GIVEN a (A), TRUTH y (A), STEP s (prompt_len + 1), PAD."""
+        return self.hard_token + int(self.hard)
+
+    @property
+    def critique_vocab(self) -> int:
+        return (1 + 2 * self.n_answers + self.prompt_len + 1 + 1) if self.critiques else 0
 
     @property
     def prompt_vocab(self) -> int:
-        """digits + difficulty tokens + hint tokens."""
-        return N_DIGITS + self.max_difficulty + 1 + self.n_answers
+        """digits + difficulty tokens + hint tokens (+ the hard token) (+ critique tokens)."""
+        return self.critique_base + self.critique_vocab
 
     @property
     def elab(self) -> int:
@@ -95,11 +124,39 @@ class Prompts:
     def hint_wrong(self) -> torch.Tensor:
         return self.hint != self.answer
 
+    def is_hard(self, fmt: Format) -> torch.Tensor:
+        """[N] bool: hard prompts (difficulty above ``max_difficulty``)."""
+        return self.difficulty > fmt.max_difficulty
 
-def make_prompts(fmt: Format, n: int, hint_wrong: float, gen: torch.Generator) -> Prompts:
-    """Draw ``n`` prompts."""
+
+def prefix_sums(fmt: Format, tokens: torch.Tensor) -> torch.Tensor:
+    """[N, L] (x_1 + ... + x_j) mod A for j = 1..L of prompt tokens [N, >= L]."""
+    return torch.cumsum(tokens[:, : fmt.prompt_len], 1) % fmt.n_answers
+
+
+def shortcut_answer(fmt: Format, prompts: Prompts) -> torch.Tensor:
+    """[N] what the base policy was taught on hard prompts: the sum of their first m - 1 needed
+    digits (it leaves the last one out); elsewhere the true answer."""
+    sums = prefix_sums(fmt, prompts.tokens)
+    short = sums.gather(1, (prompts.difficulty - 1).clamp_min(0).unsqueeze(1)).squeeze(1)
+    return torch.where(prompts.is_hard(fmt), short, prompts.answer)
+
+
+def make_prompts(
+    fmt: Format, n: int, hint_wrong: float, gen: torch.Generator, hard_share: float = 0.0
+) -> Prompts:
+    """Draw ``n`` prompts; a ``hard_share`` of them hard (needs ``fmt.hard``)."""
     digits = torch.randint(N_DIGITS, (n, fmt.prompt_len), generator=gen)
     difficulty = torch.randint(fmt.max_difficulty + 1, (n,), generator=gen)
+    if hard_share > 0:  # drawn only then: prompt sets without hard prompts stay as they were
+        if not fmt.hard or fmt.max_difficulty + 2 > fmt.prompt_len:
+            raise ValueError("hard prompts need Format.hard and max_difficulty + 2 <= prompt_len")
+        hard = torch.rand(n, generator=gen) < hard_share
+        difficulty = torch.where(hard, fmt.max_difficulty + 1, difficulty)
+        # The last digit a hard prompt needs is never 0 mod A: the shortcut is always wrong there.
+        allowed = torch.tensor([d for d in range(N_DIGITS) if d % fmt.n_answers != 0])
+        last = allowed[torch.randint(len(allowed), (n,), generator=gen)]
+        digits[:, fmt.max_difficulty + 1] = torch.where(hard, last, digits[:, fmt.max_difficulty + 1])
     upto = torch.arange(fmt.prompt_len) <= difficulty.unsqueeze(1)  # first m = d + 1 digits
     answer = (digits * upto).sum(1) % fmt.n_answers
     wrong = torch.rand(n, generator=gen) < hint_wrong
@@ -108,8 +165,8 @@ def make_prompts(fmt: Format, n: int, hint_wrong: float, gen: torch.Generator) -
     tokens = torch.cat(
         [
             digits,
-            (N_DIGITS + difficulty).unsqueeze(1),
-            (N_DIGITS + fmt.max_difficulty + 1 + hint).unsqueeze(1),
+            torch.where(difficulty > fmt.max_difficulty, fmt.hard_token, N_DIGITS + difficulty).unsqueeze(1),
+            (fmt.hint_base + hint).unsqueeze(1),
         ],
         1,
     )

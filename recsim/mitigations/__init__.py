@@ -28,7 +28,12 @@ def describe(config) -> tuple[str, str]:  # noqa: ANN001
     if m.anchor_share:
         parts.append(f"anchor={m.anchor_share:g}")
     if config.domain == "llm":
-        bias = f"length_bias={config.llm.length_bias:g}"
+        c = config.llm
+        if c.critique != "none":
+            parts.append(f"critique-{c.critique}-{c.critique_use}")
+        if c.rm_passes > 1:
+            parts.append(f"rm-budget={c.rm_passes}x{c.rm_votes}" + ("-meta" if c.rm_meta_judge else ""))
+        bias = f"length_bias={c.length_bias:g}"
     else:
         bias = "eta=" + "/".join(f"{v:g}" for v in config.behavior.eta.values())
     return ("+".join(parts) or "none"), bias
