@@ -2,7 +2,8 @@
 prompts the base policy never solves (a learned shortcut that is always wrong there), scalar-reward
 GRPO has no positive signal and plateaus however many samples it draws; critiques of the failed
 rollouts, learned from through refinements (Critique-GRPO) or distilled into per-token advantages
-(hindsight), carry how to change them."""
+(hindsight), carry how to change them. Every arm uses Critique-GRPO's advantage R - mean(R) and
+shares one base policy (it was also taught to follow critiques on ordinary prompts)."""
 
 from recsim.scenario import Scenario
 
@@ -18,10 +19,12 @@ SCENARIO = Scenario(
         "llm": {
             "optimizer": "grpo",
             "reward": "binary",
-            "hard_share": 0.3,
+            "advantage": "mean",  # Critique-GRPO's R - mean(R), for every arm alike
+            "hard_share": 0.5,
             "critique_sft": 0.25,
-            "sft_steps": 800,
-            "rm_epochs": 1,
+            "sft_steps": 1500,  # long enough for the shortcut to hold: hard pass@64 = 0
+            "label_prompts": 1024,  # 512 hard training prompts a round for unsolved_share
+            "rm_refit": False,  # the reward is binary; the reward model only feeds proxy metrics
         },
         "loop": {"rounds": 10},
     },

@@ -11,7 +11,12 @@ SCENARIO = Scenario(
     description="GRPO against reward models of budget 1, 2, 4, 8 passes and 8 passes x 4 judgments "
     "with a meta-judge: gold, proxy, gap, spurious_share and the reward model's accuracy against "
     "gold on the policy's samples and on held-out pairs, per round.",
-    base={"domain": "llm", "llm": {"optimizer": "grpo", "reward": "reward_model"}, "loop": {"rounds": 8}},
+    base={
+        "domain": "llm",
+        # the reward model refits each round on the last 4 rounds' pairs of the policy's samples
+        "llm": {"optimizer": "grpo", "reward": "reward_model", "rm_window": 4},
+        "loop": {"rounds": 8},
+    },
     arms={
         "rm-1": {"llm": {"rm_passes": 1}},
         "rm-2": {"llm": {"rm_passes": 2}},
