@@ -299,3 +299,10 @@ def test_the_base_policy_never_solves_hard_prompts_and_critique_grpo_lowers_unso
         critiqued.append(_plateau_run(seed, tmp_path, 10, critique="ground_truth"))
     for key in ("unsolved_share", "unsolved_share_hard"):
         assert sum(c[key] for c in critiqued) < sum(s[key] for s in scalar), (scalar, critiqued)
+
+
+def test_the_benchmark_reports_judgments_per_second_at_each_budget():
+    from recsim.bench import bench_rm_judgments
+
+    out = bench_rm_judgments(256, ((1, 1), (4, 2)))
+    assert set(out) == {(1, 1), (4, 2)} and all(v > 0 for v in out.values())

@@ -166,7 +166,7 @@ class LlmDomain:
             # Gold answers (the shortcut on hard prompts); confidence and length drawn at random:
             # accurate-ish, uncalibrated, diverse.
             loss = -policy.log_probs(p.tokens, self._sft_response(shortcut_answer(fmt, p), g)).sum(1)
-            if n_refine and len(ordinary):  # following critiques: prompt + critique of a wrong answer -> the answer
+            if n_refine and len(ordinary):  # following critiques: prompt + critique of a wrong answer
                 q = self.pool.take(ordinary[torch.randint(len(ordinary), (n_refine,), generator=g)])
                 given = (q.answer + torch.randint(1, fmt.n_answers, (n_refine,), generator=g)) % fmt.n_answers
                 strength = torch.randint(len(STRENGTHS), (n_refine,), generator=g)
