@@ -33,14 +33,12 @@ def _prompts(n: int, seed: int, hard_share: float = 0.3) -> Prompts:
 
 def _decode(fmt: Format, slots: torch.Tensor) -> dict[str, torch.Tensor]:
     """Slot tokens -> (verdict, given, truth, step) with -1 for PAD."""
-    base, a = fmt.critique_base, fmt.n_answers
-    pad = base + 1 + 2 * a + fmt.prompt_len + 1
-    hide = lambda col, off: torch.where(slots[:, col] == pad, -1, slots[:, col] - off)  # noqa: E731
+    hide = lambda col, off: torch.where(slots[:, col] == fmt.critique_pad, -1, slots[:, col] - off)  # noqa: E731
     return {
-        "verdict": slots[:, 0] - base,
-        "given": slots[:, 1] - base - 1,
-        "truth": hide(2, base + 1 + a),
-        "step": hide(3, base + 1 + 2 * a),
+        "verdict": slots[:, 0] - fmt.critique_base,
+        "given": slots[:, 1] - fmt.given_base,
+        "truth": hide(2, fmt.truth_base),
+        "step": hide(3, fmt.step_base),
     }
 
 
@@ -61,6 +59,8 @@ def test_hard_prompts_follow_their_rule_and_the_shortcut_is_always_wrong_there()
     # token ids of every part are disjoint and inside the prompt vocabulary
     assert FMT.hint_base == N_DIGITS + 3 and FMT.hard_token == FMT.hint_base + 5
     assert int(p.tokens.max()) < FMT.critique_base < FMT.prompt_vocab
+    # critique tokens: WRONG, A given answers, A true answers, L + 1 steps, PAD - the last id
+    assert FMT.critique_vocab == 1 + 5 + 5 + 5 + 1 and FMT.critique_pad == FMT.prompt_vocab - 1
 
 
 def test_prompt_sets_without_hard_prompts_are_unchanged():

@@ -56,12 +56,10 @@ class Critiques:
 
     def slots(self, fmt: Format) -> torch.Tensor:
         """[M, CRITIQUE_SLOTS] the critique's tokens."""
-        base, a = fmt.critique_base, fmt.n_answers
-        pad = base + 1 + 2 * a + fmt.prompt_len + 1
-        wrong = torch.full_like(self.given, base)
-        truth = torch.where(self.truth >= 0, base + 1 + a + self.truth, pad)
-        step = torch.where(self.step >= 0, base + 1 + 2 * a + self.step, pad)
-        return torch.stack([wrong, base + 1 + self.given, truth, step], 1)
+        wrong = torch.full_like(self.given, fmt.critique_base)
+        truth = torch.where(self.truth >= 0, fmt.truth_base + self.truth, fmt.critique_pad)
+        step = torch.where(self.step >= 0, fmt.step_base + self.step, fmt.critique_pad)
+        return torch.stack([wrong, fmt.given_base + self.given, truth, step], 1)
 
     def context(self, fmt: Format, prompt_tokens: torch.Tensor) -> torch.Tensor:
         """[M, P + CRITIQUE_SLOTS] the refinement context: each critiqued response's prompt

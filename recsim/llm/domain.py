@@ -417,7 +417,7 @@ class LlmDomain:
     def _optimize_policy(self, state: LlmState, round_: int) -> dict[str, float]:
         c = self.cfg
         policy, opt = state.policy, state.policy_opt
-        kls, losses, refined, refined_ok = [], [], 0, 0.0
+        kls, losses, critiqued, refined_ok = [], [], 0, 0.0
         for step in range(c.policy_steps):
             g = self.gen(round_, f"policy-step-{step}")
             idx = torch.randperm(len(self.pool), generator=g)[: c.batch_prompts]
@@ -435,7 +435,7 @@ class LlmDomain:
             kl_coef = c.kl_coef if c.optimizer == "grpo" else 0.0
             if c.critique != "none" and c.critique_use == "refine":
                 loss, kl, n_ref, n_ok = self._critique_grpo_loss(state, r, reward, logp, ref, mask, gate, g)
-                refined, refined_ok = refined + n_ref, refined_ok + n_ok
+                critiqued, refined_ok = critiqued + n_ref, refined_ok + n_ok
             else:
                 if c.optimizer == "grpo":
                     adv = group_advantages(reward, c.group_size, std=c.advantage == "std")
@@ -457,7 +457,7 @@ class LlmDomain:
                     adv = directive_advantages(
                         adv, crit.row, teacher, logp[crit.row], mask, c.directive_weight
                     )
-                    refined += len(crit)
+                    critiqued += len(crit)
                 loss, kl = policy_loss(logp, ref, mask, adv, kl_coef)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -468,9 +468,9 @@ class LlmDomain:
             losses.append(float(loss.detach()))
         stats = {"policy_loss": float(np.mean(losses)), "train_kl_token": float(np.mean(kls))} if kls else {}
         if c.critique != "none" and kls:
-            stats["critiqued"] = refined / (c.policy_steps * c.batch_prompts * c.group_size)
+            stats["critiqued"] = critiqued / (c.policy_steps * c.batch_prompts * c.group_size)
             if c.critique_use == "refine":
-                stats["refine_success"] = refined_ok / refined if refined else float("nan")
+                stats["refine_success"] = refined_ok / critiqued if critiqued else float("nan")
         return stats
 
     def _critique_grpo_loss(

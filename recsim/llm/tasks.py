@@ -54,12 +54,28 @@ class Format:
 
     @property
     def critique_base(self) -> int:
-        """First critique token id: WRONG, GIVEN a (A), TRUTH y (A), STEP s (prompt_len + 1), PAD."""
+        """First critique token id (WRONG); then GIVEN a (A), TRUTH y (A), STEP s (prompt_len + 1), PAD."""
         return self.hard_token + int(self.hard)
 
     @property
+    def given_base(self) -> int:
+        return self.critique_base + 1
+
+    @property
+    def truth_base(self) -> int:
+        return self.given_base + self.n_answers
+
+    @property
+    def step_base(self) -> int:
+        return self.truth_base + self.n_answers
+
+    @property
+    def critique_pad(self) -> int:
+        return self.step_base + self.prompt_len + 1
+
+    @property
     def critique_vocab(self) -> int:
-        return (1 + 2 * self.n_answers + self.prompt_len + 1 + 1) if self.critiques else 0
+        return self.critique_pad + 1 - self.critique_base if self.critiques else 0
 
     @property
     def prompt_vocab(self) -> int:
