@@ -15,7 +15,16 @@ from typing import Any
 
 import yaml
 
-from recsim.config import ConfigError, SimConfig, TrackingConfig, deep_merge, nest, parse_override, validate
+from recsim.config import (
+    ConfigError,
+    SimConfig,
+    TrackingConfig,
+    canonical,
+    deep_merge,
+    nest,
+    parse_override,
+    validate,
+)
 
 DEFAULT_PLOT = ("gold", "ndcg_truth", "gini", "gap")
 DEFAULT_TABLE = (
@@ -70,16 +79,17 @@ class Scenario:
                         f"--set {'.'.join(path)}: expected arms.ARM.key with ARM one of "
                         f"{', '.join(self.arms)}"
                     )
-                per_arm[path[1]] = deep_merge(per_arm[path[1]], nest(path[2:], value))
+                per_arm[path[1]] = deep_merge(per_arm[path[1]], canonical(nest(path[2:], value)))
             else:
-                common = deep_merge(common, nest(path, value))
+                common = deep_merge(common, canonical(nest(path, value)))
         if rounds is not None:
             common = deep_merge(common, {"loop": {"rounds": rounds}})
         if seed is not None:
             common = deep_merge(common, {"seed": seed})
         configs = {}
         for arm, delta in self.arms.items():
-            data = deep_merge(deep_merge(deep_merge(self.base, delta), common), per_arm[arm])
+            data = deep_merge(deep_merge(canonical(self.base), canonical(delta)), common)
+            data = deep_merge(data, per_arm[arm])
             configs[arm] = validate(data, arm)
         return configs
 
@@ -101,8 +111,9 @@ class Scenario:
         resume: bool = False,
         source: str | None = None,
     ) -> Any:
-        """Run every arm into ``out`` (see :func:`recsim.loop.run_scenario`); returns the metrics frame."""
-        from recsim.loop import run_scenario
+        """Run every arm into ``out`` (see :func:`recsim.core.runner.run_scenario`); returns the
+        metrics frame."""
+        from recsim.core.runner import run_scenario
 
         return run_scenario(self, configs, out, tracker, on_round, dist, resume, source)
 
@@ -112,7 +123,7 @@ class Scenario:
 
     def final(self, frame: Any) -> dict[str, dict[str, float | None]]:
         """arm -> the ``table`` metrics in the arm's last round."""
-        from recsim.loop import final_table
+        from recsim.core.runner import final_table
 
         return final_table(frame, self.table)
 
@@ -141,7 +152,7 @@ def _from_mapping(data: Any, source: str) -> Scenario:
 def builtin_scenarios() -> dict[str, Scenario]:
     """Every scenario shipped in the ``scenarios`` package (modules with ``SCENARIO``: a
     :class:`Scenario`, or an object with the same ``resolve``/``run`` interface such as
-    :class:`recsim.synthetic.MaScenario`)."""
+    :class:`recsim.experiments.ma.MaScenario`)."""
     import scenarios
 
     found: dict[str, Scenario] = {}

@@ -3,7 +3,7 @@ and length bias in the labeler; MMD invariance, a proper-scoring (Brier) term, a
 dense-penalty alternative, sign-split weighting and a 25% external anchor, each on its own against
 the unmitigated loop; and the unmitigated loop at a stronger bias in both domains."""
 
-from recsim.crossdomain import CrossDomainScenario
+from recsim.experiments.crossdomain import CrossDomainScenario
 
 RECSYS = {
     "domain": "recsys",

@@ -1,7 +1,7 @@
 """Reward-model overoptimization (Gao, Schulman & Hilton 2022): gold and proxy against sqrt(KL)
 for best-of-n (n = 1..256) and GRPO against a reward model fitted once on base-policy samples."""
 
-from recsim.llm.scenarios import OveroptimizationScenario
+from recsim.experiments.overoptimization import OveroptimizationScenario
 
 SCENARIO = OveroptimizationScenario(
     name="llm-overoptimization",

@@ -1,6 +1,6 @@
 """Ma et al. (KDD 2018) section 3.2: MMoE vs one-gate MoE vs shared-bottom across task correlations."""
 
-from recsim.synthetic import MaScenario
+from recsim.experiments.ma import MaScenario
 
 SCENARIO = MaScenario(
     name="mmoe-tasks",

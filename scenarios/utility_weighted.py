@@ -1,6 +1,6 @@
 """Autor et al. 2025: cost-weighted training vs symmetric training + post-hoc threshold."""
 
-from recsim.mitigations.utility import UtilityScenario
+from recsim.experiments.utility import UtilityScenario
 
 SCENARIO = UtilityScenario(
     name="utility-weighted",

@@ -13,11 +13,11 @@ import sys
 
 import torch
 
-import recsim.multitask as multitask
-from recsim.bench import synthetic_rows
+import recsim.recsys.rankers.multitask as multitask
+from recsim.cli.bench import synthetic_rows
 from recsim.config import validate
-from recsim.multitask import MultiTaskRanker
-from recsim.world import World
+from recsim.recsys.rankers.multitask import MultiTaskRanker
+from recsim.recsys.world import World
 
 BATCH = 512
 
@@ -43,7 +43,7 @@ def main(mode: str, out: str, sharding: str) -> None:
     multitask.torch.randperm = lambda k, generator=None, **kw: torch.arange(k)  # identity shuffle
     ctx = None
     if mode == "sharded":
-        from recsim.distributed import init
+        from recsim.recsys.distributed import init
 
         ctx = init("cpu", sharding)
         half = BATCH // ctx.world_size

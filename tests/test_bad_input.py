@@ -16,7 +16,7 @@ import yaml
 from typer.testing import CliRunner
 
 from recsim.cli import app
-from recsim.loop import run_scenario
+from recsim.core.runner import run_scenario
 from recsim.scenario import load_scenario
 
 ARM = "mmoe"

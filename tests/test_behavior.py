@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from recsim.behavior import click_probability, examination_curve, simulate
+from recsim.recsys.behavior import click_probability, examination_curve, simulate
 
 
 def test_examination_curve_is_power_law_with_top_at_one():

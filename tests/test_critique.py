@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from recsim.config import ConfigError, validate
+from recsim.io.logs import LogStore
 from recsim.llm.critique import (
     critique,
     critique_failed,
@@ -21,7 +22,6 @@ from recsim.llm.critique import (
 )
 from recsim.llm.domain import LlmDomain
 from recsim.llm.tasks import N_DIGITS, Format, Prompts, make_prompts, shortcut_answer
-from recsim.logs import LogStore
 from towers.reward_model import RewardModel
 
 FMT = Format(4, 5, 5, 6, 2, hard=True, critiques=True)
@@ -275,7 +275,7 @@ def _plateau_run(seed: int, root: Path, rounds: int, **llm) -> dict[str, float]:
     """Mean unsolved shares and hard accuracy over the second half of a run of the preset."""
     import polars as pl
 
-    from recsim.loop import run_arm
+    from recsim.core.loop import run_arm
 
     d = LlmDomain(validate({"domain": "llm", "seed": seed, "llm": {**PLATEAU, **llm}}))
     rows = run_arm(d, "arm", rounds, LogStore(root / f"{seed}-{len(llm)}"), lambda *_: None)
@@ -302,7 +302,7 @@ def test_the_base_policy_never_solves_hard_prompts_and_critique_grpo_lowers_unso
 
 
 def test_the_benchmark_reports_judgments_per_second_at_each_budget():
-    from recsim.bench import bench_rm_judgments
+    from recsim.cli.bench import bench_rm_judgments
 
     out = bench_rm_judgments(256, ((1, 1), (4, 2)))
     assert set(out) == {(1, 1), (4, 2)} and all(v > 0 for v in out.values())

@@ -33,7 +33,7 @@ def test_prompts_answers_and_hints_follow_the_rule():
     for i in range(50):
         m = int(p.difficulty[i]) + 1
         assert int(p.answer[i]) == int(digits[i, :m].sum()) % d.fmt.n_answers
-    assert abs(float(p.hint_wrong.float().mean()) - d.cfg.hint_wrong) < 0.05  # 4096 prompts
+    assert abs(float(p.hint_wrong.float().mean()) - d.cfg.task.hint_wrong) < 0.05  # 4096 prompts
 
 
 def test_samples_follow_the_format_and_the_policy_probabilities():
@@ -131,8 +131,8 @@ def test_labeler_preference_rates_match_its_biases(feature, llm, logit):
 def test_reward_model_learns_the_labelers_length_bias(tmp_path):
     zero = {"gold_weight": 0.0, "sycophancy_bias": 0.0, "confidence_bias": 0.0, "length_bias": 3.0}
     d = _domain(optimizer="none", rm_epochs=5, **zero)
-    from recsim.logs import LogStore
-    from recsim.loop import run_arm
+    from recsim.core.loop import run_arm
+    from recsim.io.logs import LogStore
 
     rows = run_arm(d, "a", 2, LogStore(tmp_path / "logs"), lambda *a: None)
     # Score the base policy's samples; regress the reward on length.

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from recsim import metrics
+from recsim.core import metrics
 
 
 def test_gini_known_values():

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from recsim.config import validate
+from recsim.core.runner import run_scenario
 from recsim.llm.domain import LlmDomain
-from recsim.loop import run_scenario
 from recsim.mitigations import describe
 from recsim.mitigations.gates import group_gate, slate_gate_weights
 from recsim.mitigations.invariance import invariance_penalty, mmd2
@@ -71,7 +71,7 @@ def test_anchor_share_is_one_knob_that_changes_the_data_as_documented(tmp_path):
     rec = validate({"mitigations": {"anchor_share": 0.3}})
     llm = validate({"domain": "llm", "mitigations": {"anchor_share": 0.3}})
     assert rec.policy.exploration_share == 0.3
-    assert (llm.llm.rm_mode, llm.llm.anchor_share) == ("anchored", 0.3)
+    assert (llm.llm.reward_model.mode, llm.llm.reward_model.anchor_share) == ("anchored", 0.3)
     assert describe(rec)[0] == "anchor=0.3" and describe(llm)[1] == "length_bias=1.5"
     base = {
         "world": {"n_users": 400, "n_items": 100},
@@ -128,7 +128,7 @@ def test_invariance_lowers_spurious_share_in_both_domains(tmp_path, seed):
 
 
 def test_utility_weighted_vs_post_hoc_threshold_on_the_same_cost():
-    from recsim.mitigations.utility import UtilityConfig, expected_cost, run_utility, summarize
+    from recsim.experiments.utility import UtilityConfig, expected_cost, run_utility, summarize
 
     y = torch.tensor([0, 0, 1, 1])
     act = torch.tensor([True, False, False, True])
@@ -149,7 +149,7 @@ def test_compare_prints_the_domain_by_mitigation_table(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
     from recsim.cli import app
-    from recsim.tracking import MlflowTracker
+    from recsim.io.tracking import MlflowTracker
     from scenarios.cross_domain import SCENARIO
 
     monkeypatch.chdir(tmp_path)

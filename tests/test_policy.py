@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from recsim.policy import build_slates, exploration_bucket, sample_candidates
+from recsim.recsys.policy import build_slates, exploration_bucket, sample_candidates
 
 
 def _predict(users, items):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from recsim.loop import run_scenario
+from recsim.core.runner import run_scenario
 from recsim.scenario import Scenario
 from scenarios.mmoe_tasks import SCENARIO as MA
 

@@ -10,8 +10,8 @@ import yaml
 from typer.testing import CliRunner
 
 from recsim.cli import app
-from recsim.logs import LogError, LogStore
-from recsim.loop import run_scenario
+from recsim.core.runner import run_scenario
+from recsim.io.logs import LogError, LogStore
 from recsim.scenario import Scenario, load_scenario
 
 LOG_SCHEMA = {
@@ -202,7 +202,7 @@ def test_non_finite_scores_stop_the_run_keeping_complete_rounds(tmp_path, monkey
     from typer.testing import CliRunner
 
     from recsim.cli import app
-    from recsim.rankers import OracleRanker
+    from recsim.recsys.rankers import OracleRanker
 
     real = OracleRanker.score
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 
-import recsim.world as world_mod
+import recsim.recsys.world as world_mod
 from recsim.config import validate
-from recsim.retrieval import IvfIndex, fill_unique
-from recsim.world import World
+from recsim.recsys.retrieval import IvfIndex, fill_unique
+from recsim.recsys.world import World
 
 
 def _keys(n: int = 3000, d: int = 9, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -83,7 +83,7 @@ def test_chunked_relevance_equals_the_formula(monkeypatch):
 
 
 def _train_once(sparse: bool):
-    from recsim.multitask import MultiTaskRanker
+    from recsim.recsys.rankers.multitask import MultiTaskRanker
 
     config = validate(
         {"world": {"n_users": 500, "n_items": 300}, "ranker": {"name": "mmoe", "sparse_embeddings": sparse}}

@@ -118,7 +118,7 @@ def test_multitask_ranker_runs_are_deterministic(tmp_path):
 
 
 def test_benchmark_functions_report_positive_rates():
-    from recsim.bench import _line, bench_behavior, bench_llm
+    from recsim.cli.bench import _line, bench_behavior, bench_llm
 
     assert bench_behavior(1000, 10, 1) > 0
     llm = bench_llm(8, 1)

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from recsim.config import validate
-from recsim.multitask import MultiTaskRanker, append_history
-from recsim.world import World
+from recsim.recsys.rankers.multitask import MultiTaskRanker, append_history
+from recsim.recsys.world import World
 from towers.mmoe import MultiTaskNet
 from towers.position import grad_reverse, position_cells
 

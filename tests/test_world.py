@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from recsim.config import validate
-from recsim.world import World
+from recsim.recsys.world import World
 
 
 def _world(**world) -> World:

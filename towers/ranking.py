@@ -72,7 +72,7 @@ class RankingSpec:
     sparse: bool = False  # embedding tables return sparse gradients (for a row-wise optimizer)
 
 
-def _torchrec():  # noqa: ANN202
+def import_torchrec():  # noqa: ANN202
     """Import torchrec lazily (about 3 s), without its import-time tracing notice."""
     import logging
 
@@ -84,7 +84,7 @@ def _torchrec():  # noqa: ANN202
 
 def _ebc(tables: list[tuple[str, int, str]], dim: int, gen: torch.Generator) -> nn.Module:
     """An EmbeddingBagCollection of (feature, rows, pooling) tables, initialized from ``gen``."""
-    trec = _torchrec()
+    trec = import_torchrec()
     EmbeddingBagCollection, EmbeddingBagConfig, PoolingType = (  # noqa: N806
         trec.EmbeddingBagCollection,
         trec.EmbeddingBagConfig,
@@ -110,7 +110,7 @@ def _ebc(tables: list[tuple[str, int, str]], dim: int, gen: torch.Generator) -> 
 def _kjt(keys: list[str], columns: list[torch.Tensor], bag: torch.Tensor | None = None):  # noqa: ANN202
     """KeyedJaggedTensor with one id per row for ``columns`` and, if given, a padded bag [B, L]
     (entries < 0 are padding) as the last key."""
-    KeyedJaggedTensor = _torchrec().KeyedJaggedTensor  # noqa: N806
+    KeyedJaggedTensor = import_torchrec().KeyedJaggedTensor  # noqa: N806
 
     n = columns[0].shape[0]
     values = list(columns)

@@ -13,11 +13,14 @@ or the learned reward model's score.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
-from recsim.config import LlmConfig
 from recsim.llm.tasks import Format, Prompts
+
+if TYPE_CHECKING:
+    from recsim.llm.config import LlmConfig
 
 
 @dataclass(frozen=True)
@@ -58,12 +61,12 @@ def preference_logit(
     cfg: LlmConfig, a: Rollouts, ia: torch.Tensor, ib: torch.Tensor, gold_only: bool = False
 ) -> torch.Tensor:
     """Bradley-Terry logit of P(response ia > response ib) for the labeler (or the gold judge)."""
-    logit = cfg.gold_weight * (a.correct[ia] - a.correct[ib])
+    logit = cfg.labeler.gold_weight * (a.correct[ia] - a.correct[ib])
     if not gold_only:
-        scale = max(cfg.max_elaboration, 1)
-        logit = logit + cfg.length_bias * (a.length[ia] - a.length[ib]) / scale
-        logit = logit + cfg.sycophancy_bias * (a.agree[ia] - a.agree[ib])
-        logit = logit + cfg.confidence_bias * (a.confidence[ia] - a.confidence[ib])
+        scale = max(cfg.task.max_elaboration, 1)
+        logit = logit + cfg.labeler.length_bias * (a.length[ia] - a.length[ib]) / scale
+        logit = logit + cfg.labeler.sycophancy_bias * (a.agree[ia] - a.agree[ib])
+        logit = logit + cfg.labeler.confidence_bias * (a.confidence[ia] - a.confidence[ib])
     return logit
 
 

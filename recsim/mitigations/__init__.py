@@ -29,11 +29,11 @@ def describe(config) -> tuple[str, str]:  # noqa: ANN001
         parts.append(f"anchor={m.anchor_share:g}")
     if config.domain == "llm":
         c = config.llm
-        if c.critique != "none":
-            parts.append(f"critique-{c.critique}-{c.critique_use}")
-        if c.rm_passes > 1:
-            parts.append(f"rm-budget={c.rm_passes}x{c.rm_votes}" + ("-meta" if c.rm_meta_judge else ""))
-        bias = f"length_bias={c.length_bias:g}"
+        if c.critique.kind != "none":
+            parts.append(f"critique-{c.critique.kind}-{c.critique.use}")
+        if c.reward_model.passes > 1:
+            parts.append(f"rm-budget={c.reward_model.passes}x{c.reward_model.votes}" + ("-meta" if c.reward_model.meta_judge else ""))
+        bias = f"length_bias={c.labeler.length_bias:g}"
     else:
         bias = "eta=" + "/".join(f"{v:g}" for v in config.behavior.eta.values())
     return ("+".join(parts) or "none"), bias

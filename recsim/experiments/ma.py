@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import yaml
 from pydantic import Field, ValidationError
 
-from recsim.config import ConfigError, TrackingConfig, _Section, apply_overrides, describe_errors
+from recsim.core.config import ConfigError, Section, TrackingConfig, apply_overrides, describe_errors
 
 if TYPE_CHECKING:  # torch and polars load only when the experiment runs (`recsim scenarios` stays fast)
     import polars as pl
@@ -37,7 +37,7 @@ if TYPE_CHECKING:  # torch and polars load only when the experiment runs (`recsi
 Model = Literal["mmoe", "omoe", "shared_bottom"]
 
 
-class MaConfig(_Section):
+class MaConfig(Section):
     """The synthetic multi-task experiment (Ma et al. 2018, section 3.2)."""
 
     seed: int = 0
@@ -88,7 +88,7 @@ def make_tasks(config: MaConfig, correlation: float, repeat: int) -> tuple[torch
     """(x_train [n, d], y_train [n, 2], x_test, y_test) for one correlation and repeat."""
     import torch
 
-    from recsim.rng import generator
+    from recsim.core.rng import generator
 
     g = generator(config.seed, repeat, f"ma-data-{correlation}")
     d = config.dim
@@ -117,7 +117,7 @@ def train_one(
     """Train one model; calls ``on_epoch(epoch, train_loss, test_loss)``; returns the final test loss."""
     import torch
 
-    from recsim.rng import generator
+    from recsim.core.rng import generator
     from towers.mmoe import MultiTaskNet
 
     x_tr, y_tr, x_te, y_te = data
@@ -180,7 +180,7 @@ class MaScenario:
         try:
             return {"experiment": MaConfig.model_validate(data)}
         except ValidationError as exc:
-            raise ConfigError("invalid config: " + describe_errors(exc)) from None
+            raise ConfigError("invalid config: " + describe_errors(exc, MaConfig)) from None
 
     def total_steps(self, configs: dict[str, MaConfig]) -> int:
         c = configs["experiment"]
@@ -195,10 +195,10 @@ class MaScenario:
         import polars as pl
         import torch
 
-        from recsim.logs import write_atomic
-        from recsim.loop import metrics_frame
-        from recsim.plots import plot_curves
-        from recsim.tracking import NullTracker, git_commit
+        from recsim.core.loop import metrics_frame
+        from recsim.io.logs import write_atomic
+        from recsim.io.plots import plot_curves
+        from recsim.io.tracking import NullTracker, git_commit
 
         config = configs["experiment"]
         tracker = tracker or NullTracker()
@@ -289,6 +289,6 @@ class MaScenario:
 
     def final(self, frame: pl.DataFrame) -> dict[str, dict[str, float | None]]:
         """arm -> final-epoch test loss (mean and std over repeats)."""
-        from recsim.loop import final_table
+        from recsim.core.runner import final_table
 
         return final_table(frame, ["test_loss", "test_loss_std"])

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
-from recsim.errors import check_finite
+from recsim.core.errors import check_finite
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import polars as pl
 
-from recsim import faults
+from recsim.core import faults
 
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
@@ -50,7 +50,7 @@ def safe_name(arm: str) -> str:
 
 def write_atomic(frame: pl.DataFrame, path: Path, fault: str | None = None) -> None:
     """Write ``frame`` to ``path`` via a temporary file and ``os.replace`` (complete or absent);
-    ``fault`` names the crash-injection point between the two (see :mod:`recsim.faults`)."""
+    ``fault`` names the crash-injection point between the two (see :mod:`recsim.core.faults`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:

@@ -20,15 +20,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 import torch
 
-from recsim.config import SimConfig
-from recsim.rankers import Optimizers, column, train_bce
-from recsim.rng import SETUP_ROUND, generator
-from recsim.world import World
+from recsim.core.rng import SETUP_ROUND, generator
+from recsim.recsys.rankers import Optimizers, column, train_bce
+from recsim.recsys.world import World
+
+if TYPE_CHECKING:
+    from recsim.config import SimConfig
 
 KMEANS_ITERS = 8
 SEARCH_CHUNK = 1 << 24  # (user, key) scores per search chunk (b * P * M), 64 MB of float32

@@ -13,7 +13,7 @@ import subprocess
 from pathlib import Path
 from typing import Any, Protocol
 
-from recsim.config import SimConfig, flatten
+from recsim.core.config import flatten
 
 
 def git_commit() -> str:
@@ -31,7 +31,7 @@ class Tracker(Protocol):
     def start(self, scenario: str, tags: dict[str, str], run_id: str | None = None) -> None: ...
 
     def start_arm(
-        self, arm: str, config: SimConfig, tags: dict[str, str], run_id: str | None = None
+        self, arm: str, config: Any, tags: dict[str, str], run_id: str | None = None
     ) -> None: ...
 
     def run_id(self) -> str | None: ...
@@ -49,7 +49,7 @@ class NullTracker:
     def start(self, scenario: str, tags: dict[str, str], run_id: str | None = None) -> None:
         return None
 
-    def start_arm(self, arm: str, config: SimConfig, tags: dict[str, str], run_id: str | None = None) -> None:
+    def start_arm(self, arm: str, config: Any, tags: dict[str, str], run_id: str | None = None) -> None:
         return None
 
     def run_id(self) -> str | None:
@@ -158,7 +158,7 @@ class MlflowTracker:
             self.parent = self.mlflow.start_run(run_name=scenario, experiment_id=exp.experiment_id, tags=tags)
         self.logged_upto = self._last_step(self.parent.info.run_id)
 
-    def start_arm(self, arm: str, config: SimConfig, tags: dict[str, str], run_id: str | None = None) -> None:
+    def start_arm(self, arm: str, config: Any, tags: dict[str, str], run_id: str | None = None) -> None:
         """Open an arm's nested run, or reopen ``run_id``: its logged rounds are not logged again."""
         if run_id is not None:
             self.child = self._reopen(run_id, nested=True)

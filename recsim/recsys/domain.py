@@ -10,22 +10,27 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 import torch
 
-from recsim import behavior, metrics
-from recsim.behavior import Feedback
-from recsim.config import SimConfig
-from recsim.distributed import Dist
-from recsim.errors import check_finite
-from recsim.logs import LogStore
-from recsim.policy import Slates, build_slates, exploration_bucket, sample_candidates
-from recsim.rankers import OracleRanker, Ranker, make_ranker
-from recsim.retrieval import TwoTowerRetriever
-from recsim.rng import SETUP_ROUND, generator
-from recsim.world import World
+from recsim.core import metrics
+from recsim.core.errors import check_finite
+from recsim.core.rng import SETUP_ROUND, generator
+from recsim.io.logs import LogStore
+from recsim.mitigations import describe
+from recsim.recsys import behavior
+from recsim.recsys.behavior import Feedback
+from recsim.recsys.distributed import Dist
+from recsim.recsys.policy import Slates, build_slates, exploration_bucket, sample_candidates
+from recsim.recsys.rankers import OracleRanker, Ranker, make_ranker
+from recsim.recsys.retrieval import TwoTowerRetriever
+from recsim.recsys.world import World
+
+if TYPE_CHECKING:
+    from recsim.config import SimConfig
 
 
 @dataclass(frozen=True)
@@ -53,6 +58,8 @@ class RecsysDomain:
     """Recommender feedback loop of one arm."""
 
     name = "recsys"
+    table_names = ("position_curves",)
+    finite_keys = ("train_loss",)
 
     def __init__(self, config: SimConfig, dist: Dist | None = None) -> None:
         self.config = config
@@ -151,7 +158,7 @@ class RecsysDomain:
             self.config.behavior.model, self.theta, slates.device, rel, sat, self.gen(round_, "behavior")
         )
 
-    # 3. log: the round as an impression table (schema in recsim.logs) -------------------------
+    # 3. log: the round as an impression table (schema in recsim.io.logs) -------------------------
     def log_frame(self, state: RecsysState, slates: Slates, fb: Feedback) -> pl.DataFrame:
         n_users, k = slates.items.shape
         names = pl.Series(state.world.device_names)
@@ -277,6 +284,20 @@ class RecsysDomain:
                 }
             )
         }
+
+    def tags(self) -> dict[str, str]:
+        """MLflow tags: the mitigations on, and the position bias (eta per device)."""
+        mitigation, bias = describe(self.config)
+        return {"mitigation": mitigation, "bias": bias}
+
+    @classmethod
+    def figures(cls, tables: dict[str, pl.DataFrame], out: Path) -> list[Path]:
+        """The learned vs true position curves, where a learner has a position channel."""
+        if "position_curves" not in tables:
+            return []
+        from recsim.io.plots import plot_position_curves
+
+        return [plot_position_curves(tables["position_curves"], out / "position_curves.png")]
 
     # 7. evolve: the world reacts to what users consumed (interest drift) ----------------------
     def evolve(self, state: RecsysState, slates: Slates, fb: Feedback, round_: int) -> RecsysState:

@@ -20,11 +20,14 @@ Shapes: U users, N items (all ever born), D factors, B users asked, C items aske
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import torch
 
-from recsim.config import SimConfig
-from recsim.rng import SETUP_ROUND, generator
+from recsim.core.rng import SETUP_ROUND, generator
+
+if TYPE_CHECKING:
+    from recsim.config import SimConfig
 
 PAIR_CHUNK = 1 << 18  # (user, item) pairs per chunk of relevance / satisfaction
 

@@ -19,8 +19,8 @@ from typing import Any
 
 import torch
 
-from recsim import faults
-from recsim.logs import safe_name
+from recsim.core import faults
+from recsim.io.logs import safe_name
 
 FORMAT = 1
 _ROUND = re.compile(r"round=(\d+)$")

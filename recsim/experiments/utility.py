@@ -23,11 +23,11 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from recsim.config import _Section
-from recsim.rng import generator
+from recsim.core.config import Section
+from recsim.core.rng import generator
 
 
-class UtilityConfig(_Section):
+class UtilityConfig(Section):
     """The utility-weighted vs post-hoc threshold experiment."""
 
     seed: int = 0
@@ -149,7 +149,7 @@ class UtilityScenario:
     ) -> dict[str, Any]:
         from pydantic import ValidationError
 
-        from recsim.config import ConfigError, TrackingConfig, apply_overrides, describe_errors
+        from recsim.core.config import ConfigError, TrackingConfig, apply_overrides, describe_errors
 
         data = apply_overrides(dict(self.base), overrides)
         tracking = TrackingConfig(**data.pop("tracking", {}))
@@ -160,7 +160,7 @@ class UtilityScenario:
         try:
             return {"experiment": UtilityConfig.model_validate(data), "tracking": tracking}
         except ValidationError as exc:
-            raise ConfigError("invalid config: " + describe_errors(exc)) from None
+            raise ConfigError("invalid config: " + describe_errors(exc, UtilityConfig)) from None
 
     def total_steps(self, configs: dict[str, Any]) -> int:
         return 2 * configs["experiment"].repeats
@@ -174,9 +174,9 @@ class UtilityScenario:
         import polars as pl
         import yaml
 
-        from recsim.logs import write_atomic
-        from recsim.plots import plot_curves
-        from recsim.tracking import NullTracker, git_commit
+        from recsim.io.logs import write_atomic
+        from recsim.io.plots import plot_curves
+        from recsim.io.tracking import NullTracker, git_commit
 
         cfg: UtilityConfig = configs["experiment"]
         tracker = tracker or NullTracker()

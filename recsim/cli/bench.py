@@ -36,8 +36,8 @@ def _line(name: str, value: float, unit: str, **extra: object) -> str:
 
 
 def bench_behavior(n_users: int, slate_size: int, repeats: int) -> float:
-    """Impressions per second of :func:`recsim.behavior.simulate` (PBM) on given slates."""
-    from recsim.behavior import examination_curve, simulate
+    """Impressions per second of :func:`recsim.recsys.behavior.simulate` (PBM) on given slates."""
+    from recsim.recsys.behavior import examination_curve, simulate
 
     g = torch.Generator().manual_seed(0)
     theta = examination_curve(torch.tensor([1.2, 0.6]), slate_size)
@@ -50,7 +50,7 @@ def bench_behavior(n_users: int, slate_size: int, repeats: int) -> float:
 
 def bench_feedback_loop(rounds: int) -> tuple[float, float, int]:
     """(arm-rounds per second, seconds, arm-rounds) of the default scenario, tracking off."""
-    from recsim.loop import run_scenario
+    from recsim.core.runner import run_scenario
     from recsim.scenario import load_scenario
 
     sc = load_scenario("feedback-loop")
@@ -109,8 +109,8 @@ def bench_mmoe(n_examples: int) -> dict[str, float]:
     example); embedding lookups count none. Scoring: 1,000 users x 1,000 candidates.
     """
     from recsim.config import validate
-    from recsim.multitask import MultiTaskRanker
-    from recsim.world import World
+    from recsim.recsys.rankers.multitask import MultiTaskRanker
+    from recsim.recsys.world import World
 
     config = validate({"ranker": {"name": "mmoe", "epochs": 1}})
     world = World.create(config)
@@ -147,7 +147,7 @@ def bench_llm(n_prompts: int, steps: int) -> dict[str, float]:
     state = domain.initial_state()
     prompts = domain.pool.take(torch.arange(n_prompts))
     g = torch.Generator().manual_seed(0)
-    group = domain.cfg.group_size
+    group = domain.cfg.optimization.group_size
     seconds = _median_time(lambda: domain.sample(state.policy, prompts, group, g), 3)
     rollouts = domain.sample(state.policy, prompts, group, g)
     tokens = float((rollouts.tokens != domain.fmt.eos).sum() + len(rollouts.prompt))  # EOS counted once
@@ -167,7 +167,7 @@ def bench_rm_judgments(n: int, budgets: tuple[tuple[int, int], ...]) -> dict[tup
     from towers.reward_model import RewardModel
 
     domain = LlmDomain(validate({"domain": "llm", "llm": {"sft_steps": 20}}))
-    fmt, hidden = domain.fmt, domain.cfg.hidden
+    fmt, hidden = domain.fmt, domain.cfg.policy.hidden
     prompts = domain.pool.take(torch.arange(n) % len(domain.pool))
     r = domain.sample(domain.reference, prompts, 1, torch.Generator().manual_seed(0))
     out = {}
@@ -223,12 +223,12 @@ def train_throughput(n_rows: int, n_users: int, n_items: int) -> dict[str, float
     impressions, one epoch; sharded with TorchRec DMP when launched under torchrun (each rank
     trains on its own ``n_rows / N``, the global batch is the same)."""
     from recsim.config import validate
-    from recsim.multitask import MultiTaskRanker
-    from recsim.world import World
+    from recsim.recsys.rankers.multitask import MultiTaskRanker
+    from recsim.recsys.world import World
 
     ctx = None
     if "WORLD_SIZE" in os.environ:
-        from recsim.distributed import init
+        from recsim.recsys.distributed import init
 
         ctx = init("cpu", os.environ.get("RECSIM_SHARDING", "table_wise"))
     config = validate(
@@ -261,9 +261,9 @@ def bench_sharded_training(quick: bool) -> dict[str, float]:
         res = subprocess.run(cmd + size, check=True, capture_output=True, text=True, env=env)
         return json.loads([line for line in res.stdout.splitlines() if line.startswith("{")][0])
 
-    single = run([sys.executable, "-m", "recsim.bench"])
+    single = run([sys.executable, "-m", "recsim.cli.bench"])
     dist = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
-    sharded = run([*dist, "-m", "recsim.bench"])
+    sharded = run([*dist, "-m", "recsim.cli.bench"])
     return {
         "single": single["examples_per_s"],
         "sharded": sharded["examples_per_s"],
@@ -350,7 +350,7 @@ def run_benchmarks(quick: bool = False, only: str | None = None) -> Iterator[str
     )
 
 
-if __name__ == "__main__":  # python -m recsim.bench ROWS USERS ITEMS (under torchrun: sharded)
+if __name__ == "__main__":  # python -m recsim.cli.bench ROWS USERS ITEMS (under torchrun: sharded)
     import sys
 
     result = train_throughput(*(int(a) for a in sys.argv[1:4]))

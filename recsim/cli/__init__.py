@@ -139,10 +139,12 @@ def run(
             fail("device=cuda was asked for but no CUDA GPU is visible to torch; use --device cpu")
     ctx = None
     if distributed:
-        from recsim.distributed import DistributedError, check_arms, init
+        from recsim.recsys.distributed import DistributedError, check_arms, init
 
+        if not isinstance(sc, Scenario):
+            fail(f"scenario '{sc.name}' is not a loop scenario; --distributed runs those only")
         try:
-            check_arms(sc, configs)
+            check_arms(configs)
             ctx = init("cuda" if wants_cuda else "cpu", sharding)
         except DistributedError as exc:
             fail(str(exc))
@@ -167,7 +169,7 @@ def _run(
     tracking = sc.tracking(configs)
     tracker = None
     if tracking.enabled and (ctx is None or ctx.main):
-        from recsim.tracking import MlflowTracker, TrackingError
+        from recsim.io.tracking import MlflowTracker, TrackingError
 
         tracker = MlflowTracker(tracking.uri, tracking.experiment or sc.name)
         try:
@@ -177,10 +179,10 @@ def _run(
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from recsim.checkpoint import CheckpointError
-    from recsim.errors import NonFiniteError
-    from recsim.logs import LogError
-    from recsim.tracking import TrackingError
+    from recsim.core.errors import NonFiniteError
+    from recsim.io.checkpoint import CheckpointError
+    from recsim.io.logs import LogError
+    from recsim.io.tracking import TrackingError
 
     total = sc.total_steps(configs)
     done = 0
@@ -274,14 +276,14 @@ def compare(
     ] = None,
 ) -> None:
     """Table of the latest run of an experiment (arms side by side) and a PNG of metrics over rounds."""
-    from recsim.compare import CompareError, load_comparison
+    from recsim.io.compare import CompareError, load_comparison
 
     names = [m.strip() for m in metrics.split(",") if m.strip()]
     try:
         result = load_comparison(tracking_uri, experiment, names, parent)
     except CompareError as exc:
         fail(str(exc))
-    from recsim.plots import plot_curves
+    from recsim.io.plots import plot_curves
 
     console.print(summary_table(result.final, f"{experiment}: run {result.parent_id[:8]}, final round"))
     if len({domain for domain, _ in result.tags.values()}) > 1:  # a cross-domain run: domain x mitigation
@@ -299,7 +301,7 @@ def bench(
     ] = None,
 ) -> None:
     """Print benchmark results, one JSON object per line."""
-    from recsim.bench import run_benchmarks
+    from recsim.cli.bench import run_benchmarks
 
     if only is not None and only not in ("scale", "sharded", "core"):
         fail(f"--only must be scale, sharded or core, got {only!r}")

@@ -120,30 +120,18 @@ class Dist:
         dist.barrier()
 
 
-def check_arms(scenario: Any, configs: dict[str, Any]) -> None:
-    """Refuse, in one line, what the sharded run does not support."""
-    from recsim.scenario import Scenario
+def check_arms(configs: dict[str, Any]) -> None:
+    """Refuse, in one line, what the sharded run does not support (each ranker kind says)."""
+    from recsim.recsys.config import RANKERS
 
-    if type(scenario) is not Scenario:
-        raise DistributedError(
-            f"scenario '{scenario.name}' is not a loop scenario; --distributed runs those only"
-        )
     for arm, c in configs.items():
-        rc = c.ranker
         if c.domain != "recsys":
             raise DistributedError(
                 f"arm '{arm}': --distributed runs the recommender domain only, got {c.domain}"
             )
-        if rc.name in ("mf", "popularity"):
-            raise DistributedError(
-                f"arm '{arm}': ranker.name={rc.name} has no sharded training; use mmoe, shared_bottom, "
-                "single_task, oracle or random"
-            )
-        if rc.multitask and not (rc.sparse_embeddings and rc.warm_start):
-            raise DistributedError(
-                f"arm '{arm}': --distributed trains the sharded tables with a fused row-sparse "
-                "optimizer; set ranker.sparse_embeddings=true (and keep ranker.warm_start=true)"
-            )
+        why = RANKERS.get(c.ranker.name).distributed(c.ranker)
+        if why is not None:
+            raise DistributedError(f"arm '{arm}': ranker.name={c.ranker.name} {why}")
 
 
 def init(device: str, sharding: str) -> Dist:
@@ -187,9 +175,9 @@ class ShardedTrainer:
         position_lr: float,
         weight_decay: float,
     ) -> None:
-        from towers.ranking import _torchrec
+        from towers.ranking import import_torchrec
 
-        _torchrec()
+        import_torchrec()
         # The planner's notes on hand-built CPU topologies and DDP's on static graphs are not ours.
         logging.getLogger("torchrec.distributed.planner").setLevel(logging.ERROR)
         from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder

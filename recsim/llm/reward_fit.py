@@ -1,0 +1,111 @@
+"""The reward model: scores, accuracy against gold pairs, and its refit on the policy's own pairs."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import polars as pl
+import torch
+
+from recsim.llm.feedback import Rollouts
+from recsim.llm.tasks import Format, Prompts
+from recsim.mitigations.invariance import invariance_penalty
+from towers.llm_policy import TokenPolicy
+from towers.reward_model import RewardModel, bradley_terry_loss
+
+if TYPE_CHECKING:
+    from recsim.config import SimConfig
+    from recsim.llm.config import LlmConfig
+from recsim.llm.state import LlmState
+
+
+class RewardFit:
+    """Reward-model fitting and scoring, a concern of :class:`recsim.llm.domain.LlmDomain`."""
+
+    config: SimConfig
+    cfg: LlmConfig
+    fmt: Format
+    pool: Prompts
+    eval: Prompts
+    reference: TokenPolicy
+
+    def score(
+        self, rm: RewardModel, r: Rollouts, passes: int | None = None, votes: int | None = None
+    ) -> torch.Tensor:
+        """Reward-model scores [N] (at the model's budget, or ``passes`` / ``votes``)."""
+        with torch.inference_mode():
+            return rm(r.prompt_tokens, r.tokens, passes=passes, votes=votes)
+
+    def rm_accuracy(
+        self,
+        rm: RewardModel,
+        r: Rollouts,
+        pairs: tuple[torch.Tensor, torch.Tensor],
+        passes: int | None = None,
+        votes: int | None = None,
+    ) -> float:
+        """Share of gold ``pairs`` (winner, loser) of ``r`` that the reward model orders right."""
+        winner, loser = pairs
+        if len(winner) == 0:
+            return float("nan")
+        idx = torch.cat([winner, loser])
+        prompts, tokens = r.prompt_tokens[idx], r.tokens[idx]
+        with torch.inference_mode():
+            s = rm(prompts, tokens, passes=passes, votes=votes)
+        return float((s[: len(winner)] > s[len(winner) :]).float().mean())
+
+    def _fit_reward_model(self, state: LlmState, frame: pl.DataFrame, gen: torch.Generator) -> float:
+        pairs = frame.filter(pl.col("pair") >= 0).sort(
+            "round", "pair", pl.col("won"), descending=[False, False, True]
+        )
+        t = lambda col: torch.from_numpy(np.stack(pairs[col].to_numpy())).long()  # noqa: E731
+        prompts, responses = t("prompt_tokens"), t("response")
+        win, lose = torch.arange(0, len(pairs), 2), torch.arange(1, len(pairs), 2)  # winner first per pair
+        mit = self.config.mitigations
+        lengths = torch.from_numpy(pairs["length"].to_numpy().astype("int64"))
+        agree = torch.from_numpy((pairs["answer"] == pairs["hint"]).to_numpy().astype("int64"))
+        rm, opt = state.reward_model, state.rm_opt
+        rm.train()
+        total, count = 0.0, 0
+        for _ in range(self.cfg.reward_model.epochs):
+            order = torch.randperm(len(win), generator=gen)
+            for s in range(0, len(order), 256):
+                b = order[s : s + 256]
+                # recurrent-depth training: each minibatch at a depth drawn from 1..rm_passes
+                m = (
+                    int(torch.randint(1, self.cfg.reward_model.passes + 1, (1,), generator=gen))
+                    if rm.passes > 1
+                    else 1
+                )
+                rw = rm(prompts[win[b]], responses[win[b]], passes=m, gen=gen)
+                rl = rm(prompts[lose[b]], responses[lose[b]], passes=m, gen=gen)
+                loss = bradley_terry_loss(rw, rl)
+                if mit.invariance_weight > 0:
+                    loss = loss + mit.invariance_weight * self._invariance(
+                        rw, rl, lengths[win[b]], lengths[lose[b]], agree[win[b]], agree[lose[b]]
+                    )
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                total, count = total + float(loss.detach()) * len(b), count + len(b)
+        rm.eval()
+        return total / max(count, 1)
+
+    def _invariance(self, rw, rl, len_w, len_l, agree_w, agree_l) -> torch.Tensor:  # noqa: ANN001
+        """MMD invariance of reward scores across length buckets and hint agreement; conditional:
+        within winners and within losers."""
+        mit = self.config.mitigations
+        scores = torch.cat([rw, rl])
+        lengths = torch.cat([len_w, len_l])
+        buckets = (lengths * mit.invariance_bins // (self.cfg.task.max_elaboration + 1)).clamp(
+            max=mit.invariance_bins - 1
+        )
+        labels = (
+            torch.cat([torch.ones_like(len_w), torch.zeros_like(len_l)])
+            if mit.invariance_conditional
+            else None
+        )
+        return invariance_penalty(scores, buckets, labels) + invariance_penalty(
+            scores, torch.cat([agree_w, agree_l]), labels
+        )

@@ -1,0 +1,67 @@
+"""Records that travel between the LLM domain's steps: the round's samples, the labels, the state."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import polars as pl
+import torch
+
+from recsim.llm.feedback import Rollouts
+from towers.llm_policy import TokenPolicy
+from towers.reward_model import RewardModel
+
+if TYPE_CHECKING:
+    pass
+
+
+PASS_K = (1, 2, 4, 8, 16, 32, 64)
+# The supervised base policy of the last configuration seen (a pure function of its key): arms of
+# one scenario that share a seed and the task settings reuse it instead of training it again.
+_BASE_POLICIES: dict[tuple, dict[str, torch.Tensor]] = {}
+
+
+@dataclass(frozen=True)
+class Batch:
+    """The round's samples for the labeler (``rollouts``, groups of G per training prompt) and, for
+    best-of-n, the reward model's pick among n samples per evaluation prompt (``served``)."""
+
+    rollouts: Rollouts
+    served: Rollouts | None = None
+    n: int = 1
+
+
+@dataclass(frozen=True)
+class Labels:
+    """Pairs (winner, loser) as indices into the batch's rollouts, and who labeled them."""
+
+    winner: torch.Tensor
+    loser: torch.Tensor
+    anchored: torch.Tensor
+
+
+@dataclass(frozen=True)
+class LlmState:
+    """policy and reward model are updated in place by ``fit``; ``train`` holds fit statistics;
+    ``budget`` the reward model's accuracy at each test-time budget (the round's table)."""
+
+    policy: TokenPolicy
+    reward_model: RewardModel
+    policy_opt: torch.optim.Optimizer
+    rm_opt: torch.optim.Optimizer
+    train: dict[str, float] | None = None
+    budget: pl.DataFrame | None = None
+
+
+def gold_pairs(r: Rollouts, group: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(winner, loser) indices [M]: responses (2i, 2i + 1) within each group of ``group``
+    (contiguous) that differ in correctness; the correct one wins by gold."""
+    a = torch.arange(r.tokens.shape[0])
+    pos = a % group
+    a = a[(pos % 2 == 0) & (pos < group - 1)]
+    b = a + 1
+    differ = r.correct[a] != r.correct[b]
+    a, b = a[differ], b[differ]
+    a_wins = r.correct[a] > r.correct[b]
+    return torch.where(a_wins, a, b), torch.where(a_wins, b, a)

@@ -1,0 +1,42 @@
+"""The :class:`Ranker` protocol: what every ranker kind implements (its config section and
+registration are in :mod:`recsim.recsys.config`)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Protocol
+
+from recsim.recsys.config import RANKERS, RankerConfig, RankerKind, TrainableConfig, ranker_section
+
+if TYPE_CHECKING:
+    import polars as pl
+    import torch
+
+    from recsim.recsys.world import World
+
+__all__ = ["RANKERS", "Ranker", "RankerConfig", "RankerKind", "TrainableConfig", "ranker_section"]
+
+
+class Ranker(Protocol):
+    """The learner of the recommender domain. Shapes: B users, C candidates per user."""
+
+    def score(self, world: World, users: torch.Tensor, items: torch.Tensor, round_: int) -> torch.Tensor:
+        """[B], [B, C] -> [B, C] ranking scores at serving time in ``round_`` (higher is better)."""
+        ...
+
+    def predict_proba(self, world: World, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """[B], [B, C] -> [B, C] the learner's own P(click | examined at the top): its belief,
+        compared with the truth by ``proxy``, ``gap``, ``ece`` and ``brier``."""
+        ...
+
+    def fit(self, logs: pl.DataFrame, world: World, round_: int) -> dict[str, float]:
+        """Retrain on ``logs`` (the training window's rows, schema in :mod:`recsim.io.logs`);
+        returns training statistics (e.g. ``train_loss``) that join the round's metrics."""
+        ...
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything fitted, as tensors and plain values (what a checkpoint stores)."""
+        ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned (refuse state of another shape with ValueError)."""
+        ...

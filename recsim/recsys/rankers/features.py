@@ -1,0 +1,142 @@
+"""What the multi-task rankers keep as fitted feature state, and how a training row sees it.
+
+Per user, the last L clicked items (the history bag); per item, its exposure count; per
+(device, position) cell, the clicks and impressions of random (exploration) slates, from which
+``ips_source="estimated"`` estimates the examination curve. Both the history and the exposure are
+snapshotted at the start of every round in the training window, so a training row sees its
+features as they were when it was served (no leak of the round's own clicks into its history).
+Shapes: U users, N items, L history length, V devices, K slate size, M rows.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import polars as pl
+import torch
+
+from recsim.recsys.rankers.training import column
+
+
+def append_history(history: torch.Tensor, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    """Append clicked ``items`` (in order) to each user's history bag, keeping the last L.
+
+    history [U, L] long, -1 = empty, oldest first; users, items [M] the new clicks in time order.
+    Vectorized: new clicks are scattered into a [U, M_max] block, then the last L valid entries of
+    [old | new] are kept with a stable sort.
+    """
+    if users.numel() == 0:
+        return history
+    n_users, length = history.shape
+    order = torch.argsort(users, stable=True)
+    users, items = users[order], items[order]
+    counts = torch.bincount(users, minlength=n_users)
+    starts = torch.cumsum(counts, 0) - counts
+    slot = torch.arange(users.numel(), device=users.device) - starts[users]  # rank within its user
+    new = torch.full((n_users, int(counts.max())), -1, dtype=history.dtype, device=history.device)
+    new[users, slot] = items
+    both = torch.cat([history, new], dim=1)  # [U, L + M]
+    valid = both >= 0
+    # Stable sort puts invalid slots first, valid ones after in their original order.
+    keys = valid.to(torch.int8)
+    idx = torch.sort(keys, dim=1, stable=True).indices
+    return both.gather(1, idx)[:, -length:]
+
+
+class ClickFeatures:
+    """History bags, exposure counts and exploration click statistics, updated round by round."""
+
+    NAMES = ("history", "exposure", "explore_clicks", "explore_shows")
+
+    def __init__(
+        self,
+        n_users: int,
+        n_items: int,
+        history_len: int,
+        device_names: tuple[str, ...],
+        slate_size: int,
+        device: torch.device,
+    ) -> None:
+        self.device = device
+        self.device_names = device_names
+        self.slate_size = slate_size
+        self.history = torch.full((n_users, history_len), -1, dtype=torch.long, device=device)  # [U, L]
+        self.exposure = torch.zeros(n_items, device=device)  # [N]
+        self.snapshots: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # round -> (history, exposure)
+        n_cells = len(device_names) * slate_size
+        self.explore_clicks = torch.zeros(n_cells, device=device)  # [V * K]
+        self.explore_shows = torch.zeros(n_cells, device=device)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The tensors and the snapshots (as ``[round, history, exposure]`` lists)."""
+        return {
+            "history": self.history,
+            "exposure": self.exposure,
+            "snapshots": [[r, h, e] for r, (h, e) in sorted(self.snapshots.items())],
+            "explore_clicks": self.explore_clicks,
+            "explore_shows": self.explore_shows,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`; a tensor of another shape raises ValueError."""
+        dev = self.device
+        for name in self.NAMES:
+            want = getattr(self, name).shape
+            if state[name].shape != want:
+                raise ValueError(f"{name} has shape {tuple(state[name].shape)}, expected {tuple(want)}")
+        self.history, self.exposure = state["history"].to(dev), state["exposure"].to(dev)
+        self.snapshots = {int(r): (h.to(dev), e.to(dev)) for r, h, e in state["snapshots"]}
+        self.explore_clicks = state["explore_clicks"].to(dev)
+        self.explore_shows = state["explore_shows"].to(dev)
+
+    def col(self, frame: pl.DataFrame, name: str, dtype: torch.dtype) -> torch.Tensor:
+        """A log column as a tensor on the ranker's device."""
+        return column(frame, name, dtype).to(self.device)
+
+    def device_index(self, frame: pl.DataFrame) -> torch.Tensor:
+        """[M] index of each row's device in the world's device names."""
+        codes = frame["device"].cast(pl.Enum(list(self.device_names))).to_physical().to_numpy()
+        return torch.from_numpy(codes.astype("int64")).to(self.device)
+
+    def update(self, frame: pl.DataFrame, round_: int) -> None:
+        """Snapshot the features of ``round_``, then add its clicks and exposures."""
+        self.snapshots[round_] = (self.history.clone(), self.exposure.clone())
+        now = frame.filter(pl.col("round") == round_).sort("user", "position")
+        items = self.col(now, "item", torch.long)
+        self.exposure += torch.bincount(items, minlength=len(self.exposure)).float()
+        clicked = now.filter(pl.col("click"))
+        self.history = append_history(
+            self.history, self.col(clicked, "user", torch.long), self.col(clicked, "item", torch.long)
+        )
+        explore = now.filter(pl.col("exploration"))
+        if explore.height:
+            cells = (
+                self.device_index(explore) * self.slate_size + self.col(explore, "position", torch.long) - 1
+            )
+            self.explore_shows += torch.bincount(cells, minlength=len(self.explore_shows)).float()
+            self.explore_clicks += torch.bincount(
+                cells, weights=self.col(explore, "click", torch.float32), minlength=len(self.explore_clicks)
+            )
+
+    def keep_from(self, first: int) -> None:
+        """Drop snapshots of rounds before ``first`` (outside the training window)."""
+        self.snapshots = {r: s for r, s in self.snapshots.items() if r >= first}
+
+    def as_served(
+        self, rounds: torch.Tensor, users: torch.Tensor, items: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """[M] rows -> ([M, L] history, [M] exposure) as of the round each row was served: one
+        vectorized gather per round of the window."""
+        history = torch.empty(len(users), self.history.shape[1], dtype=torch.long, device=self.device)
+        exposure = torch.empty(len(users), device=self.device)
+        for r, (hist, expo) in self.snapshots.items():
+            rows = rounds == r
+            history[rows] = hist[users[rows]]
+            exposure[rows] = expo[items[rows]]
+        return history, exposure
+
+    def estimated_examination(self) -> torch.Tensor:
+        """[V, K] theta_hat(k, d) = CTR(k, d) / CTR(1, d) on random slates seen so far (1 where unseen)."""
+        ctr = (self.explore_clicks / self.explore_shows.clamp_min(1)).view(-1, self.slate_size)
+        rel = ctr / ctr[:, :1].clamp_min(1e-6)
+        return torch.where(ctr[:, :1] > 0, rel.clamp(1e-3, 1.0), torch.ones_like(rel))

@@ -1,0 +1,78 @@
+"""``mf``: logistic matrix factorization on the logged clicks (:class:`towers.mf.LogisticMF`)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Literal
+
+import polars as pl
+import torch
+
+from recsim.core.rng import SETUP_ROUND, generator
+from recsim.recsys.config import RankerKind, TrainableConfig
+from recsim.recsys.rankers.training import column, train_bce
+from recsim.recsys.world import World
+
+if TYPE_CHECKING:
+    from recsim.config import SimConfig
+
+
+class MFConfig(TrainableConfig):
+    """``mf``: logistic MF, refitted each round with Adam."""
+
+    name: Literal["mf"] = "mf"
+
+
+class MFRanker:
+    """Logistic MF on logged clicks, refitted each round (warm start or scratch) with Adam."""
+
+    def __init__(self, config: SimConfig, n_users: int, n_items: int) -> None:
+        from towers.mf import LogisticMF
+
+        self.config = config
+        self.device = torch.device(config.device)
+        self._make = lambda round_: LogisticMF(
+            n_users, n_items, config.ranker.dim, generator(config.seed, round_, "ranker-init")
+        ).to(self.device)
+        self.model_ = self._make(SETUP_ROUND)
+        self.opt_ = self._optimizer()
+
+    def _optimizer(self) -> torch.optim.Optimizer:
+        rc = self.config.ranker
+        return torch.optim.Adam(self.model_.parameters(), lr=rc.learning_rate, weight_decay=rc.weight_decay)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"model": self.model_.state_dict(), "opt": self.opt_.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model_.load_state_dict(state["model"])
+        self.opt_.load_state_dict(state["opt"])
+
+    def score(self, world: World, users: torch.Tensor, items: torch.Tensor, round_: int) -> torch.Tensor:
+        with torch.inference_mode():
+            return self.model_(users, items)
+
+    def predict_proba(self, world: World, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return torch.sigmoid(self.model_(users, items))
+
+    def fit(self, logs: pl.DataFrame, world: World, round_: int) -> dict[str, float]:
+        rc = self.config.ranker
+        if not rc.warm_start:
+            self.model_ = self._make(round_)
+            self.opt_ = self._optimizer()
+        dev = self.device
+        users = column(logs, "user", torch.long).to(dev)
+        items = column(logs, "item", torch.long).unsqueeze(1).to(dev)  # [n, 1]
+        clicks = column(logs, "click", torch.float32).unsqueeze(1).to(dev)
+        return train_bce(
+            self.model_,
+            self.opt_,
+            (users, items),
+            clicks,
+            rc.epochs,
+            rc.batch,
+            generator(self.config.seed, round_, "ranker-fit", dev),
+        )
+
+
+KIND = RankerKind(MFConfig, lambda config, world, dist: MFRanker(config, world.n_users, world.n_items_total))

@@ -1,0 +1,95 @@
+"""One minibatch of multi-task ranker training: the typed batch record and the loss module."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import torch
+from torch import nn
+
+from recsim.mitigations.config import MitigationConfig
+from recsim.mitigations.invariance import invariance_penalty
+
+
+@dataclass(frozen=True)
+class TrainBatch:
+    """Training rows of the multi-task rankers, with their features as of serving time. All [M]
+    unless noted.
+
+    Attributes:
+        users, devices, items, category: ids.
+        history: [M, L] the user's recently clicked items (-1 = empty).
+        dense: [M, 2] item age (scaled) and log1p of past exposure.
+        cells: (position, device) cell ids of the position channel (0 = missing).
+        positions: 1-based slate positions.
+        clicks, satisfied: observed labels (float; satisfied is 0 where there was no click).
+        ips_weights: inverse-propensity weights (``position="ips"``) or None.
+        sample_weight: per-row click-loss weights (sign split, slate rubric) or None.
+    """
+
+    users: torch.Tensor
+    devices: torch.Tensor
+    history: torch.Tensor
+    items: torch.Tensor
+    category: torch.Tensor
+    dense: torch.Tensor
+    cells: torch.Tensor
+    positions: torch.Tensor
+    clicks: torch.Tensor
+    satisfied: torch.Tensor
+    ips_weights: torch.Tensor | None = None
+    sample_weight: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+    def take(self, idx: torch.Tensor) -> TrainBatch:
+        """The rows ``idx`` of every column (None stays None)."""
+        return TrainBatch(
+            **{f.name: (None if (t := getattr(self, f.name)) is None else t[idx]) for f in fields(self)}
+        )
+
+
+class BatchLoss(nn.Module):
+    """The training loss of one minibatch, as a module (what DistributedModelParallel wraps).
+
+    Inputs: a :class:`TrainBatch`, and under ``--distributed`` the number of clicked rows of the
+    global batch divided by the number of ranks. Returns (loss, click loss).
+    The invariance penalty and slate gate are computed on each rank's share of the batch.
+    """
+
+    def __init__(self, model: nn.Module, mitigations: MitigationConfig) -> None:
+        super().__init__()
+        self.model = model
+        self.mit = mitigations
+
+    def forward(
+        self, batch: TrainBatch, clicked_rows: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        model, mit, b = self.model, self.mit, batch
+        users, devices, history, items, category = b.users, b.devices, b.history, b.items, b.category
+        dense, cells, positions, clicks, satisfied = b.dense, b.cells, b.positions, b.clicks, b.satisfied
+        weights, sample_weight = b.ips_weights, b.sample_weight
+        pre = model.user_part(users, devices, history) + model.item_part(items, category, dense)
+        pre = pre + model.position_part(cells)
+        logits, _, mixed = model(pre)
+        click_loss, p_click = model.training_click(
+            logits, mixed, cells, positions, clicks, weights, sample_weight
+        )
+        loss = click_loss
+        if mit.invariance_weight > 0:  # the click score must not vary with position
+            labels = clicks if mit.invariance_conditional else None
+            score = torch.logit(p_click.clamp(1e-6, 1 - 1e-6))  # the trained click logit
+            loss = loss + mit.invariance_weight * invariance_penalty(score, positions, labels)
+        if mit.brier_weight > 0:  # a proper scoring term on the click probability
+            loss = loss + mit.brier_weight * ((p_click - clicks) ** 2).mean()
+        if model.spec.n_tasks > 1:
+            # Satisfaction is observed only after a click: its loss covers clicked rows only.
+            sat_bce = nn.functional.binary_cross_entropy_with_logits(
+                logits[:, 1], satisfied, reduction="none"
+            )
+            # clicked_rows: the global batch's clicks per rank under --distributed, so that the
+            # ranks' averaged gradients are those of the whole batch's mean.
+            denominator = clicks.sum() if clicked_rows is None else clicked_rows
+            loss = loss + (sat_bce * clicks).sum() / denominator.clamp_min(1)
+        return loss, click_loss
