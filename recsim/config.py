@@ -32,8 +32,7 @@ from recsim.core.domain import DOMAINS
 from recsim.llm.config import LlmConfig
 from recsim.llm.config import canonical as canonical_llm
 from recsim.mitigations.config import MitigationConfig
-from recsim.recsys.config import BehaviorConfig, PolicyConfig, WorldConfig
-from recsim.recsys.rankers.base import RankerConfig
+from recsim.recsys.config import BehaviorConfig, PolicyConfig, RankerConfig, WorldConfig, ranker_section
 
 __all__ = [
     "BehaviorConfig",
@@ -112,8 +111,6 @@ class SimConfig(Section):
                 data = deep_merge(data, {"policy": {"exploration_share": share}})
         ranker = data.get("ranker", {})
         if not isinstance(ranker, RankerConfig):
-            from recsim.recsys.rankers import ranker_section
-
             data = {**data, "ranker": ranker_section(ranker if ranker is not None else {})}
         return data
 

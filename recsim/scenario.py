@@ -25,6 +25,7 @@ from recsim.config import (
     parse_override,
     validate,
 )
+from recsim.core.registry import Registry
 
 DEFAULT_PLOT = ("gold", "ndcg_truth", "gini", "gap")
 DEFAULT_TABLE = (
@@ -79,6 +80,11 @@ class Scenario:
                         f"--set {'.'.join(path)}: expected arms.ARM.key with ARM one of "
                         f"{', '.join(self.arms)}"
                     )
+                if path[2] == "tracking":
+                    raise ConfigError(
+                        f"--set {'.'.join(path)}: tracking is a run-level setting; set tracking.KEY for the "
+                        "whole run"
+                    )
                 per_arm[path[1]] = deep_merge(per_arm[path[1]], canonical(nest(path[2:], value)))
             else:
                 common = deep_merge(common, canonical(nest(path, value)))
@@ -91,6 +97,8 @@ class Scenario:
             data = deep_merge(deep_merge(canonical(self.base), canonical(delta)), common)
             data = deep_merge(data, per_arm[arm])
             configs[arm] = validate(data, arm)
+        if len({c.tracking for c in configs.values()}) > 1:
+            raise ConfigError(f"scenario '{self.name}': arms differ in tracking, a run-level setting")
         return configs
 
     def total_steps(self, configs: dict[str, SimConfig]) -> int:
@@ -98,7 +106,7 @@ class Scenario:
         return sum(c.loop.rounds for c in configs.values())
 
     def tracking(self, configs: dict[str, SimConfig]) -> TrackingConfig:
-        """The tracking settings of the run (the first arm's)."""
+        """The tracking settings of the run (run-level: every arm has the same)."""
         return next(iter(configs.values())).tracking
 
     def run(
@@ -149,10 +157,15 @@ def _from_mapping(data: Any, source: str) -> Scenario:
     )
 
 
+#: scenarios registered from Python (a user's module): name -> scenario. The built-in ones are
+#: found as modules of the ``scenarios`` package that define ``SCENARIO``.
+SCENARIOS: Registry[Any] = Registry("scenario")
+
+
 def builtin_scenarios() -> dict[str, Scenario]:
     """Every scenario shipped in the ``scenarios`` package (modules with ``SCENARIO``: a
     :class:`Scenario`, or an object with the same ``resolve``/``run`` interface such as
-    :class:`recsim.experiments.ma.MaScenario`)."""
+    :class:`recsim.experiments.ma.MaScenario`), and those in :data:`SCENARIOS`."""
     import scenarios
 
     found: dict[str, Scenario] = {}
@@ -161,6 +174,7 @@ def builtin_scenarios() -> dict[str, Scenario]:
         scenario = getattr(module, "SCENARIO", None)
         if all(hasattr(scenario, a) for a in ("name", "description", "arms", "resolve", "run", "final")):
             found[scenario.name] = scenario
+    found.update(SCENARIOS.items())
     return dict(sorted(found.items()))
 
 

@@ -13,7 +13,7 @@ import sys
 
 import torch
 
-import recsim.recsys.rankers.multitask as multitask
+import recsim.core.batches as batches
 from recsim.cli.bench import synthetic_rows
 from recsim.config import validate
 from recsim.recsys.rankers.multitask import MultiTaskRanker
@@ -39,8 +39,8 @@ def main(mode: str, out: str, sharding: str) -> None:
     )
     world = World.create(cfg)
     n = 4 * BATCH
-    data = list(synthetic_rows(world, n, 5, torch.Generator().manual_seed(0), click_rate=0.3))
-    multitask.torch.randperm = lambda k, generator=None, **kw: torch.arange(k)  # identity shuffle
+    data = synthetic_rows(world, n, 5, torch.Generator().manual_seed(0), click_rate=0.3)
+    batches.torch.randperm = lambda k, generator=None, **kw: torch.arange(k)  # identity shuffle (minibatches)
     ctx = None
     if mode == "sharded":
         from recsim.recsys.distributed import init
@@ -48,10 +48,10 @@ def main(mode: str, out: str, sharding: str) -> None:
         ctx = init("cpu", sharding)
         half = BATCH // ctx.world_size
         rows = torch.arange(n).view(-1, ctx.world_size, half)[:, ctx.rank].reshape(-1)
-        data = [None if t is None else t[rows] for t in data]
+        data = data.take(rows)
     ranker = MultiTaskRanker(cfg, world, ctx)
     init = {k: v.clone() for k, v in ranker.model_.state_dict().items()}
-    stats = ranker._train(tuple(data), torch.Generator().manual_seed(1))
+    stats = ranker._train(data, torch.Generator().manual_seed(1))
     rank = 0 if ctx is None else ctx.rank
     payload = {"init": init, "state": ranker.model_.state_dict(), "stats": stats}
     torch.save(payload, os.path.join(out, f"{mode}-{rank}.pt"))

@@ -17,8 +17,8 @@ CASES = [
     (["--set", "policy.n_candidates=5"], "policy.n_candidates must lie in [policy.slate_size=10"),
     (
         ["--set", "ranker.name=xgboost"],
-        "ranker.name: Input should be 'random', 'popularity', 'oracle', 'mf', 'mmoe', "
-        "'shared_bottom' or 'single_task' (got 'xgboost')",
+        "ranker.name must be one of random, popularity, oracle, mf, mmoe, shared_bottom, single_task; "
+        "got 'xgboost'",
     ),
     (["--set", "policy.epsilon=1.5"], "policy.epsilon: Input should be less than or equal to 1 (got 1.5)"),
     (
@@ -35,7 +35,7 @@ CASES = [
     (["--set", "nonsense=1"], "nonsense: unknown key (allowed: behavior, device, domain"),
     (["--set", "world.devices={mobile: 0.5, desktop: 0.4}"], "world.devices shares must sum to 1"),
     (["--set", "behavior.eta={mobile: 1.0}"], "behavior.eta must give one exponent per device"),
-    (["--set", "behavior.model=dcm"], "behavior.model: Input should be 'pbm' or 'cascade'"),
+    (["--set", "behavior.model=dcm"], "behavior.model: must be one of pbm, cascade (got 'dcm')"),
     (["--set", "loop.active_users=999999"], "loop.active_users must be <= world.n_users"),
     (["--set", "ranker.prior_impressions=0.5"], "ranker.prior_impressions must be > ranker.prior_clicks"),
     (["--set", "world.n_users"], "--set expects dotted.key=value"),
@@ -70,10 +70,19 @@ CASES = [
     (["--distributed"], "arm 'mf': ranker.name=mf has no sharded training"),
     (["--tracking-uri", "http://127.0.0.1:9"], "MLflow tracking URI http://127.0.0.1:9 cannot be used"),
     (["--tracking-uri", "sqlite:////proc/forbidden/mlflow.db"], "or run with --no-tracking"),
-    (["--set", "llm.optimizer=ppo"], "llm.optimizer: Input should be 'grpo', 'best_of_n', 'psr'"),
-    (["--set", "llm.max_difficulty=9"], "llm.max_difficulty + 1 must be <= llm.prompt_len (4), got 9"),
-    (["--set", "llm.anchor_share=1.5"], "llm.anchor_share: Input should be less than or equal to 1"),
-    (["--set", "llm.group_size=1"], "llm.group_size: Input should be greater than 1 (got 1)"),
+    (
+        ["--set", "llm.optimizer=ppo"],
+        "llm.optimization.optimizer: Input should be 'grpo', 'best_of_n', 'psr'",
+    ),
+    (
+        ["--set", "llm.max_difficulty=9"],
+        "llm.task.max_difficulty + 1 must be <= llm.task.prompt_len (4), got 9",
+    ),
+    (
+        ["--set", "llm.anchor_share=1.5"],
+        "llm.reward_model.anchor_share: Input should be less than or equal to 1",
+    ),
+    (["--set", "llm.group_size=1"], "llm.optimization.group_size: Input should be greater than 1 (got 1)"),
     (["--set", "seed=[1, 2]"], "seed: Input should be a valid integer"),
 ]
 

@@ -199,10 +199,10 @@ def test_directive_advantages_add_the_teacher_log_ratio_on_critiqued_rows_only()
 
 def test_config_rules_for_critiques_and_budgets():
     for bad, match in [
-        ({"critique": "binary", "optimizer": "best_of_n"}, "needs llm.optimizer grpo"),
-        ({"rm_votes": 3}, "rm_votes > 1 needs"),
+        ({"critique": "binary", "optimizer": "best_of_n"}, "needs llm.optimization.optimizer grpo"),
+        ({"rm_votes": 3}, "reward_model.votes > 1 needs"),
         ({"hard_share": 0.2, "max_difficulty": 3}, "hard_share > 0 needs"),
-        ({"unsolved_k": 16}, "unsolved_k must be"),
+        ({"unsolved_k": 16}, "evaluation.unsolved_k must be"),
     ]:
         with pytest.raises(ConfigError, match=match):
             validate({"domain": "llm", "llm": bad})

@@ -84,6 +84,7 @@ def test_chunked_relevance_equals_the_formula(monkeypatch):
 
 def _train_once(sparse: bool):
     from recsim.recsys.rankers.multitask import MultiTaskRanker
+    from recsim.recsys.rankers.multitask_loss import TrainBatch
 
     config = validate(
         {"world": {"n_users": 500, "n_items": 300}, "ranker": {"name": "mmoe", "sparse_embeddings": sparse}}
@@ -98,18 +99,17 @@ def _train_once(sparse: bool):
     positions = torch.randint(1, 11, (n,), generator=g)
     devices = world.user_device[users]
     clicks = (torch.rand(n, generator=g) < 0.3).float()
-    data = (
-        users,
-        devices,
-        torch.full((n, 3), -1),
-        items,
-        world.item_category[items],
-        torch.zeros(n, 2),
-        1 + devices * 10 + positions - 1,
-        positions,
-        clicks,
-        clicks,
-        None,
+    data = TrainBatch(
+        users=users,
+        devices=devices,
+        history=torch.full((n, 3), -1),
+        items=items,
+        category=world.item_category[items],
+        dense=torch.zeros(n, 2),
+        cells=1 + devices * 10 + positions - 1,
+        positions=positions,
+        clicks=clicks,
+        satisfied=clicks,
     )
     ranker._train(data, torch.Generator().manual_seed(1))
     after = ranker.model_.user_ebc.embedding_bags["t_user"].weight.detach()

@@ -72,10 +72,11 @@ def bench_gemm_peak(n: int = 2048, repeats: int = 5) -> float:
 
 def synthetic_rows(
     world: Any, n: int, history_len: int, gen: torch.Generator, click_rate: float = 0.2, slate_size: int = 10
-) -> tuple:
-    """``n`` random impressions of ``world`` in the column order of ``MultiTaskRanker._train``:
-    (users, devices, history [n, L], items, category, dense [n, 2], cells, positions, clicks,
-    satisfied, ips weights=None); satisfied = clicked with probability 1/2."""
+) -> Any:
+    """``n`` random impressions of ``world`` as a :class:`~recsim.recsys.rankers.multitask_loss.TrainBatch`
+    (history [n, L] of random items, no IPS or sample weights); satisfied = clicked with probability 1/2."""
+    from recsim.recsys.rankers.multitask_loss import TrainBatch
+
     users = torch.randint(world.n_users, (n,), generator=gen)
     items = torch.randint(world.n_items_total, (n,), generator=gen)
     positions = torch.randint(1, slate_size + 1, (n,), generator=gen)
@@ -85,18 +86,17 @@ def synthetic_rows(
     history = torch.randint(-1, world.n_items_total, (n, history_len), generator=gen)
     cells = 1 + devices * slate_size + positions - 1
     dense = torch.rand(n, 2, generator=gen)
-    return (
-        users,
-        devices,
-        history,
-        items,
-        world.item_category[items],
-        dense,
-        cells,
-        positions,
-        clicks,
-        satisfied,
-        None,
+    return TrainBatch(
+        users=users,
+        devices=devices,
+        history=history,
+        items=items,
+        category=world.item_category[items],
+        dense=dense,
+        cells=cells,
+        positions=positions,
+        clicks=clicks,
+        satisfied=satisfied,
     )
 
 
@@ -280,30 +280,29 @@ def run_benchmarks(quick: bool = False, only: str | None = None) -> Iterator[str
         "torch_threads": torch.get_num_threads(),
         "quick": quick,
     }
-    want = lambda group: only is None or group.startswith(only)  # noqa: E731
-    if want("scale"):
-        sc = bench_scale(quick)
-        extra = {k: sc[k] for k in ("users", "items", "active", "rounds")}
-        yield _line("scale_impressions_per_s", sc["impressions_per_s"], "impressions/s", **extra, **machine)
-        yield _line(
-            "scale_rounds_per_s",
-            sc["rounds_per_s"],
-            "rounds/s",
-            seconds=round(sc["seconds"], 1),
-            **extra,
-            **machine,
-        )
-        yield _line("scale_peak_rss_gb", sc["peak_rss_gb"], "GB", target=8, **extra, **machine)
-    if want("sharded"):
-        sh = bench_sharded_training(quick)
-        extra = {"rows": sh["rows"], "users": sh["users"], "sharding": "table_wise"}
-        yield _line("sharded_train_examples_per_s", sh["sharded"], "examples/s", ranks=2, **extra, **machine)
-        yield _line("single_train_examples_per_s", sh["single"], "examples/s", ranks=1, **extra, **machine)
-        yield _line(
-            "sharded_vs_single_train_ratio", sh["sharded"] / sh["single"], "ratio", **extra, **machine
-        )
-    if not want("core"):
-        return
+    for group, lines in (("scale", _scale_lines), ("sharded", _sharded_lines), ("core", _core_lines)):
+        if only is None or group.startswith(only):
+            yield from lines(quick, machine)
+
+
+def _scale_lines(quick: bool, machine: dict[str, Any]) -> Iterator[str]:
+    sc = bench_scale(quick)
+    extra = {k: sc[k] for k in ("users", "items", "active", "rounds")}
+    yield _line("scale_impressions_per_s", sc["impressions_per_s"], "impressions/s", **extra, **machine)
+    seconds = round(sc["seconds"], 1)
+    yield _line("scale_rounds_per_s", sc["rounds_per_s"], "rounds/s", seconds=seconds, **extra, **machine)
+    yield _line("scale_peak_rss_gb", sc["peak_rss_gb"], "GB", target=8, **extra, **machine)
+
+
+def _sharded_lines(quick: bool, machine: dict[str, Any]) -> Iterator[str]:
+    sh = bench_sharded_training(quick)
+    extra = {"rows": sh["rows"], "users": sh["users"], "sharding": "table_wise"}
+    yield _line("sharded_train_examples_per_s", sh["sharded"], "examples/s", ranks=2, **extra, **machine)
+    yield _line("single_train_examples_per_s", sh["single"], "examples/s", ranks=1, **extra, **machine)
+    yield _line("sharded_vs_single_train_ratio", sh["sharded"] / sh["single"], "ratio", **extra, **machine)
+
+
+def _core_lines(quick: bool, machine: dict[str, Any]) -> Iterator[str]:
     n_users = 100_000 if quick else 1_000_000
     rate = bench_behavior(n_users, 10, repeats=3 if quick else 5)
     yield _line(
@@ -312,33 +311,25 @@ def run_benchmarks(quick: bool = False, only: str | None = None) -> Iterator[str
     peak = bench_gemm_peak()
     yield _line("gemm_peak_gflops", peak, "GFLOP/s", n=2048, dtype="float32", **machine)
     mmoe = bench_mmoe(40_960 if quick else 163_840)
+    batch = mmoe["batch"]
+    yield _line("mmoe_train_examples_per_s", mmoe["examples_per_s"], "examples/s", batch=batch, **machine)
+    gflops = round(mmoe["gflops"], 2)
+    ratio = mmoe["gflops"] / peak
     yield _line(
-        "mmoe_train_examples_per_s", mmoe["examples_per_s"], "examples/s", batch=mmoe["batch"], **machine
-    )
-    yield _line(
-        "mmoe_train_peak_ratio",
-        mmoe["gflops"] / peak,
-        "ratio",
-        train_gflops=round(mmoe["gflops"], 2),
-        batch=mmoe["batch"],
-        target=0.25,
-        **machine,
+        "mmoe_train_peak_ratio", ratio, "ratio", train_gflops=gflops, batch=batch, target=0.25, **machine
     )
     yield _line("mmoe_score_1000x1000_s", mmoe["score_s"], "s", pairs=1_000_000, dtype="float32", **machine)
-    yield _line(
-        "mmoe_score_1000x1000_bf16_s", mmoe["score_bf16_s"], "s", pairs=1_000_000, dtype="bfloat16", **machine
-    )
+    bf16 = mmoe["score_bf16_s"]
+    yield _line("mmoe_score_1000x1000_bf16_s", bf16, "s", pairs=1_000_000, dtype="bfloat16", **machine)
     llm = bench_llm(256 if quick else 1024, 4 if quick else 16)
-    yield _line(
-        "llm_rollout_tokens_per_s", llm["tokens_per_s"], "tokens/s", sequences=llm["sequences"], **machine
-    )
+    tokens = llm["tokens_per_s"]
+    yield _line("llm_rollout_tokens_per_s", tokens, "tokens/s", sequences=llm["sequences"], **machine)
     yield _line("llm_grpo_steps_per_s", llm["grpo_steps_per_s"], "steps/s", prompts=64, group=8, **machine)
     judged = bench_rm_judgments(4096 if quick else 16384, RM_BUDGETS)
     for (m, k), per_s in judged.items():
         yield _line(f"rm_judgments_per_s_budget_{m}x{k}", per_s, "judgments/s", passes=m, votes=k, **machine)
     yield _line("rm_budget_cost_ratio", judged[RM_BUDGETS[0]] / judged[RM_BUDGETS[-1]], "ratio", **machine)
-    rounds = 5 if quick else 20
-    per_s, seconds, n = bench_feedback_loop(rounds)
+    per_s, seconds, n = bench_feedback_loop(5 if quick else 20)
     yield _line(
         "feedback_loop_rounds_per_s",
         per_s,

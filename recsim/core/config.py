@@ -130,7 +130,7 @@ def _format_error(err: dict[str, Any], model: Any) -> str:
         allowed = _allowed_keys(loc, model) if model is not None else []
         return f"{where}: unknown key (allowed: {', '.join(allowed)})"
     msg = err["msg"].removeprefix("Value error, ")
-    if not where:
+    if not where or msg.startswith(f"{where}."):  # a section's own check names its fields itself
         return msg
     return f"{where}: {msg} (got {err.get('input')!r})"
 

@@ -11,7 +11,7 @@ stays fast, and the engine can name a domain without importing it).
 >>> shapes.get("circle")
 Traceback (most recent call last):
 ...
-KeyError: "unknown shape 'circle' (known: square)"
+recsim.core.registry.UnknownName: unknown shape 'circle' (known: square)
 """
 
 from __future__ import annotations
@@ -22,6 +22,13 @@ from contextlib import contextmanager
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
+
+
+class UnknownName(ValueError, KeyError):
+    """A name no entry is registered under (a ValueError for callers that validate input)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])  # the message as given (KeyError would quote it)
 
 
 class Registry(Generic[T]):
@@ -60,9 +67,10 @@ class Registry(Generic[T]):
             self.unregister(name)
 
     def get(self, name: str) -> T:
-        """The entry of ``name`` (a lazy path is imported now), or KeyError naming the known ones."""
+        """The entry of ``name`` (a lazy path is imported now), or :class:`UnknownName` naming the
+        known ones."""
         if name not in self._entries:
-            raise KeyError(f"unknown {self.kind} '{name}' (known: {', '.join(self._entries)})")
+            raise UnknownName(f"unknown {self.kind} '{name}' (known: {', '.join(self._entries)})")
         entry = self._entries[name]
         if isinstance(entry, str):
             module, _, attr = entry.partition(":")

@@ -19,13 +19,10 @@ One "arm" is a (model, correlation) pair; its "rounds" are epochs; its metrics a
 
 from __future__ import annotations
 
-import json
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-import yaml
 from pydantic import Field, ValidationError
 
 from recsim.core.config import ConfigError, Section, TrackingConfig, apply_overrides, describe_errors
@@ -117,6 +114,7 @@ def train_one(
     """Train one model; calls ``on_epoch(epoch, train_loss, test_loss)``; returns the final test loss."""
     import torch
 
+    from recsim.core.batches import minibatches
     from recsim.core.rng import generator
     from towers.mmoe import MultiTaskNet
 
@@ -137,10 +135,8 @@ def train_one(
     test = float("nan")
     for epoch in range(config.epochs):
         net.train()
-        order = torch.randperm(len(x_tr), generator=gen)
         total = 0.0
-        for s in range(0, len(x_tr), config.batch_size):
-            b = order[s : s + config.batch_size]
+        for b in minibatches(len(x_tr), config.batch_size, gen):
             loss = ((net(x_tr[b])[0] - y_tr[b]) ** 2).mean(0).sum()
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -192,62 +188,26 @@ class MaScenario:
     def run(
         self, configs: dict[str, MaConfig], out: Path, tracker: Any = None, on_round: Callable | None = None
     ) -> pl.DataFrame:
+        """Every (model, correlation) arm over ``repeats`` data sets into ``out``: metrics.parquet
+        (mean curves over repeats), final_test_loss.parquet, curves.png, summary.json."""
         import polars as pl
-        import torch
 
         from recsim.core.loop import metrics_frame
+        from recsim.core.runner import RunRecord
         from recsim.io.logs import write_atomic
         from recsim.io.plots import plot_curves
-        from recsim.io.tracking import NullTracker, git_commit
 
         config = configs["experiment"]
-        tracker = tracker or NullTracker()
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(
-            yaml.safe_dump(
-                {"scenario": self.name, "experiment": config.model_dump(mode="json")}, sort_keys=False
-            )
-        )
-        commit = git_commit()
-        tracker.start(self.name, {"scenario": self.name, "git_commit": commit})
-        started = time.perf_counter()
-        rows: list[dict[str, Any]] = []
-        finals: list[dict[str, Any]] = []
-        status = "FAILED"
-        try:
+        saved = {"scenario": self.name, "experiment": config.model_dump(mode="json")}
+        with RunRecord(self.name, out, tracker, saved) as rec:
+            rows: list[dict[str, Any]] = []
+            finals: list[dict[str, Any]] = []
             for p in config.correlations:
                 datasets = [make_tasks(config, p, r) for r in range(config.repeats)]
                 for model in config.models:
-                    arm = f"{model}@{p:g}"
-                    tracker.start_arm(
-                        arm,
-                        config,
-                        {"scenario": self.name, "arm": arm, "domain": "synthetic", "git_commit": commit},
-                    )
-                    curves = torch.zeros(config.repeats, config.epochs, 2)  # [R, epochs, (train, test)]
-                    for r, data in enumerate(datasets):
-
-                        def record(epoch: int, tr: float, te: float, r: int = r, c: Any = curves) -> None:
-                            c[r, epoch] = torch.tensor([tr, te])
-
-                        final = train_one(config, model, data, r, record)
-                        finals.append({"model": model, "correlation": p, "repeat": r, "test_loss": final})
-                    for epoch in range(config.epochs):
-                        row = {
-                            "arm": arm,
-                            "domain": "synthetic",
-                            "round": epoch,
-                            "model": model,
-                            "correlation": p,
-                            "train_loss": float(curves[:, epoch, 0].mean()),
-                            "test_loss": float(curves[:, epoch, 1].mean()),
-                            "test_loss_std": float(curves[:, epoch, 1].std()) if config.repeats > 1 else 0.0,
-                        }
-                        rows.append(row)
-                        tracker.log(row, epoch)
-                        if on_round is not None:
-                            on_round(arm, epoch, row)
-                    tracker.end_arm([])
+                    arm_rows, arm_finals = self._arm(config, model, p, datasets, rec, on_round)
+                    rows += arm_rows
+                    finals += arm_finals
             frame = metrics_frame(rows)
             write_atomic(frame, out / "metrics.parquet")
             table = (
@@ -262,30 +222,59 @@ class MaScenario:
             )
             write_atomic(table, out / "final_test_loss.parquet")
             plot_curves(frame, ["test_loss", "train_loss"], out / "curves.png", title=self.name)
-            summary = {
-                "scenario": self.name,
-                "git_commit": commit,
-                "elapsed_s": round(time.perf_counter() - started, 3),
-                "final": {
-                    f"{r['model']}@{r['correlation']:g}": {
-                        "test_loss": r["test_loss"],
-                        "test_loss_std": r["test_loss_std"],
-                    }
-                    for r in table.iter_rows(named=True)
-                },
+            final = {
+                f"{r['model']}@{r['correlation']:g}": {
+                    "test_loss": r["test_loss"],
+                    "test_loss_std": r["test_loss_std"],
+                }
+                for r in table.iter_rows(named=True)
             }
-            (out / "summary.json").write_text(json.dumps(summary, indent=2))
-            status = "FINISHED"
-        finally:
-            names = (
-                "config.yaml",
-                "metrics.parquet",
-                "final_test_loss.parquet",
-                "curves.png",
-                "summary.json",
-            )
-            tracker.end([out / n for n in names], status=status)
+            rec.summary(final=final)
+            rec.finished(out / "final_test_loss.parquet")
         return frame
+
+    def _arm(
+        self,
+        config: MaConfig,
+        model: Model,
+        p: float,
+        datasets: list[tuple[torch.Tensor, ...]],
+        rec: Any,
+        on_round: Callable | None,
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """One model at one correlation: its MLflow run, mean curves over the repeats (rows) and
+        each repeat's final test loss."""
+        import torch
+
+        arm = f"{model}@{p:g}"
+        rec.tracker.start_arm(arm, config, rec.arm_tags(arm, "synthetic"))
+        curves = torch.zeros(config.repeats, config.epochs, 2)  # [R, epochs, (train, test)]
+        finals = []
+        for r, data in enumerate(datasets):
+
+            def record(epoch: int, tr: float, te: float, r: int = r) -> None:
+                curves[r, epoch] = torch.tensor([tr, te])
+
+            final = train_one(config, model, data, r, record)
+            finals.append({"model": model, "correlation": p, "repeat": r, "test_loss": final})
+        rows = []
+        for epoch in range(config.epochs):
+            row = {
+                "arm": arm,
+                "domain": "synthetic",
+                "round": epoch,
+                "model": model,
+                "correlation": p,
+                "train_loss": float(curves[:, epoch, 0].mean()),
+                "test_loss": float(curves[:, epoch, 1].mean()),
+                "test_loss_std": float(curves[:, epoch, 1].std()) if config.repeats > 1 else 0.0,
+            }
+            rows.append(row)
+            rec.tracker.log(row, epoch)
+            if on_round is not None:
+                on_round(arm, epoch, row)
+        rec.tracker.end_arm([])
+        return rows, finals
 
     def final(self, frame: pl.DataFrame) -> dict[str, dict[str, float | None]]:
         """arm -> final-epoch test loss (mean and std over repeats)."""

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from pydantic import Field
 
+from recsim.core.batches import minibatches
 from recsim.core.config import Section
 from recsim.core.rng import generator
 
@@ -94,9 +95,7 @@ def run_utility(cfg: UtilityConfig) -> list[dict[str, Any]]:
             )
             w = w / w.mean()  # same overall loss scale for both learners
             for _ in range(cfg.epochs):
-                order = torch.randperm(cfg.n_train, generator=g)
-                for s in range(0, cfg.n_train, 128):
-                    b = order[s : s + 128]
+                for b in minibatches(cfg.n_train, 128, g):
                     logit = net(x_tr[b]).squeeze(1)
                     loss = torch.nn.functional.binary_cross_entropy_with_logits(logit, y_tr[b], weight=w[b])
                     opt.zero_grad(set_to_none=True)
@@ -169,25 +168,18 @@ class UtilityScenario:
         return configs["tracking"]
 
     def run(self, configs: dict[str, Any], out: Any, tracker: Any = None, on_round: Any = None) -> Any:
-        import json
-
+        """Both learners over ``repeats`` data sets into ``out``: metrics.parquet, curves.png,
+        summary.json (means over repeats)."""
         import polars as pl
-        import yaml
 
+        from recsim.core.runner import RunRecord
         from recsim.io.logs import write_atomic
         from recsim.io.plots import plot_curves
-        from recsim.io.tracking import NullTracker, git_commit
 
         cfg: UtilityConfig = configs["experiment"]
-        tracker = tracker or NullTracker()
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(
-            yaml.safe_dump({"scenario": self.name, "experiment": cfg.model_dump()})
-        )
-        commit = git_commit()
-        tracker.start(self.name, {"scenario": self.name, "git_commit": commit})
-        status = "FAILED"
-        try:
+        with RunRecord(
+            self.name, out, tracker, {"scenario": self.name, "experiment": cfg.model_dump()}
+        ) as rec:
             rows = run_utility(cfg)
             frame = (
                 pl.DataFrame(
@@ -205,24 +197,16 @@ class UtilityScenario:
                 .sort("arm", "round")
             )
             for arm in self.arms:
-                tracker.start_arm(
-                    arm, cfg, {"scenario": self.name, "arm": arm, "domain": "synthetic", "git_commit": commit}
-                )
+                rec.tracker.start_arm(arm, cfg, rec.arm_tags(arm, "synthetic"))
                 for row in frame.filter(pl.col("arm") == arm).iter_rows(named=True):
-                    tracker.log(row, row["round"])
+                    rec.tracker.log(row, row["round"])
                     if on_round is not None:
                         on_round(arm, row["round"], row)
-                tracker.end_arm([])
+                rec.tracker.end_arm([])
             write_atomic(frame, out / "metrics.parquet")
             plot_curves(frame, list(self.plot), out / "curves.png", title=self.name)
-            summary = {"scenario": self.name, "git_commit": commit, "final": summarize(rows)}
-            (out / "summary.json").write_text(json.dumps(summary, indent=2))
-            status = "FINISHED"
-        finally:
-            tracker.end(
-                [out / n for n in ("config.yaml", "metrics.parquet", "curves.png", "summary.json")],
-                status=status,
-            )
+            rec.summary(final=summarize(rows))
+            rec.finished()
         return frame
 
     def final(self, frame: Any) -> dict[str, dict[str, float | None]]:

@@ -233,7 +233,8 @@ class LlmConfig(Section):
             raise ValueError(f"llm.critique.kind needs llm.optimization.optimizer grpo, got {o.optimizer}")
         if rm.votes > 1 and rm.passes == 1:
             raise ValueError(
-                "llm.reward_model.votes > 1 needs llm.reward_model.passes > 1 (judgments differ in the passes)"
+                "llm.reward_model.votes > 1 needs llm.reward_model.passes > 1 "
+                "(judgments differ in the passes)"
             )
         return self
 

@@ -83,29 +83,8 @@ class PolicyOptimization:
                 loss, kl, n_ref, n_ok = self._critique_grpo_loss(state, r, reward, logp, ref, mask, gate, g)
                 critiqued, refined_ok = critiqued + n_ref, refined_ok + n_ok
             else:
-                if c.optimization.optimizer == "grpo":
-                    adv = group_advantages(
-                        reward, c.optimization.group_size, std=c.optimization.advantage == "std"
-                    )
-                else:  # sign split: positive = correct (binary/rlcr) or above the group median (reward model)
-                    if c.optimization.reward == "reward_model":
-                        grouped = reward.view(-1, c.optimization.group_size)  # [N, G]
-                        positive = (grouped > grouped.median(1, keepdim=True).values).view(-1)
-                    else:
-                        positive = r.correct > 0
-                    adv = sign_split_advantages(positive, c.optimization.optimizer, c.optimization.w_lambda)
-                if gate is not None:
-                    adv = adv * gate
-                if c.critique.kind != "none":  # hindsight: the critique's per-token directive signal
-                    crit = critique_failed(self.fmt, r.prompts, r.prompt, r.tokens, c.critique.kind)
-                    with torch.no_grad():
-                        teacher = policy.log_probs(
-                            crit.context(self.fmt, prompts[crit.row]), r.tokens[crit.row]
-                        )
-                    adv = directive_advantages(
-                        adv, crit.row, teacher, logp[crit.row], mask, c.critique.directive_weight
-                    )
-                    critiqued += len(crit)
+                adv, n_crit = self._advantages(policy, r, reward, gate, logp, mask)
+                critiqued += n_crit
                 loss, kl = policy_loss(logp, ref, mask, adv, kl_coef)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -122,6 +101,38 @@ class PolicyOptimization:
             if c.critique.use == "refine":
                 stats["refine_success"] = refined_ok / critiqued if critiqued else float("nan")
         return stats
+
+    def _advantages(
+        self,
+        policy: TokenPolicy,
+        r: Rollouts,
+        reward: torch.Tensor,
+        gate: torch.Tensor | None,
+        logp: torch.Tensor,
+        mask: torch.Tensor,
+    ) -> tuple[torch.Tensor, int]:
+        """Per-sample (or, with hindsight critiques, per-token) advantages of the rollouts, and how
+        many rollouts were critiqued."""
+        c = self.cfg
+        if c.optimization.optimizer == "grpo":
+            adv = group_advantages(reward, c.optimization.group_size, std=c.optimization.advantage == "std")
+        else:  # sign split: positive = correct (binary/rlcr) or above the group median (reward model)
+            if c.optimization.reward == "reward_model":
+                grouped = reward.view(-1, c.optimization.group_size)  # [N, G]
+                positive = (grouped > grouped.median(1, keepdim=True).values).view(-1)
+            else:
+                positive = r.correct > 0
+            adv = sign_split_advantages(positive, c.optimization.optimizer, c.optimization.w_lambda)
+        if gate is not None:
+            adv = adv * gate
+        if c.critique.kind == "none":
+            return adv, 0
+        # hindsight: the critique's per-token directive signal
+        crit = critique_failed(self.fmt, r.prompts, r.prompt, r.tokens, c.critique.kind)
+        with torch.no_grad():
+            teacher = policy.log_probs(crit.context(self.fmt, r.prompt_tokens[crit.row]), r.tokens[crit.row])
+        adv = directive_advantages(adv, crit.row, teacher, logp[crit.row], mask, c.critique.directive_weight)
+        return adv, len(crit)
 
     def _critique_grpo_loss(
         self,

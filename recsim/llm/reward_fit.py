@@ -8,6 +8,7 @@ import numpy as np
 import polars as pl
 import torch
 
+from recsim.core.batches import minibatches
 from recsim.llm.feedback import Rollouts
 from recsim.llm.tasks import Format, Prompts
 from recsim.mitigations.invariance import invariance_penalty
@@ -69,9 +70,7 @@ class RewardFit:
         rm.train()
         total, count = 0.0, 0
         for _ in range(self.cfg.reward_model.epochs):
-            order = torch.randperm(len(win), generator=gen)
-            for s in range(0, len(order), 256):
-                b = order[s : s + 256]
+            for b in minibatches(len(win), 256, gen):
                 # recurrent-depth training: each minibatch at a depth drawn from 1..rm_passes
                 m = (
                     int(torch.randint(1, self.cfg.reward_model.passes + 1, (1,), generator=gen))

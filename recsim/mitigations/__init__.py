@@ -31,8 +31,9 @@ def describe(config) -> tuple[str, str]:  # noqa: ANN001
         c = config.llm
         if c.critique.kind != "none":
             parts.append(f"critique-{c.critique.kind}-{c.critique.use}")
-        if c.reward_model.passes > 1:
-            parts.append(f"rm-budget={c.reward_model.passes}x{c.reward_model.votes}" + ("-meta" if c.reward_model.meta_judge else ""))
+        rm = c.reward_model
+        if rm.passes > 1:
+            parts.append(f"rm-budget={rm.passes}x{rm.votes}" + ("-meta" if rm.meta_judge else ""))
         bias = f"length_bias={c.labeler.length_bias:g}"
     else:
         bias = "eta=" + "/".join(f"{v:g}" for v in config.behavior.eta.values())

@@ -223,15 +223,26 @@ def ranker_section(data: Any) -> RankerConfig:
     if not isinstance(name, str) or name not in RANKERS:
         raise ValueError(f"ranker.name must be one of {', '.join(RANKERS.names())}; got {name!r}")
     config = RANKERS.get(name).config
-    others = {f for _, kind in RANKERS.items() for f in kind.config.model_fields}
-    kept = {k: v for k, v in data.items() if k in config.model_fields or k not in others}
+    owner = {f: kind.config for _, kind in RANKERS.items() for f in kind.config.model_fields}
+    kept = {k: v for k, v in data.items() if k in config.model_fields or k not in owner}
+    for key in data.keys() - kept.keys():  # another kind's field: ignored, but a bad value is refused
+        other = owner[key]
+        _checked(other, {"name": other.model_fields["name"].default, key: data[key]}, name, only=key)
+    return _checked(config, {**kept, "name": name}, name)
+
+
+def _checked(config: type[RankerConfig], data: dict[str, Any], name: str, only: str | None = None) -> Any:
+    """``config`` validated from ``data``; errors (of field ``only``, if given) as one ValueError
+    line with fields prefixed ``ranker.``."""
+    from pydantic import ValidationError
+
     try:
-        return config.model_validate({**kept, "name": name})
-    except Exception as exc:  # pydantic's ValidationError: one line, fields prefixed ranker.
-        if not hasattr(exc, "errors"):
-            raise
-        text = describe_errors(exc, config)  # type: ignore[arg-type]
-        unknown = "unknown key (allowed:"
-        text = text.replace(unknown, f"unknown key for ranker.name={name} (allowed:")
+        return config.model_validate(data)
+    except ValidationError as exc:
+        errors = [e for e in exc.errors() if only is None or tuple(e["loc"]) == (only,)]
+        if not errors:
+            return None
+        text = describe_errors(ValidationError.from_exception_data(exc.title, errors), config)
+        text = text.replace("unknown key (allowed:", f"unknown key for ranker.name={name} (allowed:")
         parts = (p if p.startswith("ranker.") else f"ranker.{p}" for p in text.split("; "))
         raise ValueError("; ".join(parts)) from None

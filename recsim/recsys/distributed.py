@@ -175,48 +175,19 @@ class ShardedTrainer:
         position_lr: float,
         weight_decay: float,
     ) -> None:
-        from towers.ranking import import_torchrec
-
-        import_torchrec()
-        # The planner's notes on hand-built CPU topologies and DDP's on static graphs are not ours.
-        logging.getLogger("torchrec.distributed.planner").setLevel(logging.ERROR)
-        from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
-        from torchrec.distributed.model_parallel import DistributedModelParallel
-        from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterConstraints, Topology
-        from torchrec.distributed.types import ShardingEnv
-        from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
-        from torchrec.optim.optimizers import in_backward_optimizer_filter
-
         self.ctx = ctx
         self.module = loss_module
         self.model = model  # the copy inside loss_module
         model_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        tables = model.embedding_parameters()
-        # Embedding tables: FBGEMM's fused Adagrad, applied in the backward pass to the rows seen.
-        apply_optimizer_in_backward(torch.optim.Adagrad, tables, {"lr": embedding_lr, "eps": ADAGRAD_EPS})
-        names = [name for ebc in (model.user_ebc, model.item_ebc) for name in ebc.embedding_bags]
-        constraints = {
-            name: ParameterConstraints(sharding_types=[ctx.sharding], compute_kernels=["fused"])
-            for name in names
-        }
-        group = dist.GroupMember.WORLD
-        topology = Topology(world_size=ctx.world_size, compute_device=ctx.device.type)
-        sharders = [EmbeddingBagCollectionSharder()]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            planner = EmbeddingShardingPlanner(topology=topology, constraints=constraints)
-            plan = planner.collective_plan(loss_module, sharders, group)
-        self.plan = plan
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            self.dmp = DistributedModelParallel(
-                loss_module,
-                env=ShardingEnv.from_process_group(group),
-                device=ctx.device,
-                plan=plan,
-                sharders=sharders,
-            )
+        self.dmp, self.plan = _shard(loss_module, model, ctx, embedding_lr)
         self._load(model_state)
+        self.dense_opt = self._dense_optimizer(lr, position_lr, weight_decay)
+
+    def _dense_optimizer(self, lr: float, position_lr: float, weight_decay: float) -> torch.optim.Optimizer:
+        """Adam over the dense (data-parallel) parameters, the position channel at ``position_lr``."""
+        from torchrec.optim.optimizers import in_backward_optimizer_filter
+
+        model = self.model
         position = {
             id(p)
             for mod in (model.tower, model.pos_proj, model.adversary)
@@ -228,7 +199,7 @@ class ShardedTrainer:
         pos = [p for p in dense if id(p) in position]
         if pos:
             groups.append({"params": pos, "lr": position_lr})
-        self.dense_opt = torch.optim.Adam(groups, lr=lr, weight_decay=weight_decay)
+        return torch.optim.Adam(groups, lr=lr, weight_decay=weight_decay)
 
     def step(self, *batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
         """One optimizer step on this rank's share of the global minibatch -> (loss, click loss)."""
@@ -269,6 +240,44 @@ class ShardedTrainer:
                     value = full
                 state[name] = value.detach().to(self.ctx.device)
         serving.load_state_dict(state, strict=True)
+
+
+def _shard(loss_module: nn.Module, model: nn.Module, ctx: Dist, embedding_lr: float) -> tuple[nn.Module, Any]:
+    """``loss_module`` under DistributedModelParallel: the model's embedding tables sharded by the
+    planner (``ctx.sharding``), trained by FBGEMM's fused Adagrad in the backward pass; returns
+    (the DMP module, the sharding plan)."""
+    from towers.ranking import import_torchrec
+
+    import_torchrec()
+    # The planner's notes on hand-built CPU topologies and DDP's on static graphs are not ours.
+    logging.getLogger("torchrec.distributed.planner").setLevel(logging.ERROR)
+    from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
+    from torchrec.distributed.model_parallel import DistributedModelParallel
+    from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterConstraints, Topology
+    from torchrec.distributed.types import ShardingEnv
+    from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
+
+    tables = model.embedding_parameters()
+    apply_optimizer_in_backward(torch.optim.Adagrad, tables, {"lr": embedding_lr, "eps": ADAGRAD_EPS})
+    names = [name for ebc in (model.user_ebc, model.item_ebc) for name in ebc.embedding_bags]
+    constraints = {
+        name: ParameterConstraints(sharding_types=[ctx.sharding], compute_kernels=["fused"]) for name in names
+    }
+    group = dist.GroupMember.WORLD
+    topology = Topology(world_size=ctx.world_size, compute_device=ctx.device.type)
+    sharders = [EmbeddingBagCollectionSharder()]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        planner = EmbeddingShardingPlanner(topology=topology, constraints=constraints)
+        plan = planner.collective_plan(loss_module, sharders, group)
+        dmp = DistributedModelParallel(
+            loss_module,
+            env=ShardingEnv.from_process_group(group),
+            device=ctx.device,
+            plan=plan,
+            sharders=sharders,
+        )
+    return dmp, plan
 
 
 ADAGRAD_EPS = 1e-8

@@ -16,16 +16,15 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 import torch
 
-from recsim.core import metrics
-from recsim.core.errors import check_finite
 from recsim.core.rng import SETUP_ROUND, generator
 from recsim.io.logs import LogStore
 from recsim.mitigations import describe
 from recsim.recsys import behavior
 from recsim.recsys.behavior import Feedback
 from recsim.recsys.distributed import Dist
+from recsim.recsys.measures import RoundView, measure
 from recsim.recsys.policy import Slates, build_slates, exploration_bucket, sample_candidates
-from recsim.recsys.rankers import OracleRanker, Ranker, make_ranker
+from recsim.recsys.rankers import Ranker, make_ranker
 from recsim.recsys.retrieval import TwoTowerRetriever
 from recsim.recsys.world import World
 
@@ -199,72 +198,15 @@ class RecsysDomain:
     def measure(
         self, state: RecsysState, slates: Slates, fb: Feedback, round_: int
     ) -> tuple[dict[str, float], RecsysState]:
-        cfg, world = self.config, state.world
-        model = cfg.behavior.model
-        k = cfg.policy.slate_size
-        exam = fb.examination
-        p_click = behavior.click_probability(model, exam, fb.true_relevance)  # [B, K]
-        # Oracle slates from the same candidates: true relevance, sorted (theta decreasing in k).
-        best = world.relevance(slates.users, slates.candidates).topk(k, dim=1).values
-        n_avail = world.n_available(round_)
-        exposure = torch.bincount(slates.items.reshape(-1), minlength=n_avail).double().cpu()
-        predicted, relevance = slates.predicted.cpu(), fb.true_relevance.cpu()  # metrics run on the CPU
-        row = {
-            "gold": float(p_click.sum(1).mean()),
-            "gold_satisfaction": float((p_click * fb.true_satisfaction).sum(1).mean()),
-            "proxy": float(behavior.click_probability(model, exam, slates.predicted).sum(1).mean()),
-            "clicks": float(fb.click.sum(1).double().mean()),
-            "regret": float(
-                behavior.click_probability(model, exam, best).sum(1).mean() - p_click.sum(1).mean()
-            ),
-            "gini": metrics.gini(exposure),
-            "entropy": metrics.entropy(exposure),
-            "coverage": metrics.coverage(exposure),
-            "ece": metrics.ece(predicted, relevance, cfg.metrics.ece_bins),
-            "brier": metrics.brier(predicted, relevance),
-        }
-        row["gap"] = row["proxy"] - row["gold"]
-        # Panel: every available item (or the fixed item sample), scored after this round's fit.
-        panel = self.panel
-        pool = torch.arange(n_avail, device=self.device) if self.panel_items is None else self.panel_items
-        n_pool = len(pool)
-        items = pool.expand(len(panel), n_pool)
-        scores = state.ranker.score(world, panel, items, round_ + 1).float().cpu()  # [P, N_r]
-        check_finite("panel scores", scores)
-        truth = world.relevance(panel, items).cpu()
-        top = scores.topk(k, dim=1).indices
-        ideal = OracleRanker().score(world, panel, items, round_).topk(k, dim=1).indices.cpu()
-        partner = metrics.nearest_neighbours(world.user_factors[panel].cpu())
-        row["ndcg_truth"] = metrics.ndcg_at_k(truth, scores, k)
-        row["jaccard"] = metrics.mean_jaccard(top, partner, n_pool)
-        row["homogenization"] = row["jaccard"] - metrics.mean_jaccard(ideal, partner, n_pool)
-        prev = state.panel_scores
-        row["rank_stability"] = (
-            metrics.rank_stability(prev, scores[:, : prev.shape[1]]) if prev is not None else float("nan")
-        )
-        if state.retriever is not None:
-            row["retrieval_recall"] = state.retriever.recall(world, panel, round_ + 1)
-        row.update(self._position_metrics(state, slates))
+        """Every registered metric (:mod:`recsim.recsys.measures`), then the fit's statistics."""
+        view = RoundView(self, state, slates, fb, round_)
+        row = measure(view)
         row.update(state.train or {})
-        return row, replace(state, panel_scores=scores)
+        return row, replace(state, panel_scores=view.panel_scores)
 
     def true_position_curve(self) -> torch.Tensor:
         """[V, K] true log theta(k, d) - log theta(1, d) = -eta_d log k."""
         return self.theta.log() - self.theta[:, :1].log()
-
-    def _position_metrics(self, state: RecsysState, slates: Slates) -> dict[str, float]:
-        """position_curve_error and spurious_share, for learners that have a position channel."""
-        out: dict[str, float] = {}
-        curve_fn = getattr(state.ranker, "learned_position_curve", None)
-        curve = curve_fn() if curve_fn is not None else None
-        if curve is not None:
-            out["position_curve_error"] = metrics.position_curve_error(curve, self.true_position_curve())
-        split_fn = getattr(state.ranker, "position_components", None)
-        if split_fn is not None:
-            positions = torch.arange(1, slates.items.shape[1] + 1, device=self.device).expand_as(slates.items)
-            parts = split_fn(state.world, slates.users, slates.items, positions)
-            out["spurious_share"] = metrics.spurious_share(*parts) if parts is not None else 0.0
-        return out
 
     def tables(self, state: RecsysState, round_: int) -> dict[str, pl.DataFrame]:
         """Per-round tables beside the metrics: the learned vs true position curve, if any."""

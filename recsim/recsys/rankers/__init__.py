@@ -7,7 +7,7 @@ own earlier slates produced (protocol: :class:`~recsim.recsys.rankers.base.Ranke
 |---|---|---|
 | ``random``, ``popularity``, ``oracle`` | :mod:`.baselines` | random scores, click counts, the truth |
 | ``mf`` | :mod:`.mf` | logistic matrix factorization on the logged clicks |
-| ``mmoe``, ``shared_bottom``, ``single_task`` | :mod:`.multitask` | multi-task networks with position handling |
+| ``mmoe``, ``shared_bottom``, ``single_task`` | :mod:`.multitask` | multi-task networks, position handling |
 
 A new kind is one file with its config section and its class, and one registration line: a
 :func:`~recsim.recsys.config.register_ranker` call in the user's own module, or for a built-in a

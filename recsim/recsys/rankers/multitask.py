@@ -153,20 +153,7 @@ class MultiTaskRanker:
         self.opt_.load_state_dict(state["opt"])
 
     def _optimizer(self) -> Optimizers:
-        """Adam over the dense parameters (the position channel at ``position_lr``); with
-        ``sparse_embeddings`` the tables get Adagrad on their sparse gradients (rows seen only)."""
-        m, rc = self.model_, self.rc
-        position = [
-            p for mod in (m.tower, m.pos_proj, m.adversary) if mod is not None for p in mod.parameters()
-        ]
-        sparse = m.embedding_parameters() if rc.sparse_embeddings else []
-        ids = {id(p) for p in position + sparse}
-        rest = [p for p in m.parameters() if id(p) not in ids]
-        groups = [{"params": rest}] + ([{"params": position, "lr": rc.position_lr}] if position else [])
-        opts = [torch.optim.Adam(groups, lr=rc.learning_rate, weight_decay=rc.weight_decay)]
-        if sparse:
-            opts.append(torch.optim.Adagrad(sparse, lr=rc.embedding_lr, eps=ADAGRAD_EPS))
-        return Optimizers(opts)
+        return make_optimizer(self.model_, self.rc)
 
     # -- serving -----------------------------------------------------------------------------------
     def _item_parts(self, world: World, round_: int, exposure: torch.Tensor) -> torch.Tensor:
@@ -418,6 +405,20 @@ class MultiTaskRanker:
                 rc.weight_decay,
             )
         return self.trainer_
+
+
+def make_optimizer(m: Any, rc: MultiTaskConfig) -> Optimizers:
+    """Adam over the dense parameters of ``m`` (the position channel at ``position_lr``); with
+    ``sparse_embeddings`` the tables get Adagrad on their sparse gradients (rows seen only)."""
+    position = [p for mod in (m.tower, m.pos_proj, m.adversary) if mod is not None for p in mod.parameters()]
+    sparse = m.embedding_parameters() if rc.sparse_embeddings else []
+    ids = {id(p) for p in position + sparse}
+    rest = [p for p in m.parameters() if id(p) not in ids]
+    groups = [{"params": rest}] + ([{"params": position, "lr": rc.position_lr}] if position else [])
+    opts = [torch.optim.Adam(groups, lr=rc.learning_rate, weight_decay=rc.weight_decay)]
+    if sparse:
+        opts.append(torch.optim.Adagrad(sparse, lr=rc.embedding_lr, eps=ADAGRAD_EPS))
+    return Optimizers(opts)
 
 
 def _item_dense(world: World, items: torch.Tensor, round_: int, exposure: torch.Tensor) -> torch.Tensor:

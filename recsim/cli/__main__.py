@@ -1,0 +1,5 @@
+"""``python -m recsim.cli``: the ``recsim`` command."""
+
+from recsim.cli import main
+
+main()

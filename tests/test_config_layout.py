@@ -1,0 +1,116 @@
+"""Per-kind config sections keep every path that worked before the split.
+
+``data/resolved_before.json.gz`` holds every built-in scenario resolved by the single-section
+config (flat ``llm`` fields, one ``ranker`` section with every kind's fields), at its defaults and
+at a small preset given with the flat paths. Resolved now, every value must be the same at its
+new place; the only keys that may be gone are fields of other ranker kinds.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+
+from recsim.config import ConfigError, SimConfig, canonical, flatten, validate
+from recsim.llm.config import ALIASES
+from recsim.recsys.config import RANKERS
+from recsim.scenario import builtin_scenarios
+
+BEFORE = json.load(gzip.open(Path(__file__).parent / "data" / "resolved_before.json.gz", "rt"))
+TINY_LOOP = [
+    "world.n_users=80",
+    "world.n_items=60",
+    "policy.n_candidates=30",
+    "metrics.panel_users=16",
+    "loop.rounds=2",
+    "tracking.enabled=false",
+    "llm.n_prompts=64",
+    "llm.n_eval_prompts=16",
+    "llm.label_prompts=8",
+    "llm.batch_prompts=8",
+    "llm.pass_k_samples=8",
+    "llm.sft_steps=5",
+    "llm.policy_steps=1",
+    "ranker.hidden=32",
+    "llm.rm_window=2",
+]
+TINY_MA = ["n_train=200", "n_test=100", "repeats=2", "epochs=2", "tracking.enabled=false"]
+TINY_SCALE = TINY_LOOP + [
+    "loop.active_users=40",
+    "policy.ivf_lists=8",
+    "policy.ivf_probe=2",
+    "policy.explore_candidates=10",
+    "metrics.panel_items=40",
+]
+NEW_TO_OLD = {f"llm.{section}.{field}": f"llm.{old}" for old, (section, field) in ALIASES.items()}
+RANKER_FIELDS = {f"ranker.{f}" for _, kind in RANKERS.items() for f in kind.config.model_fields}
+
+
+def _tiny(name: str) -> list[str]:
+    if name in ("mmoe-tasks", "utility-weighted"):
+        return TINY_MA
+    return TINY_SCALE if name == "scale" else TINY_LOOP
+
+
+@pytest.mark.parametrize("key", sorted(BEFORE))
+def test_every_builtin_scenario_resolves_to_the_same_values(key):
+    name, preset = key.split("/")
+    configs = builtin_scenarios()[name].resolve([] if preset == "default" else _tiny(name))
+    before = BEFORE[key]
+    assert set(configs) == set(before)
+    for arm, config in configs.items():
+        if not hasattr(config, "model_dump"):
+            assert repr(config) == before[arm]
+            continue
+        now = {NEW_TO_OLD.get(k, k): v for k, v in flatten(config).items()}
+        old = before[arm]
+        assert {k: now[k] for k in now if k in old} == {k: old[k] for k in now if k in old}, arm
+        assert set(now) <= set(old), f"{arm}: new keys {set(now) - set(old)}"
+        gone = set(old) - set(now)
+        assert gone <= RANKER_FIELDS, f"{arm}: lost {gone - RANKER_FIELDS}"
+
+
+def test_new_paths_and_old_aliases_set_the_same_field():
+    sc = builtin_scenarios()["llm-calibration"]
+    by_alias = sc.resolve(["llm.group_size=6", "llm.critique=cot", "llm.rm_passes=2"])
+    by_path = sc.resolve(
+        ["llm.optimization.group_size=6", "llm.critique.kind=cot", "llm.reward_model.passes=2"]
+    )
+    assert by_alias == by_path
+    arm = next(iter(by_path.values()))
+    assert (arm.llm.optimization.group_size, arm.llm.critique.kind, arm.llm.reward_model.passes) == (
+        6,
+        "cot",
+        2,
+    )
+    # the later override wins, whichever spelling each uses
+    later = sc.resolve(["llm.group_size=6", "llm.optimization.group_size=4"])
+    assert {c.llm.optimization.group_size for c in later.values()} == {4}
+
+
+def test_canonical_moves_aliases_into_their_sections():
+    assert canonical({"llm": {"rm_lr": 0.1, "reward_model": {"epochs": 2}}}) == {
+        "llm": {"reward_model": {"lr": 0.1, "epochs": 2}}
+    }
+    assert canonical({"llm": {"critique": {"kind": "binary"}}}) == {"llm": {"critique": {"kind": "binary"}}}
+
+
+def test_the_ranker_section_is_its_kinds_own():
+    mf = validate({"ranker": {"name": "mf", "hidden": 64}})  # a multi-task field: ignored for mf
+    assert type(mf.ranker).__name__ == "MFConfig" and not hasattr(mf.ranker, "hidden")
+    mmoe = validate({"ranker": {"name": "mmoe", "hidden": 64}})
+    assert mmoe.ranker.hidden == 64 and mmoe.ranker.batch == 4096 and mmoe.ranker.multitask
+    assert SimConfig().ranker.name == "mf" and SimConfig().ranker.batch == 1024
+    with pytest.raises(
+        ConfigError, match=r"ranker.colour: unknown key for ranker.name=mf \(allowed: .*epochs"
+    ):
+        validate({"ranker": {"colour": 1}})
+    with pytest.raises(ConfigError, match="ranker.name must be one of random, popularity, oracle, mf, mmoe"):
+        validate({"ranker": {"name": "xgboost"}})
+    with pytest.raises(ConfigError, match=r"ranker.epochs: Input should be greater than 0 \(got 0\)"):
+        validate({"ranker": {"name": "mmoe", "epochs": 0}})
+    dumped = mmoe.model_dump(mode="json")["ranker"]
+    assert dumped["hidden"] == 64 and validate({"ranker": dumped}) == mmoe
