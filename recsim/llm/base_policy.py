@@ -12,23 +12,16 @@ from recsim.llm.critique import (
     critique,
 )
 from recsim.llm.feedback import Rollouts
-from recsim.llm.tasks import Format, Prompts, shortcut_answer, step_masks
+from recsim.llm.state import DomainParts
+from recsim.llm.tasks import Prompts, shortcut_answer, step_masks
 from towers.llm_policy import TokenPolicy
 
 if TYPE_CHECKING:
-    from recsim.config import SimConfig
-    from recsim.llm.config import LlmConfig
+    pass
 
 
-class BasePolicy:
+class BasePolicy(DomainParts):
     """Warm-up and sampling, a concern of :class:`recsim.llm.domain.LlmDomain`."""
-
-    config: SimConfig
-    cfg: LlmConfig
-    fmt: Format
-    pool: Prompts
-    eval: Prompts
-    reference: TokenPolicy
 
     # 0. the base policy: supervised warm-up, then frozen as the reference ---------------------
     def _base_policy(self, setup) -> TokenPolicy:  # noqa: ANN001

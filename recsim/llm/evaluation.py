@@ -13,25 +13,15 @@ import torch
 from recsim.core import metrics
 from recsim.llm.feedback import Rollouts
 from recsim.llm.rl import pass_at_k
-from recsim.llm.tasks import Format, Prompts
-from towers.llm_policy import TokenPolicy
 from towers.reward_model import RewardModel
 
 if TYPE_CHECKING:
-    from recsim.config import SimConfig
-    from recsim.llm.config import LlmConfig
-from recsim.llm.state import PASS_K, Batch, Labels, LlmState, gold_pairs
+    pass
+from recsim.llm.state import PASS_K, Batch, DomainParts, Labels, LlmState, gold_pairs
 
 
-class Evaluation:
+class Evaluation(DomainParts):
     """Measurement, a concern of :class:`recsim.llm.domain.LlmDomain`."""
-
-    config: SimConfig
-    cfg: LlmConfig
-    fmt: Format
-    pool: Prompts
-    eval: Prompts
-    reference: TokenPolicy
 
     # 5. measure --------------------------------------------------------------------------------
     def measure(

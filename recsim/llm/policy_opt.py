@@ -17,25 +17,16 @@ from recsim.llm.critique import (
 )
 from recsim.llm.feedback import Rollouts, rlcr_reward
 from recsim.llm.rl import group_advantages, kl_penalty, policy_loss, sign_split_advantages
-from recsim.llm.tasks import Format, Prompts
 from recsim.mitigations.gates import group_gate
 from towers.llm_policy import TokenPolicy, response_mask
 
 if TYPE_CHECKING:
-    from recsim.config import SimConfig
-    from recsim.llm.config import LlmConfig
-from recsim.llm.state import LlmState
+    pass
+from recsim.llm.state import DomainParts, LlmState
 
 
-class PolicyOptimization:
+class PolicyOptimization(DomainParts):
     """Policy updates, a concern of :class:`recsim.llm.domain.LlmDomain`."""
-
-    config: SimConfig
-    cfg: LlmConfig
-    fmt: Format
-    pool: Prompts
-    eval: Prompts
-    reference: TokenPolicy
 
     def rubric_violation(self, r: Rollouts) -> torch.Tensor:
         """[N] bool: the response breaks the rubric (too long, or copies the user's hint)."""

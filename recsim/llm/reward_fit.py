@@ -10,26 +10,16 @@ import torch
 
 from recsim.core.batches import minibatches
 from recsim.llm.feedback import Rollouts
-from recsim.llm.tasks import Format, Prompts
 from recsim.mitigations.invariance import invariance_penalty
-from towers.llm_policy import TokenPolicy
 from towers.reward_model import RewardModel, bradley_terry_loss
 
 if TYPE_CHECKING:
-    from recsim.config import SimConfig
-    from recsim.llm.config import LlmConfig
-from recsim.llm.state import LlmState
+    pass
+from recsim.llm.state import DomainParts, LlmState
 
 
-class RewardFit:
+class RewardFit(DomainParts):
     """Reward-model fitting and scoring, a concern of :class:`recsim.llm.domain.LlmDomain`."""
-
-    config: SimConfig
-    cfg: LlmConfig
-    fmt: Format
-    pool: Prompts
-    eval: Prompts
-    reference: TokenPolicy
 
     def score(
         self, rm: RewardModel, r: Rollouts, passes: int | None = None, votes: int | None = None

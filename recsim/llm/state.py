@@ -9,11 +9,13 @@ import polars as pl
 import torch
 
 from recsim.llm.feedback import Rollouts
+from recsim.llm.tasks import Format, Prompts
 from towers.llm_policy import TokenPolicy
 from towers.reward_model import RewardModel
 
 if TYPE_CHECKING:
-    pass
+    from recsim.config import SimConfig
+    from recsim.llm.config import LlmConfig
 
 
 PASS_K = (1, 2, 4, 8, 16, 32, 64)
@@ -65,3 +67,16 @@ def gold_pairs(r: Rollouts, group: int) -> tuple[torch.Tensor, torch.Tensor]:
     a, b = a[differ], b[differ]
     a_wins = r.correct[a] > r.correct[b]
     return torch.where(a_wins, a, b), torch.where(a_wins, b, a)
+
+
+class DomainParts:
+    """What the concerns of :class:`recsim.llm.domain.LlmDomain` (base policy, reward fit, policy
+    optimization, evaluation) read from the domain: its config, the response format, the prompt
+    pool and evaluation set, and the frozen reference policy (all set in ``LlmDomain.__init__``)."""
+
+    config: SimConfig
+    cfg: LlmConfig
+    fmt: Format
+    pool: Prompts
+    eval: Prompts
+    reference: TokenPolicy
