@@ -6,7 +6,24 @@ Shape legend used across the package:
     K   slate size (positions 1..K)     D   latent / embedding dimension
     P   users of the fixed evaluation panel
 
-Importing this package is cheap: torchrec and mlflow are imported only where they are used.
+Importing this package is cheap: torchrec and mlflow are imported only where they are used, and
+the Python API (:func:`run`, :func:`load`, :class:`Result`, :class:`Scenario`; see
+:mod:`recsim.api`) loads on first use.
 """
 
+from typing import Any
+
 __version__ = "0.1.0"
+__all__ = ["Result", "Scenario", "load", "run"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("run", "load", "Result"):
+        from recsim import api
+
+        return getattr(api, name)
+    if name == "Scenario":
+        from recsim.scenario import Scenario
+
+        return Scenario
+    raise AttributeError(f"module 'recsim' has no attribute {name!r}")

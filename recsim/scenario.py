@@ -51,6 +51,7 @@ class Scenario:
         base: config shared by every arm (nested dict of :class:`recsim.config.SimConfig` fields).
         plot: metrics drawn over rounds in the run's PNG.
         table: metrics of the final-round summary table.
+        reference: the arm the others are compared with, paired by seed (None: the first arm).
     """
 
     name: str
@@ -59,6 +60,7 @@ class Scenario:
     base: dict[str, Any] = field(default_factory=dict)
     plot: tuple[str, ...] = DEFAULT_PLOT
     table: tuple[str, ...] = DEFAULT_TABLE
+    reference: str | None = None
 
     def resolve(
         self,
@@ -118,12 +120,13 @@ class Scenario:
         dist: Any = None,
         resume: bool = False,
         source: str | None = None,
+        study: Any = None,
     ) -> Any:
-        """Run every arm into ``out`` (see :func:`recsim.core.runner.run_scenario`); returns the
-        metrics frame."""
+        """Run every arm on every seed of ``study`` into ``out`` (see
+        :func:`recsim.core.runner.run_scenario`); returns the metrics frame."""
         from recsim.core.runner import run_scenario
 
-        return run_scenario(self, configs, out, tracker, on_round, dist, resume, source)
+        return run_scenario(self, configs, out, tracker, on_round, dist, resume, source, study)
 
     def post(self, frame: Any, out: Path) -> dict[str, float]:
         """Scenario-level results computed from all arms (logged on the parent run); none here."""
@@ -139,14 +142,16 @@ class Scenario:
 def _from_mapping(data: Any, source: str) -> Scenario:
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: a scenario must be a mapping with name, description and arms")
-    unknown = set(data) - {"name", "description", "base", "arms", "plot", "table"}
+    unknown = set(data) - {"name", "description", "base", "arms", "plot", "table", "reference"}
     if unknown:
         raise ConfigError(
             f"{source}: unknown scenario key(s) {sorted(unknown)} "
-            "(allowed: name, description, base, arms, plot, table)"
+            "(allowed: name, description, base, arms, plot, table, reference)"
         )
     if not isinstance(data.get("arms"), dict) or not all(isinstance(v, dict) for v in data["arms"].values()):
         raise ConfigError(f"{source}: 'arms' must map each arm name to a config delta")
+    if data.get("reference") is not None and data["reference"] not in data["arms"]:
+        raise ConfigError(f"{source}: reference '{data['reference']}' is not one of the arms")
     return Scenario(
         name=str(data.get("name", Path(source).stem)),
         description=str(data.get("description", "")),
@@ -154,6 +159,7 @@ def _from_mapping(data: Any, source: str) -> Scenario:
         base=data.get("base") or {},
         plot=tuple(data.get("plot", DEFAULT_PLOT)),
         table=tuple(data.get("table", DEFAULT_TABLE)),
+        reference=data.get("reference"),
     )
 
 
@@ -197,10 +203,11 @@ def load_scenario(name_or_path: str) -> Scenario:
     return known[name_or_path]
 
 
-def load_run(folder: Path) -> tuple[Scenario, dict[str, SimConfig], str]:
+def load_run(folder: Path) -> tuple[Scenario, dict[str, SimConfig], str, dict[str, Any]]:
     """What ``recsim run --resume FOLDER`` continues: the scenario, every arm's config (validated
-    again from the folder's ``config.yaml``) and where the scenario came from. Raises
-    :class:`ConfigError` (one line) when the folder is not a resumable run."""
+    again from the folder's ``config.yaml``), where the scenario came from, and the study's
+    ``seeds`` and ``threads``. Raises :class:`ConfigError` (one line) when the folder is not a
+    resumable run."""
     path = Path(folder) / "config.yaml"
     if not Path(folder).is_dir():
         raise ConfigError(f"--resume: {folder} is not a folder")
@@ -238,5 +245,10 @@ def load_run(folder: Path) -> tuple[Scenario, dict[str, SimConfig], str]:
             arms={a: {} for a in configs},
             plot=tuple(data.get("plot", DEFAULT_PLOT)),
             table=tuple(data.get("table", DEFAULT_TABLE)),
+            reference=data.get("reference"),
         )
-    return sc, configs, source
+    seeds = data.get("seeds") or [next(iter(configs.values())).seed]
+    threads = data.get("threads")
+    if not all(isinstance(s, int) for s in seeds) or not (threads is None or isinstance(threads, int)):
+        raise ConfigError(f"--resume: {path}: 'seeds' must be a list of integers and 'threads' an integer")
+    return sc, configs, source, {"seeds": tuple(seeds), "threads": threads}

@@ -41,17 +41,17 @@ def stopped(tmp_path_factory) -> Path:
     config = yaml.safe_load((out / "config.yaml").read_text())
     config["arms"] = {a: c.model_dump(mode="json") for a, c in configs.items()}  # all arms planned
     (out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    (out / "logs" / "round=2" / f"arm-{ARM}.ckpt.pt").unlink()
+    (out / "logs" / "seed=0" / "round=2" / f"arm-{ARM}.ckpt.pt").unlink()
     (out / "summary.json").unlink()
     return out
 
 
 def _ckpt(run: Path, r: int = 1) -> Path:
-    return run / "logs" / f"round={r}" / f"arm-{ARM}.ckpt.pt"
+    return run / "logs" / "seed=0" / f"round={r}" / f"arm-{ARM}.ckpt.pt"
 
 
 def _log(run: Path, r: int) -> Path:
-    return run / "logs" / f"round={r}" / f"arm-{ARM}.parquet"
+    return run / "logs" / "seed=0" / f"round={r}" / f"arm-{ARM}.parquet"
 
 
 def _truncate(path: Path) -> None:
@@ -105,7 +105,7 @@ CASES: list[tuple[str, Callable[[Path], None], list[str], int, str]] = [
     ),
     (
         "ckpt-other-config",
-        lambda r: _edit_config(r, lambda d: d["arms"][ARM].update(seed=5)),
+        lambda r: _edit_config(r, lambda d: d["arms"][ARM]["policy"].update(epsilon=0.5)),
         [],
         1,
         "was written under another config of arm 'mmoe'",

@@ -111,9 +111,9 @@ def test_sharded_run_reaches_the_single_process_metrics(runs):
 
 def test_sharded_logs_split_the_single_process_log_by_user(runs):
     single, sharded = runs
-    one = pl.read_parquet(single / "logs" / "round=0" / "arm-mmoe-shallow-tower.parquet")
+    one = pl.read_parquet(single / "logs" / "seed=0" / "round=0" / "arm-mmoe-shallow-tower.parquet")
     parts = [
-        pl.read_parquet(sharded / "logs" / "round=0" / f"arm-mmoe-shallow-tower.rank-{r}.parquet")
+        pl.read_parquet(sharded / "logs" / "seed=0" / "round=0" / f"arm-mmoe-shallow-tower.rank-{r}.parquet")
         for r in (0, 1)
     ]
     for r, part in enumerate(parts):
@@ -121,9 +121,9 @@ def test_sharded_logs_split_the_single_process_log_by_user(runs):
     both = pl.concat(parts).sort("user", "position")
     cols = ["user", "item", "position", "click", "exploration", "propensity"]
     assert both.select(cols).equals(one.sort("user", "position").select(cols))  # same round-0 slates
-    later = [pl.read_parquet(p) for p in sorted((sharded / "logs" / "round=3").glob("*.parquet"))]
+    later = [pl.read_parquet(p) for p in sorted((sharded / "logs" / "seed=0" / "round=3").glob("*.parquet"))]
     assert sum(f.height for f in later) == 800 * 10
-    assert not (sharded / "logs" / "round=0" / "arm-mmoe-shallow-tower.parquet").exists()
+    assert not (sharded / "logs" / "seed=0" / "round=0" / "arm-mmoe-shallow-tower.parquet").exists()
 
 
 def test_only_rank_zero_writes_the_run_outputs(runs):

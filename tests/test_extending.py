@@ -32,7 +32,7 @@ def _run(tmp_path, arms: dict, name: str = "x") -> pl.DataFrame:
 def test_a_ranker_kind_is_one_file_and_one_registration(tmp_path):
     with RANKERS.temporarily("category", category_ranker.KIND):
         frame = _run(tmp_path, {"category": {"ranker": {"name": "category", "prior": 0.3}}})
-        logs = pl.read_parquet(tmp_path / "x" / "logs" / "round=2" / "arm-category.parquet")
+        logs = pl.read_parquet(tmp_path / "x" / "logs" / "seed=0" / "round=2" / "arm-category.parquet")
     assert frame["round"].to_list() == [0, 1, 2]
     # after round 0 (random start-up) the slates follow the fitted category click rates:
     # every slate's scores are non-increasing down the positions, and they are category rates
@@ -61,7 +61,9 @@ def test_a_click_model_is_one_class_and_one_registration(tmp_path):
 def test_a_metric_is_one_function_and_one_registration(tmp_path):
     with METRICS.temporarily("served_relevance", served_relevance.served_relevance):
         frame = _run(tmp_path, {"oracle": {"ranker": {"name": "oracle"}, "policy": {"startup_rounds": 0}}})
-    logs = pl.read_parquet(tmp_path / "x" / "logs" / "round=*" / "*.parquet", hive_partitioning=True)
+    logs = pl.read_parquet(
+        tmp_path / "x" / "logs" / "seed=0" / "round=*" / "*.parquet", hive_partitioning=True
+    )
     by_round = logs.group_by("round").agg(pl.col("true_relevance").mean()).sort("round")
     assert frame.columns[-1] == "served_relevance"  # registration order is column order
     for mine, truth in zip(frame["served_relevance"], by_round["true_relevance"], strict=True):

@@ -45,5 +45,5 @@ def test_scale_loop_runs_on_the_gpu(tmp_path):
     # so compare what does not depend on them only loosely: both learn, both are finite.
     for frame in (cpu, gpu):
         assert all(math.isfinite(v) for v in frame["gold"]) and frame["gold"][-1] > frame["gold"][0]
-    log = pl.read_parquet(tmp_path / "gpu" / "logs" / "round=2" / "arm-mmoe-shallow-tower.parquet")
+    log = pl.read_parquet(tmp_path / "gpu" / "logs" / "seed=0" / "round=2" / "arm-mmoe-shallow-tower.parquet")
     assert log.height == 1000 * 10

@@ -92,7 +92,7 @@ def test_anchor_share_is_one_knob_that_changes_the_data_as_documented(tmp_path):
 
     def scan(pattern: str) -> pl.LazyFrame:
         return pl.scan_parquet(
-            tmp_path / "run" / "logs" / "round=*" / pattern,
+            tmp_path / "run" / "logs" / "seed=0" / "round=*" / pattern,
             hive_partitioning=True,
             hive_schema={"round": pl.Int32},
         )

@@ -138,7 +138,7 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path, reference):
     cmd = [sys.executable, "-m", "recsim", "run", *RECSYS, "--out", str(out), "--no-tracking", "-q"]
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
     # wait for the first complete round (its checkpoint), then interrupt as Ctrl-C does
-    ckpt = out / "logs" / "round=0" / "arm-mmoe.ckpt.pt"
+    ckpt = out / "logs" / "seed=0" / "round=0" / "arm-mmoe.ckpt.pt"
     for _ in range(1200):
         if ckpt.exists() or proc.poll() is not None:
             break

@@ -47,7 +47,7 @@ def test_outputs_schema_and_contents(tmp_path, small):
         "summary.json",
     }
     metrics = pl.read_parquet(out / "metrics.parquet")
-    assert metrics.columns[:3] == ["arm", "domain", "round"]
+    assert metrics.columns[:4] == ["arm", "seed", "domain", "round"]
     assert metrics.height == 5 * 4 and set(metrics["domain"]) == {"recsys"}
     for name in (
         "gold",
@@ -67,7 +67,7 @@ def test_outputs_schema_and_contents(tmp_path, small):
     ):
         assert name in metrics.columns
     assert (metrics["gap"] - (metrics["proxy"] - metrics["gold"])).abs().max() < 1e-9
-    logs = LogStore(out / "logs").scan().collect()
+    logs = LogStore(out / "logs" / "seed=0").scan().collect()
     assert dict(logs.schema) == LOG_SCHEMA
     assert logs.height == 5 * 4 * 300 * 10  # arms x rounds x users x slate
     # satisfaction is observed only after a click; positions 1..K
@@ -91,8 +91,8 @@ def test_same_seed_identical_metrics_different_seed_differs(tmp_path, small):
     _run(tmp_path, small, "c", ["seed=1"])
     a, b, c = (pl.read_parquet(tmp_path / n / "metrics.parquet") for n in "abc")
     assert a.equals(b)
-    assert (tmp_path / "a" / "logs" / "round=3" / "arm-mf.parquet").read_bytes() == (
-        tmp_path / "b" / "logs" / "round=3" / "arm-mf.parquet"
+    assert (tmp_path / "a" / "logs" / "seed=0" / "round=3" / "arm-mf.parquet").read_bytes() == (
+        tmp_path / "b" / "logs" / "seed=0" / "round=3" / "arm-mf.parquet"
     ).read_bytes()
     assert not a.equals(c)
     assert a["gold"].to_list() != c["gold"].to_list()

@@ -60,7 +60,7 @@ def test_every_scenario_runs_a_few_rounds(tmp_path, name):
     )
     metrics = pl.read_parquet(out / "metrics.parquet")
     assert metrics.equals(frame)
-    assert metrics.columns[:3] == ["arm", "domain", "round"]
+    assert metrics.columns[:4] == ["arm", "seed", "domain", "round"]
     assert set(metrics["arm"]) == set(sc.arms)
     final = sc.final(frame)
     assert set(final) == set(sc.arms)
@@ -88,7 +88,7 @@ def test_every_scenario_runs_a_few_rounds(tmp_path, name):
         } <= set(metrics.columns)
     if name == "scale":
         assert metrics["retrieval_recall"].is_between(0, 1).all()
-        log = pl.read_parquet(out / "logs" / "round=1" / "arm-mmoe-shallow-tower.parquet")
+        log = pl.read_parquet(out / "logs" / "seed=0" / "round=1" / "arm-mmoe-shallow-tower.parquet")
         distinct = log.group_by("user").agg(pl.col("item").n_unique())["item"]
         assert log.height == 40 * 10 and distinct.min() == 10
     if name == "cross-domain":
@@ -112,8 +112,10 @@ def test_multitask_ranker_runs_are_deterministic(tmp_path):
     a = sc.run(configs, tmp_path / "a")
     b = sc.run(configs, tmp_path / "b")
     assert a.equals(b)
-    assert (tmp_path / "a" / "logs" / "round=1" / "arm-mmoe-shallow-tower.parquet").read_bytes() == (
-        tmp_path / "b" / "logs" / "round=1" / "arm-mmoe-shallow-tower.parquet"
+    assert (
+        tmp_path / "a" / "logs" / "seed=0" / "round=1" / "arm-mmoe-shallow-tower.parquet"
+    ).read_bytes() == (
+        tmp_path / "b" / "logs" / "seed=0" / "round=1" / "arm-mmoe-shallow-tower.parquet"
     ).read_bytes()
 
 

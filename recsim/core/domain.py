@@ -5,7 +5,7 @@ entries, so the engine names no domain module); its class is built as ``Class(co
 Besides the numbered steps, a domain tells the engine what it adds to a run: the per-round tables
 it writes beside ``metrics.parquet`` (:attr:`Domain.table_names`), the figures drawn from them
 (:meth:`Domain.figures`), the losses that must be finite (:attr:`Domain.finite_keys`), and the
-tags of its arm in MLflow (:meth:`Domain.tags`).
+tags of its arms in MLflow (:meth:`Domain.tags`).
 """
 
 from __future__ import annotations
@@ -60,8 +60,9 @@ class Domain(Protocol):
         """Per-round tables (names among :attr:`table_names`) appended beside the metrics."""
         ...
 
-    def tags(self) -> dict[str, str]:
-        """MLflow tags of the arm beyond scenario and arm name: mitigation, bias, ..."""
+    @classmethod
+    def tags(cls, config: Any) -> dict[str, str]:
+        """MLflow tags of an arm with ``config`` beyond scenario and arm name: mitigation, bias, ..."""
         ...
 
     def checkpoint(self, state: Any) -> dict[str, Any]:
@@ -70,6 +71,12 @@ class Domain(Protocol):
 
     def restore(self, payload: dict[str, Any]) -> Any:
         """The state a :meth:`checkpoint` payload describes."""
+        ...
+
+    @classmethod
+    def memory_bytes(cls, config: Any) -> int:
+        """A lower bound of the memory one arm with ``config`` holds at once (checked before a run
+        writes anything)."""
         ...
 
     @classmethod

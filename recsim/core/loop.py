@@ -40,8 +40,10 @@ def run_arm(
     start: tuple[int, Any] | None = None,
     on_tables: Callable[[int, dict[str, pl.DataFrame]], None] | None = None,
     save: Callable[[int, Any], None] | None = None,
+    seed: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Run one arm up to ``rounds`` rounds; returns its metric rows.
+    """Run one arm up to ``rounds`` rounds; returns its metric rows (``arm``, ``seed`` when given,
+    ``domain``, ``round``, then the domain's metrics).
 
     ``start`` = (first round, state entering it) continues a checkpointed arm; ``on_tables``
     receives each round's domain tables; ``save(r, state)`` checkpoints the state entering r + 1.
@@ -61,7 +63,8 @@ def run_arm(
                     check_finite(key, row[key])
         except NonFiniteError as exc:
             raise NonFiniteError(f"round {r}, arm '{arm}': {exc}; rounds before {r} are complete") from None
-        row = {"arm": arm, "domain": domain.name, "round": r, **row}
+        head = {"arm": arm} if seed is None else {"arm": arm, "seed": seed}
+        row = {**head, "domain": domain.name, "round": r, **row}
         if on_tables is not None:
             on_tables(
                 r, {n: t.with_columns(pl.lit(arm).alias("arm")) for n, t in domain.tables(state, r).items()}

@@ -1,10 +1,14 @@
-"""The runner: a scenario's arms into one run folder, with tracking, checkpoints and resume.
+"""The runner: a study (every arm of a scenario on every seed) into one run folder, with
+tracking, statistics over seeds, checkpoints and resume, units run here or on Ray.
 
-A run folder holds ``config.yaml`` (every arm, fully resolved), ``metrics.parquet`` (one row per
-arm and round: ``arm``, ``domain``, ``round``, then the metrics), ``logs/round=R/arm-A.parquet``,
-``curves.png`` and ``summary.json``; domains add per-round tables (``position_curves.parquet``,
-``rm_budget.parquet``) and figures drawn from them. :class:`RunRecord` is the bookkeeping every
-runner shares (the loop's here, and the experiments' that are not loops).
+A run folder holds ``config.yaml`` (every arm, fully resolved, and the seeds), ``metrics.parquet``
+(one row per arm, seed and round: ``arm``, ``seed``, ``domain``, ``round``, then the metrics),
+``logs/seed=S/round=R/arm-A.parquet``, ``curves.png`` (means over seeds with 95% bands),
+``summary.json`` and ``summary.md`` (means with intervals, paired differences to the reference
+arm); domains add per-round tables (``position_curves.parquet``, ``rm_budget.parquet``) and figures
+drawn from them. Each unit (arm, seed) has its own files (:mod:`recsim.core.units`).
+:class:`RunRecord` is the bookkeeping every runner shares (the loop's here, and the experiments'
+that are not loops).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import math
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -21,10 +26,11 @@ import polars as pl
 import yaml
 
 from recsim.core import faults
-from recsim.core.domain import Domain, domain_class, make_domain
-from recsim.core.loop import OnRound, metrics_frame, run_arm
-from recsim.io.checkpoint import CheckpointError, CheckpointStore
-from recsim.io.logs import LogStore, safe_name, write_atomic
+from recsim.core.domain import domain_class
+from recsim.core.loop import OnRound, metrics_frame
+from recsim.core.units import Unit, UnitResult, last_complete_round, read_unit, run_unit
+from recsim.io.checkpoint import CheckpointError
+from recsim.io.logs import safe_name, write_atomic
 from recsim.io.tracking import NullTracker, Tracker, git_commit
 
 
@@ -34,6 +40,7 @@ class ScenarioSpec(Protocol):
     name: str
     plot: tuple[str, ...]
     table: tuple[str, ...]
+    reference: str | None
 
     def post(self, frame: pl.DataFrame, out: Path) -> dict[str, float]:
         """Scenario-level results computed from every arm's metrics (logged on the parent run)."""
@@ -109,88 +116,84 @@ class RunRecord:
         self.tracker.end(artifacts, status=self.status)
 
 
-def resolved_config(scenario: ScenarioSpec, configs: dict[str, Any], source: str | None = None) -> dict:
-    """What config.yaml holds: the scenario's name, where it came from, what it shows, every arm."""
+def resolved_config(
+    scenario: ScenarioSpec, configs: dict[str, Any], source: str | None = None, study: Study | None = None
+) -> dict:
+    """What config.yaml holds: the scenario's name, where it came from, what it shows, the study's
+    seeds and threads per unit, every arm (with the first seed; each unit sets its own)."""
+    study = study or Study.single(configs)
     return {
         "scenario": scenario.name,
         "source": source or scenario.name,
         "plot": list(scenario.plot),
         "table": list(scenario.table),
+        "reference": reference_arm(scenario, configs),
+        "seeds": list(study.seeds),
+        "threads": study.threads,
         "arms": {a: c.model_dump(mode="json") for a, c in configs.items()},
     }
+
+
+def reference_arm(scenario: Any, configs: dict[str, Any]) -> str:
+    """The arm others are compared with: the scenario's ``reference``, else its first arm."""
+    ref = getattr(scenario, "reference", None)
+    return ref if ref in configs else next(iter(configs))
+
+
+@dataclass(frozen=True)
+class Study:
+    """How a scenario's arms run: on which seeds, with how many torch threads per unit, and with
+    how many parallel workers (0: one after the other in this process) on which Ray cluster.
+
+    Attributes:
+        seeds: root seeds; each arm runs once per seed (arms of one seed share the world).
+        threads: torch intra-op threads of each unit (None: torch's default). Float sums are
+            split by thread, so results are bit-identical across worker counts at equal threads.
+        workers: units run at once on Ray (0: sequential, in-process).
+        ray_address: an existing Ray cluster ("HOST:PORT"); None starts a local one on demand.
+        window: rounds (first, last) whose mean is each seed's value in the summary; None: the
+            final round.
+    """
+
+    seeds: tuple[int, ...] = (0,)
+    threads: int | None = None
+    workers: int = 0
+    ray_address: str | None = None
+    window: tuple[int, int] | None = None
+
+    @classmethod
+    def single(cls, configs: dict[str, Any]) -> Study:
+        """The one-seed study of ``configs`` as resolved (their own seed)."""
+        return cls(seeds=(next(iter(configs.values())).seed,))
+
+    def units(self, configs: dict[str, Any]) -> list[Unit]:
+        """Every (arm, seed), arms outer: the order of metrics.parquet."""
+        return [
+            Unit(arm, s, config.model_copy(update={"seed": s}))
+            for arm, config in configs.items()
+            for s in self.seeds
+        ]
 
 
 def final_table(
     frame: pl.DataFrame, metrics: tuple[str, ...] | list[str]
 ) -> dict[str, dict[str, float | None]]:
-    """arm -> {metric: value in the arm's last round} (None where not finite)."""
-    cols = [m for m in metrics if m in frame.columns]
-    last = frame.sort("round").group_by("arm", maintain_order=True).last()
+    """arm -> {metric: mean over seeds of its value in the arm's last round} (None where not finite)."""
+    from recsim.core.stats import describe
+
     out: dict[str, dict[str, float | None]] = {}
-    for row in last.iter_rows(named=True):
-        out[row["arm"]] = {
-            m: (float(row[m]) if row[m] is not None and row[m] == row[m] else None) for m in cols
-        }
+    for row in describe(frame, metrics).iter_rows(named=True):
+        value = row["mean"]
+        out.setdefault(row["arm"], {})[row["metric"]] = (
+            value if value is not None and math.isfinite(value) else None
+        )
+    for arm in dict.fromkeys(frame["arm"].to_list()) if frame.height else []:
+        out.setdefault(arm, {})
     return out
 
 
-class _Progress:
-    """What a loop run has written so far: metric rows, per-round tables, MLflow run ids."""
-
-    def __init__(self, out: Path, table_names: set[str]) -> None:
-        self.out = out
-        self.rows: list[dict[str, Any]] = []
-        self.tables: dict[str, pl.DataFrame] = {}
-        self.ids: dict[str, Any] = {"parent": None, "arms": {}, "ended": []}
-        self.table_names = table_names
-
-    @property
-    def ids_path(self) -> Path:
-        return self.out / "tracking.json"
-
-    def load(self) -> None:
-        """Read back a stopped run (half-written temp files of the stopped process are removed)."""
-        out = self.out
-        for stale in [*out.glob(".*.tmp-*"), *(out / "logs").glob("round=*/.*.tmp-*")]:
-            stale.unlink()
-        metrics = out / "metrics.parquet"
-        self.rows = pl.read_parquet(metrics).to_dicts() if metrics.exists() else []
-        for name in sorted(self.table_names):
-            if (out / f"{name}.parquet").exists():
-                self.tables[name] = pl.read_parquet(out / f"{name}.parquet")
-        if self.ids_path.exists():
-            try:
-                ids = json.loads(self.ids_path.read_text())
-                assert isinstance(ids, dict) and {"parent", "arms", "ended"} <= set(ids)
-            except (ValueError, AssertionError):
-                raise CheckpointError(
-                    f"{self.ids_path} is unreadable; delete it to continue in new MLflow runs"
-                ) from None
-            self.ids = ids
-
-    def save_ids(self) -> None:
-        if self.ids["parent"] is not None:
-            write_json(self.ids, self.ids_path)
-
-    def drop_after(self, arm: str, last: int) -> None:
-        """Forget the arm's rows and table rows after round ``last`` (to be redone)."""
-        self.rows[:] = [row for row in self.rows if row["arm"] != arm or row["round"] <= last]
-        for name, table in self.tables.items():
-            self.tables[name] = table.filter((pl.col("arm") != arm) | (pl.col("round") <= last))
-
-    def add_row(self, row: dict[str, Any]) -> None:
-        """Every complete round reaches metrics.parquet at once."""
-        self.rows.append(row)
-        write_atomic(metrics_frame(self.rows), self.out / "metrics.parquet")
-
-    def add_tables(self, new: dict[str, pl.DataFrame]) -> None:
-        for name, table in new.items():
-            self.tables[name] = pl.concat([self.tables[name], table]) if name in self.tables else table
-            write_atomic(self.tables[name], self.out / f"{name}.parquet")
-
-
-class LoopRun:
-    """One run of a loop scenario's arms into ``out`` (see :func:`run_scenario`)."""
+class StudyRun:
+    """One run of a loop scenario's study into ``out`` (see :func:`run_scenario`)."""
 
     def __init__(
         self,
@@ -201,137 +204,300 @@ class LoopRun:
         on_round: OnRound | None,
         dist: Any,
         resume: bool,
+        study: Study,
     ) -> None:
-        self.scenario, self.configs, self.out = scenario, configs, out
+        self.scenario, self.configs, self.out, self.study = scenario, configs, out, study
         self.tracker: Tracker = tracker or NullTracker()
         self.on_round, self.dist, self.resume = on_round, dist, resume
+        self.units = study.units(configs)
         self.classes = {c.domain: domain_class(c.domain) for c in configs.values()}
-        names = {n for cls in self.classes.values() for n in cls.table_names}
-        self.progress = _Progress(out, names)
-        ranks = (dist.rank, dist.world_size) if dist is not None else (0, 1)
-        self.logs = LogStore(out / "logs", *ranks)
+        self.table_names = {n for cls in self.classes.values() for n in cls.table_names}
+        self.multi = len(study.seeds) > 1
+        self.results: dict[str, UnitResult] = {}
+        self.ids: dict[str, Any] = {"parent": None, "runs": {}, "ended": []}
 
+    # -- the study --------------------------------------------------------------------------------
     def run(self, source: str | None) -> pl.DataFrame:
-        """Every arm, then the figures, scenario results and summary (rank 0 of a sharded run)."""
+        """Every unit, then the figures, statistics and summary (rank 0 of a sharded run)."""
         self.out.mkdir(parents=True, exist_ok=True)
         if self.dist is not None and not self.dist.main:  # other ranks: the loop and their log rows
-            for arm, config in self.configs.items():
-                run_arm(make_domain(config, self.dist), arm, config.loop.rounds, self.logs, lambda *_: None)
+            for unit in self.units:
+                run_unit(unit, self.out, dist=self.dist, threads=self.study.threads)
             return pl.DataFrame()
-        resolved = resolved_config(self.scenario, self.configs, source)
+        resolved = resolved_config(self.scenario, self.configs, source, self.study)
         if self.dist is not None:
             resolved["distributed"] = {"world_size": self.dist.world_size, "sharding": self.dist.sharding}
         if self.resume:
-            self.progress.load()
-        ids = self.progress.ids
-        with RunRecord(
-            self.scenario.name, self.out, self.tracker, None if self.resume else resolved, ids["parent"]
-        ) as rec:
-            ids["parent"] = self.tracker.run_id()
-            self.progress.save_ids()
-            for arm, config in self.configs.items():
-                self._arm(rec, arm, config)
-            frame = metrics_frame(self.progress.rows)
+            self._load()
+        config = None if self.resume else resolved
+        with RunRecord(self.scenario.name, self.out, self.tracker, config, self.ids["parent"]) as rec:
+            self.ids["parent"] = self.tracker.run_id()
+            self._save_ids()
+            self._open_arm_runs(rec)
+            self._run_units(rec)
+            frame = metrics_frame(self._rows())
             rec.finished(*self._finish(rec, frame))
         return frame
 
-    def _start(self, domain: Domain, arm: str, config: Any, ckpts: CheckpointStore) -> tuple[int, Any]:
-        """The last complete round of the arm (-1: none) and, if it is to continue, its start."""
-        done = ckpts.rounds(arm) if self.resume else []
-        last = done[-1] if done else -1
-        start = None
-        if 0 <= last < config.loop.rounds - 1:  # read (and check) it before touching anything
-            payload = ckpts.load(last, arm, domain.name, config.model_dump(mode="json"))
-            try:
-                start = (last + 1, domain.restore(payload))
-            except (KeyError, ValueError, RuntimeError, TypeError) as exc:
-                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-                raise CheckpointError(
-                    f"checkpoint {ckpts.path(last, arm)} does not fit arm '{arm}': {first}"
-                ) from None
-        if self.resume:  # what a round cut short left behind is redone
-            self.progress.drop_after(arm, last)
-            self.logs.drop_after(arm, last)
-        return last, start
+    def _run_units(self, rec: RunRecord) -> None:
+        """Finished units are read back; the others run here, one after the other, or on Ray."""
+        pending = []
+        for unit in self.units:
+            last = last_complete_round(unit, self.out) if self.resume else -1
+            if last == unit.config.loop.rounds - 1:
+                self._done(rec, unit, read_unit(unit, self.out, self.table_names))
+            else:
+                pending.append(unit)
+        if self.study.workers:
+            from recsim.core.parallel import run_on_ray
 
-    def _arm(self, rec: RunRecord, arm: str, config: Any) -> None:
-        """Run (or continue, or only close the MLflow run of) one arm."""
-        domain = make_domain(config, self.dist)
-        ckpts = CheckpointStore(self.out / "logs", keep=config.loop.keep_checkpoints)
-        last, start = self._start(domain, arm, config, ckpts)
-        ids, tracker = self.progress.ids, self.tracker
-        arm_config = self.out / "arms" / f"{safe_name(arm)}.yaml"
-        tags = rec.arm_tags(arm, domain.name, **domain.tags())
-        if last == config.loop.rounds - 1:  # a finished arm: only its MLflow run may be open
-            if arm not in ids["ended"]:
-                tracker.start_arm(arm, config, tags, run_id=ids["arms"].get(arm))
-                tracker.end_arm([arm_config])
-                ids["ended"].append(arm)
+            run_on_ray(pending, self.out, self.resume, self.study, lambda u, res: self._done(rec, u, res))
             return
-        tracker.start_arm(arm, config, tags, run_id=ids["arms"].get(arm))
-        if tracker.run_id() is not None:
-            ids["arms"][arm] = tracker.run_id()
-            write_json(ids, self.progress.ids_path)
-        run_arm(
-            domain,
-            arm,
-            config.loop.rounds,
-            self.logs,
-            self._track,
-            start,
-            self._tables(arm),
-            self._saver(domain, arm, config, ckpts),
-        )
-        arm_config.parent.mkdir(exist_ok=True)
-        arm_config.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
-        tracker.end_arm([arm_config])
-        ids["ended"].append(arm)
-        self.progress.save_ids()
+        for unit in pending:
+            last = last_complete_round(unit, self.out) if self.resume else -1
+            self.results[unit.key] = (
+                read_unit(unit, self.out, self.table_names, last) if self.resume else UnitResult([])
+            )
+            self._open_seed_run(rec, unit)
+            result = run_unit(unit, self.out, self.resume, self.dist, self._track, self.study.threads)
+            self._done(rec, unit, result)
 
-    def _track(self, arm: str, r: int, row: dict[str, Any]) -> None:
-        """6. track: metrics.parquet, then MLflow, then the progress display."""
-        self.progress.add_row(row)
-        faults.point("metrics")
-        self.tracker.log(row, step=r)
+    def _rows(self) -> list[dict[str, Any]]:
+        """Every unit's rows so far, in the study's order (arms outer, seeds inner)."""
+        return [row for unit in self.units for row in self.results.get(unit.key, UnitResult([])).rows]
+
+    def _track(self, unit: Unit, r: int, row: dict[str, Any]) -> None:
+        """6. track (units run here): metrics.parquet, then MLflow, then the progress display."""
+        self.results[unit.key].rows.append(row)
+        write_atomic(metrics_frame(self._rows()), self.out / "metrics.parquet")
+        self.tracker.log(row, step=r, key=self._run_key(unit))
         faults.point("mlflow")
         if self.on_round is not None:
-            self.on_round(arm, r, row)
+            self.on_round(unit.arm, r, row)
 
-    def _tables(self, arm: str) -> Callable[[int, dict[str, pl.DataFrame]], None]:
-        return lambda r, new: self.progress.add_tables(new)
+    def _done(self, rec: RunRecord, unit: Unit, result: UnitResult) -> None:
+        """A unit finished (here, on Ray, or before a resume): merge it, close its MLflow run,
+        and the arm's once every seed of the arm is done."""
+        live = unit.key in self.results  # run here: its rows reached MLflow round by round
+        self.results[unit.key] = result
+        write_atomic(metrics_frame(self._rows()), self.out / "metrics.parquet")
+        self._write_tables()
+        if not live:
+            self._open_seed_run(rec, unit)
+            for row in result.rows:
+                self.tracker.log(row, step=row["round"], key=self._run_key(unit))
+            if self.on_round is not None:
+                for row in result.rows:
+                    self.on_round(unit.arm, row["round"], row)
+        if self.multi and unit.key not in self.ids["ended"]:
+            self.tracker.end_run(unit.key, [])
+            self.ids["ended"].append(unit.key)
+            self._save_ids()
+        seeds_done = all(u.key in self.results for u in self.units if u.arm == unit.arm)
+        if seeds_done and unit.arm not in self.ids["ended"]:
+            self._close_arm(unit.arm)
 
-    def _saver(
-        self, domain: Domain, arm: str, config: Any, ckpts: CheckpointStore
-    ) -> Callable[[int, Any], None]:
-        """Checkpoint the state entering round r + 1 (the round is complete once it is on disk)."""
+    # -- MLflow runs: one per arm (means over seeds), one per seed beneath it -----------------------
+    def _run_key(self, unit: Unit) -> str:
+        return unit.key if self.multi else unit.arm
 
-        def save(r: int, state: Any) -> None:
-            payload = {"domain": domain.name, "config": config.model_dump(mode="json")}
-            ckpts.save(r, arm, {**payload, **domain.checkpoint(state)})
+    def _open_arm_runs(self, rec: RunRecord) -> None:
+        from recsim.io.tracking import domain_params
 
-        return save
+        for arm, config in self.configs.items():
+            if arm in self.ids["ended"]:
+                continue
+            tags = rec.arm_tags(arm, config.domain, **self.classes[config.domain].tags(config))
+            run = self.tracker.start_run(
+                arm, arm, domain_params(config), tags, run_id=self.ids["runs"].get(arm)
+            )
+            if run is not None:
+                self.ids["runs"][arm] = run
+                self._save_ids()
+
+    def _open_seed_run(self, rec: RunRecord, unit: Unit) -> None:
+        if not self.multi or unit.key in self.ids["ended"]:
+            return
+        from recsim.io.tracking import domain_params
+
+        config = unit.config
+        tags = rec.arm_tags(
+            unit.arm, config.domain, seed=str(unit.seed), **self.classes[config.domain].tags(config)
+        )
+        name = f"{unit.arm} seed {unit.seed}"
+        run_id = self.ids["runs"].get(unit.key)
+        run = self.tracker.start_run(
+            unit.key, name, domain_params(config), tags, parent=unit.arm, run_id=run_id
+        )
+        if run is not None:
+            self.ids["runs"][unit.key] = run
+            self._save_ids()
+
+    def _close_arm(self, arm: str) -> None:
+        """The arm's run: the mean over seeds of each metric per round, its config; then closed."""
+        from recsim.core.stats import curves
+
+        config = self.configs[arm]
+        if self.multi:
+            frame = metrics_frame(
+                [row for u in self.units if u.arm == arm for row in self.results[u.key].rows]
+            )
+            numeric = [c for c, t in frame.schema.items() if t.is_numeric() and c not in ("seed", "round")]
+            for row in curves(frame, numeric).iter_rows(named=True):
+                self.tracker.log({m: row[m] for m in numeric}, step=row["round"], key=arm)
+        path = self.out / "arms" / f"{safe_name(arm)}.yaml"
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+        self.tracker.end_run(arm, [path])
+        self.ids["ended"].append(arm)
+        self._save_ids()
+
+    # -- files ------------------------------------------------------------------------------------
+    @property
+    def ids_path(self) -> Path:
+        return self.out / "tracking.json"
+
+    def _save_ids(self) -> None:
+        if self.ids["parent"] is not None:
+            write_json(self.ids, self.ids_path)
+
+    def _load(self) -> None:
+        """Read back a stopped run (half-written temp files of the stopped process are removed)."""
+        out = self.out
+        for stale in [*out.rglob(".*.tmp-*")]:
+            stale.unlink()
+        if self.ids_path.exists():
+            try:
+                ids = json.loads(self.ids_path.read_text())
+                assert isinstance(ids, dict) and {"parent", "runs", "ended"} <= set(ids)
+            except (ValueError, AssertionError):
+                raise CheckpointError(
+                    f"{self.ids_path} is unreadable; delete it to continue in new MLflow runs"
+                ) from None
+            self.ids = ids
+
+    def _write_tables(self) -> None:
+        for name in sorted(self.table_names):
+            parts = [
+                self.results[u.key].tables[name]
+                for u in self.units
+                if name in self.results.get(u.key, UnitResult([])).tables
+            ]
+            if parts:
+                write_atomic(pl.concat(parts, how="diagonal_relaxed"), self.out / f"{name}.parquet")
 
     def _finish(self, rec: RunRecord, frame: pl.DataFrame) -> list[Path]:
-        """Figures, scenario-level results, summary.json; returns the extra artifacts."""
+        """Figures, scenario-level results, statistics, summary.json; returns the extra artifacts."""
         from recsim.io.plots import plot_curves
 
-        out, scenario, configs = self.out, self.scenario, self.configs
+        out, scenario = self.out, self.scenario
         plot_curves(frame, scenario.plot, out / "curves.png", title=scenario.name)
         results = scenario.post(frame, out)
         if results:
             self.tracker.log(results, step=0)  # on the parent run (every arm has ended); non-finite skipped
-        extra = [out / f"{name}.parquet" for name in self.progress.tables]
+        tables = {
+            n: pl.read_parquet(out / f"{n}.parquet")
+            for n in sorted(self.table_names)
+            if (out / f"{n}.parquet").exists()
+        }
+        extra = [out / f"{name}.parquet" for name in tables]
         for cls in self.classes.values():
-            extra.extend(cls.figures(self.progress.tables, out))
+            extra.extend(cls.figures(tables, out))
+        extra.extend(write_statistics(frame, scenario, self.configs, self.study, self.tracker, out))
         rec.summary(
-            arms=list(configs),
-            rounds={a: c.loop.rounds for a, c in configs.items()},
-            seed={a: c.seed for a, c in configs.items()},
+            arms=list(self.configs),
+            seeds=list(self.study.seeds),
+            rounds={a: c.loop.rounds for a, c in self.configs.items()},
             resumed=self.resume,
-            final=final_table(frame, scenario.table),
+            **summary_fields(frame, scenario, self.configs, self.study),
             results={k: (v if math.isfinite(v) else None) for k, v in results.items()},
         )
         return extra
+
+
+def summary_fields(
+    frame: pl.DataFrame, scenario: Any, configs: dict[str, Any], study: Study
+) -> dict[str, Any]:
+    """summary.json's statistics: ``final`` (arm -> metric -> mean over seeds), ``stats`` (mean,
+    sd, n, 95% interval), ``paired`` (difference to ``reference`` with interval, p, distinguishable)."""
+    from recsim.core.stats import describe, paired
+
+    reference = reference_arm(scenario, configs)
+    nan_to_none = lambda v: None if isinstance(v, float) and not math.isfinite(v) else v  # noqa: E731
+    stats: dict[str, dict[str, Any]] = {}
+    for row in describe(frame, scenario.table, study.window).iter_rows(named=True):
+        stats.setdefault(row["arm"], {})[row["metric"]] = {
+            k: nan_to_none(row[k]) for k in ("mean", "sd", "n", "low", "high")
+        }
+    diffs: dict[str, dict[str, Any]] = {}
+    keys = ("diff", "sd", "n", "low", "high", "p", "distinguishable")
+    for row in paired(frame, scenario.table, reference, study.window).iter_rows(named=True):
+        diffs.setdefault(row["arm"], {})[row["metric"]] = {k: nan_to_none(row[k]) for k in keys}
+    final = {arm: {m: v["mean"] for m, v in ms.items()} for arm, ms in stats.items()}
+    return {"reference": reference, "window": study.window, "final": final, "stats": stats, "paired": diffs}
+
+
+def write_statistics(
+    frame: pl.DataFrame, scenario: Any, configs: dict[str, Any], study: Study, tracker: Tracker, out: Path
+) -> list[Path]:
+    """summary.md (every metric: means with 95% intervals; paired differences to the reference),
+    intervals.png (the scenario's table metrics), and the summary table on the parent MLflow run
+    (``summary_table.json``); returns the files written."""
+    from recsim.core.stats import describe, paired
+    from recsim.io.plots import plot_intervals
+
+    reference = reference_arm(scenario, configs)
+    skip = {"arm", "seed", "domain", "round"}
+    metrics = [c for c, t in frame.schema.items() if c not in skip and t.is_numeric()]
+    stats = describe(frame, metrics, study.window)
+    diffs = paired(frame, metrics, reference, study.window)
+    (out / "summary.md").write_text(summary_markdown(stats, diffs, reference, study))
+    figure = plot_intervals(stats.filter(pl.col("metric").is_in(list(scenario.table))), out / "intervals.png")
+    table = stats.join(
+        diffs.select("arm", "metric", "diff", "p", "distinguishable", dlow="low", dhigh="high"),
+        on=["arm", "metric"],
+        how="left",
+    )
+    tracker.log_table(table, "summary_table.json")
+    return [out / "summary.md", figure]
+
+
+def summary_markdown(stats: pl.DataFrame, diffs: pl.DataFrame, reference: str, study: Study) -> str:
+    """Markdown tables: arms as rows, metrics as columns (any number of arms stays readable)."""
+    when = "final round" if study.window is None else f"mean of rounds {study.window[0]}-{study.window[1]}"
+    lines = [f"# Summary: {when}, {len(study.seeds)} seed(s) {list(study.seeds)}", ""]
+    lines += ["Mean over seeds [95% t-interval].", ""]
+    lines += _markdown(stats, lambda r: _cell(r["mean"], r["low"], r["high"]))
+    lines += [
+        "",
+        f"Paired difference to `{reference}` [95% interval]; * distinguishable from 0; p: paired t-test.",
+        "",
+    ]
+    lines += _markdown(diffs, _diff_cell)
+    return "\n".join(lines) + "\n"
+
+
+def _diff_cell(r: dict[str, Any]) -> str:
+    text = _cell(r["diff"], r["low"], r["high"]) + (" *" if r["distinguishable"] else "")
+    p = r["p"]
+    return text + (f" (p={p:.3g})" if p is not None and math.isfinite(p) else "")
+
+
+def _cell(mean: float | None, low: float | None, high: float | None) -> str:
+    if mean is None or not math.isfinite(mean):
+        return "-"
+    if low is None or not math.isfinite(low):
+        return f"{mean:.4g}"
+    return f"{mean:.4g} [{low:.4g}, {high:.4g}]"
+
+
+def _markdown(rows: pl.DataFrame, cell: Callable[[dict[str, Any]], str]) -> list[str]:
+    metrics = list(dict.fromkeys(rows["metric"].to_list())) if rows.height else []
+    arms = list(dict.fromkeys(rows["arm"].to_list())) if rows.height else []
+    cells = {(r["arm"], r["metric"]): cell(r) for r in rows.iter_rows(named=True)}
+    out = ["| arm | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
+    out += ["| " + arm + " | " + " | ".join(cells.get((arm, m), "-") for m in metrics) + " |" for arm in arms]
+    return out
 
 
 def run_scenario(
@@ -343,16 +509,18 @@ def run_scenario(
     dist: Any = None,
     resume: bool = False,
     source: str | None = None,
+    study: Study | None = None,
 ) -> pl.DataFrame:
-    """Run every arm of ``scenario`` into ``out``; returns the metrics frame.
+    """Run every arm of ``scenario`` on every seed of ``study`` into ``out``; returns the metrics.
 
-    ``configs`` come from :meth:`recsim.scenario.Scenario.resolve` (already validated). Arms run
-    one after the other. After every round, metrics.parquet (and any per-round table) is rewritten
-    atomically, then the round's checkpoint lands: a round is complete once its checkpoint is on
-    disk. ``resume`` continues ``out`` from the last complete round of each arm: later rows,
-    tables and log partitions (of a round cut short) are dropped and redone, the MLflow runs
-    recorded in ``tracking.json`` continue without repeating a step. Under ``--distributed``
-    (``dist``) every rank runs the loop and writes its own log partitions; rank 0 alone writes
-    everything else.
+    ``configs`` come from :meth:`recsim.scenario.Scenario.resolve` (already validated); ``study``
+    (default: the configs' own seed, in this process) names the seeds, threads per unit and
+    workers. After every round of a unit run here, metrics.parquet is rewritten atomically, then
+    the round's checkpoint lands: a round is complete once its checkpoint is on disk. ``resume``
+    continues ``out`` unit by unit from the last complete round of each: later rows and log
+    partitions (of a round cut short) are dropped and redone, the MLflow runs recorded in
+    ``tracking.json`` continue without repeating a step. Under ``--distributed`` (``dist``) every
+    rank runs the loop and writes its own log partitions; rank 0 alone writes everything else.
     """
-    return LoopRun(scenario, configs, out, tracker, on_round, dist, resume).run(source)
+    study = study or Study.single(configs)
+    return StudyRun(scenario, configs, out, tracker, on_round, dist, resume, study).run(source)

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, ValidationError
 
-from recsim.core.config import ConfigError, Section, TrackingConfig, apply_overrides, describe_errors
+from recsim.core.config import ConfigError, Section, TrackingConfig, apply_overrides, describe_errors, flatten
 
 if TYPE_CHECKING:  # torch and polars load only when the experiment runs (`recsim scenarios` stays fast)
     import polars as pl
@@ -247,7 +247,7 @@ class MaScenario:
         import torch
 
         arm = f"{model}@{p:g}"
-        rec.tracker.start_arm(arm, config, rec.arm_tags(arm, "synthetic"))
+        rec.tracker.start_run(arm, arm, flatten(config), rec.arm_tags(arm, "synthetic"))
         curves = torch.zeros(config.repeats, config.epochs, 2)  # [R, epochs, (train, test)]
         finals = []
         for r, data in enumerate(datasets):
@@ -270,10 +270,10 @@ class MaScenario:
                 "test_loss_std": float(curves[:, epoch, 1].std()) if config.repeats > 1 else 0.0,
             }
             rows.append(row)
-            rec.tracker.log(row, epoch)
+            rec.tracker.log(row, epoch, key=arm)
             if on_round is not None:
                 on_round(arm, epoch, row)
-        rec.tracker.end_arm([])
+        rec.tracker.end_run(arm, [])
         return rows, finals
 
     def final(self, frame: pl.DataFrame) -> dict[str, dict[str, float | None]]:

@@ -172,6 +172,7 @@ class UtilityScenario:
         summary.json (means over repeats)."""
         import polars as pl
 
+        from recsim.core.config import flatten
         from recsim.core.runner import RunRecord
         from recsim.io.logs import write_atomic
         from recsim.io.plots import plot_curves
@@ -197,12 +198,12 @@ class UtilityScenario:
                 .sort("arm", "round")
             )
             for arm in self.arms:
-                rec.tracker.start_arm(arm, cfg, rec.arm_tags(arm, "synthetic"))
+                rec.tracker.start_run(arm, arm, flatten(cfg), rec.arm_tags(arm, "synthetic"))
                 for row in frame.filter(pl.col("arm") == arm).iter_rows(named=True):
-                    rec.tracker.log(row, row["round"])
+                    rec.tracker.log(row, row["round"], key=arm)
                     if on_round is not None:
                         on_round(arm, row["round"], row)
-                rec.tracker.end_arm([])
+                rec.tracker.end_run(arm, [])
             write_atomic(frame, out / "metrics.parquet")
             plot_curves(frame, list(self.plot), out / "curves.png", title=self.name)
             rec.summary(final=summarize(rows))

@@ -1,7 +1,8 @@
 """Append-only Parquet logs, one partition per round, written atomically.
 
-Layout: ``<out>/logs/round=R/arm-<ARM>.parquet``, one file per (round, arm); the round comes from
-the hive path, the arm is also a column. Under ``--distributed`` each rank writes the rows of its
+Layout: ``<out>/logs/seed=S/round=R/arm-<ARM>.parquet``, one file per (seed, round, arm); a
+:class:`LogStore` holds one seed's folder. The seed and round come from the hive path, the arm is
+also a column. Under ``--distributed`` each rank writes the rows of its
 own users to ``arm-<ARM>.rank-<K>.parquet`` and reads back only those. A partition file is
 written to a temporary name in the same folder and moved into place with ``os.replace``, so after
 a crash it is complete or absent.
@@ -154,7 +155,15 @@ class LogStore:
 
 
 def scan_logs(root: Path | str) -> pl.LazyFrame:
-    """Lazy frame over ``<root>/round=*/*.parquet`` with the ``round`` column from the path."""
+    """Lazy frame over a run's logs with ``seed`` and ``round`` from the hive path: ``root`` is the
+    run's ``logs`` folder (``seed=S/round=R/*.parquet``) or one seed's (``round=R/*.parquet``)."""
+    root = Path(root)
+    if any(root.glob("seed=*")):
+        return pl.scan_parquet(
+            root / "seed=*" / "round=*" / "*.parquet",
+            hive_partitioning=True,
+            hive_schema={"seed": pl.Int64, "round": pl.Int32},
+        )
     return pl.scan_parquet(
-        Path(root) / "round=*" / "*.parquet", hive_partitioning=True, hive_schema={"round": pl.Int32}
+        root / "round=*" / "*.parquet", hive_partitioning=True, hive_schema={"round": pl.Int32}
     )

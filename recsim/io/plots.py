@@ -9,20 +9,29 @@ import polars as pl
 
 
 def plot_curves(frame: pl.DataFrame, metrics: Sequence[str], path: Path, title: str = "") -> Path:
-    """One panel per metric, one line per arm, rounds on x. ``frame``: columns arm, round, metrics."""
+    """One panel per metric, one line per arm, rounds on x: the mean over seeds, with its 95%
+    interval as a band where there are several seeds. ``frame``: columns arm, round, metrics (and
+    seed)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from recsim.core.stats import curves
+
     metrics = [m for m in metrics if m in frame.columns]
+    frame = curves(frame, metrics) if frame.height else frame
     n = max(len(metrics), 1)
     cols = min(n, 3)
     rows = (n + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
     for ax, metric in zip(axes.flat, metrics, strict=False):
         for (arm,), part in frame.sort("round").group_by("arm", maintain_order=True):
-            ax.plot(part["round"].to_numpy(), part[metric].to_numpy(), marker=".", label=str(arm))
+            x = part["round"].to_numpy()
+            (line,) = ax.plot(x, part[metric].to_numpy(), marker=".", label=str(arm))
+            if f"{metric}_low" in part.columns:
+                low, high = part[f"{metric}_low"].to_numpy(), part[f"{metric}_high"].to_numpy()
+                ax.fill_between(x, low, high, color=line.get_color(), alpha=0.15, linewidth=0)
         ax.set_title(metric)
         ax.set_xlabel("round")
         ax.grid(alpha=0.3)
@@ -63,6 +72,41 @@ def plot_position_curves(frame: pl.DataFrame, path: Path) -> Path:
         ax.set_xlabel("position k")
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_intervals(stats: pl.DataFrame, path: Path) -> Path:
+    """One panel per metric: each arm's mean over seeds with its 95% interval (arms on y).
+    ``stats``: rows (arm, metric, mean, low, high) as :func:`recsim.core.stats.describe` gives."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = list(dict.fromkeys(stats["metric"].to_list())) if stats.height else []
+    arms = list(dict.fromkeys(stats["arm"].to_list())) if stats.height else []
+    n = max(len(metrics), 1)
+    cols = min(n, 4)
+    rows = (n + cols - 1) // cols
+    height = max(2.4, 0.28 * len(arms) + 1.0)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, height * rows), squeeze=False, sharey=True)
+    for ax, metric in zip(axes.flat, metrics, strict=False):
+        part = stats.filter(pl.col("metric") == metric)
+        y = [arms.index(a) for a in part["arm"]]
+        mean = part["mean"].to_numpy()
+        low = (part["mean"] - part["low"]).fill_null(0).fill_nan(0).to_numpy()
+        high = (part["high"] - part["mean"]).fill_null(0).fill_nan(0).to_numpy()
+        ax.errorbar(mean, y, xerr=[low, high], fmt="o", capsize=3)
+        ax.set_title(metric)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(metrics) :]:
+        ax.set_visible(False)
+    axes[0, 0].set_yticks(range(len(arms)), arms)
+    axes[0, 0].invert_yaxis()
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

@@ -1,9 +1,10 @@
-"""MLflow tracking: one parent run per scenario, one nested run per arm.
+"""MLflow tracking: one parent run per scenario, a nested run per arm, and under it one per seed.
 
-Per arm: the flattened config as params, tags (scenario, arm, domain, git_commit), one
-``log_metrics(dict, step=round)`` per round, its resolved config as an artifact. The parent run
-holds the scenario's config.yaml, metrics.parquet and curves PNG. ``mlflow`` is imported only here,
-and only when tracking is on.
+Per arm: the flattened config as params, tags (scenario, arm, domain, git_commit, mitigation,
+bias), the mean over seeds of every metric per round, its resolved config as an artifact; per seed
+(when a study has several): the same with that seed's values. The parent run holds the summary
+table with intervals (``summary_table.json``), config.yaml, metrics.parquet and the figures.
+``mlflow`` is imported only here, and only when tracking is on.
 """
 
 from __future__ import annotations
@@ -28,19 +29,46 @@ def git_commit() -> str:
 
 
 class Tracker(Protocol):
-    def start(self, scenario: str, tags: dict[str, str], run_id: str | None = None) -> None: ...
+    """Where a run's metrics go. One parent run per scenario; child runs keyed by a name of the
+    caller's (an arm, or an arm's seed under it), logged to in any order (parallel units finish
+    in any order). ``key=None`` is the parent."""
 
-    def start_arm(
-        self, arm: str, config: Any, tags: dict[str, str], run_id: str | None = None
-    ) -> None: ...
+    def start(self, scenario: str, tags: dict[str, str], run_id: str | None = None) -> None:
+        """Open the scenario's parent run, or continue ``run_id``."""
+        ...
 
-    def run_id(self) -> str | None: ...
+    def start_run(
+        self,
+        key: str,
+        name: str,
+        params: dict[str, Any],
+        tags: dict[str, str],
+        parent: str | None = None,
+        run_id: str | None = None,
+    ) -> str | None:
+        """Open child run ``key`` (nested under child ``parent``, or the parent run), or continue
+        ``run_id``; returns its id (None: not tracked)."""
+        ...
 
-    def log(self, row: dict[str, Any], step: int) -> None: ...
+    def run_id(self, key: str | None = None) -> str | None:
+        """The id of run ``key`` (None: the parent), if tracked."""
+        ...
 
-    def end_arm(self, artifacts: list[Path]) -> None: ...
+    def log(self, row: dict[str, Any], step: int, key: str | None = None) -> None:
+        """The finite numbers of ``row`` at ``step`` (a step logged before is skipped)."""
+        ...
 
-    def end(self, artifacts: list[Path], status: str = "FINISHED") -> None: ...
+    def log_table(self, frame: Any, name: str, key: str | None = None) -> None:
+        """A table (polars) as an MLflow table artifact ``name`` (.json)."""
+        ...
+
+    def end_run(self, key: str, artifacts: list[Path], status: str = "FINISHED") -> None:
+        """Close child run ``key`` after attaching ``artifacts``."""
+        ...
+
+    def end(self, artifacts: list[Path], status: str = "FINISHED") -> None:
+        """Close every open run, the parent last with ``artifacts``."""
+        ...
 
 
 class NullTracker:
@@ -49,16 +77,27 @@ class NullTracker:
     def start(self, scenario: str, tags: dict[str, str], run_id: str | None = None) -> None:
         return None
 
-    def start_arm(self, arm: str, config: Any, tags: dict[str, str], run_id: str | None = None) -> None:
+    def start_run(
+        self,
+        key: str,
+        name: str,
+        params: dict[str, Any],
+        tags: dict[str, str],
+        parent: str | None = None,
+        run_id: str | None = None,
+    ) -> str | None:
         return None
 
-    def run_id(self) -> str | None:
+    def run_id(self, key: str | None = None) -> str | None:
         return None
 
-    def log(self, row: dict[str, Any], step: int) -> None:
+    def log(self, row: dict[str, Any], step: int, key: str | None = None) -> None:
         return None
 
-    def end_arm(self, artifacts: list[Path]) -> None:
+    def log_table(self, frame: Any, name: str, key: str | None = None) -> None:
+        return None
+
+    def end_run(self, key: str, artifacts: list[Path], status: str = "FINISHED") -> None:
         return None
 
     def end(self, artifacts: list[Path], status: str = "FINISHED") -> None:
@@ -102,7 +141,11 @@ class TrackingError(RuntimeError):
 
 
 class MlflowTracker:
-    """Tracking to ``uri`` (default embedded SQLite), experiment ``experiment``."""
+    """Tracking to ``uri`` (default embedded SQLite), experiment ``experiment``, through the
+    MLflow client (runs are addressed by id, so units finishing in any order log correctly).
+
+    The experiment is tagged ``mlflow.experimentKind=custom_model_development`` so that the UI
+    opens it on the model-training view (runs and their metric charts)."""
 
     def __init__(self, uri: str, experiment: str) -> None:
         import mlflow
@@ -111,21 +154,23 @@ class MlflowTracker:
         self.uri = uri
         self._client: Any = None
         self.experiment = experiment
-        self.parent: Any = None
-        self.child: Any = None
-        self.logged_upto = -1
+        self.experiment_id: str | None = None
+        self.runs: dict[str | None, str] = {}  # key -> run id (None: the parent)
+        self.logged_upto: dict[str | None, int] = {}
+        self.open: list[str | None] = []
 
     @property
     def client(self) -> Any:
         """The MLflow client, made on first use (a SQLite store is created then)."""
         if self._client is None:
             self._client = self.mlflow.MlflowClient(tracking_uri=self.uri)
-            self.mlflow.set_tracking_uri(self.uri)
         return self._client
 
     def check(self) -> None:
         """Reach the tracking store once, failing fast: raise :class:`TrackingError` if it cannot
-        be read or written (before any round runs, so nothing is lost to a later failure)."""
+        be read or written (before any round runs, so nothing is lost to a later failure). A new
+        SQLite store is created under a file lock: several runs started at once on one new store
+        would otherwise race to create its tables."""
         import os
 
         saved = {
@@ -133,7 +178,9 @@ class MlflowTracker:
         }
         os.environ.update({"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"})
         try:
-            self.client.search_experiments(max_results=1)  # creates a SQLite store if needed
+            with _store_lock(self.uri):
+                self.client.search_experiments(max_results=1)  # creates a SQLite store if needed
+                self._experiment_id()
         except Exception as exc:  # any store error: the message below names the way out
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise TrackingError(
@@ -147,38 +194,75 @@ class MlflowTracker:
                 else:
                     os.environ[key] = value
 
+    def _experiment_id(self) -> str:
+        """The experiment's id, creating it (tagged for the model-training view) if new."""
+        if self.experiment_id is None:
+            exp = self.client.get_experiment_by_name(self.experiment)
+            if exp is None:
+                try:
+                    self.experiment_id = self.client.create_experiment(
+                        self.experiment,
+                        artifact_location=artifact_location(self.uri),
+                        tags={"mlflow.experimentKind": "custom_model_development"},
+                    )
+                except Exception:  # another process created it a moment ago
+                    exp = self.client.get_experiment_by_name(self.experiment)
+                    if exp is None:
+                        raise
+                    self.experiment_id = exp.experiment_id
+            else:
+                self.experiment_id = exp.experiment_id
+        return self.experiment_id
+
     def start(self, scenario: str, tags: dict[str, str], run_id: str | None = None) -> None:
         """Open the scenario's parent run, or reopen ``run_id`` (a resumed run)."""
-        if self.client.get_experiment_by_name(self.experiment) is None:
-            self.client.create_experiment(self.experiment, artifact_location=artifact_location(self.uri))
-        exp = self.mlflow.set_experiment(self.experiment)
+        self._open(None, scenario, {}, tags, None, run_id)
+
+    def start_run(
+        self,
+        key: str,
+        name: str,
+        params: dict[str, Any],
+        tags: dict[str, str],
+        parent: str | None = None,
+        run_id: str | None = None,
+    ) -> str | None:
+        """Open child run ``key`` under ``parent`` (a child key, or None: the parent run)."""
+        return self._open(
+            key, name, params, {**tags, "mlflow.parentRunId": self.runs[parent]}, parent, run_id
+        )
+
+    def _open(
+        self,
+        key: str | None,
+        name: str,
+        params: dict[str, Any],
+        tags: dict[str, str],
+        parent: Any,
+        run_id: Any,
+    ) -> str:
+        from mlflow.entities import Param
+
         if run_id is not None:
-            self.parent = self._reopen(run_id)
+            try:
+                self.client.get_run(run_id)
+            except Exception:  # MlflowException (unknown id) or a store error
+                raise TrackingError(
+                    f"MLflow run {run_id} named in tracking.json is not in {self.uri}; delete tracking.json "
+                    "to continue in new runs"
+                ) from None
+            self.client.update_run(run_id, status="RUNNING")
+            self.logged_upto[key] = self._last_step(run_id)
         else:
-            self.parent = self.mlflow.start_run(run_name=scenario, experiment_id=exp.experiment_id, tags=tags)
-        self.logged_upto = self._last_step(self.parent.info.run_id)
-
-    def start_arm(self, arm: str, config: Any, tags: dict[str, str], run_id: str | None = None) -> None:
-        """Open an arm's nested run, or reopen ``run_id``: its logged rounds are not logged again."""
-        if run_id is not None:
-            self.child = self._reopen(run_id, nested=True)
-            self.logged_upto = self._last_step(run_id)
-            return
-        self.child = self.mlflow.start_run(run_name=arm, nested=True, tags=tags)
-        self.logged_upto = -1
-        params = {k: "null" if v is None else str(v) for k, v in domain_params(config).items()}
-        self.mlflow.log_params(params)
-
-    def _reopen(self, run_id: str, nested: bool = False) -> Any:
-        """Continue the MLflow run ``run_id`` (named in the run folder's tracking.json)."""
-        try:
-            self.client.get_run(run_id)
-        except Exception:  # MlflowException (unknown id) or a store error
-            raise TrackingError(
-                f"MLflow run {run_id} named in tracking.json is not in {self.uri}; delete tracking.json "
-                "to continue in new runs"
-            ) from None
-        return self.mlflow.start_run(run_id=run_id, nested=nested)
+            run = self.client.create_run(self._experiment_id(), run_name=name, tags=tags)
+            run_id = run.info.run_id
+            self.logged_upto[key] = -1
+            values = [Param(k, "null" if v is None else str(v)) for k, v in params.items()]
+            for start in range(0, len(values), 100):  # the store takes 100 params a request
+                self.client.log_batch(run_id, params=values[start : start + 100])
+        self.runs[key] = run_id
+        self.open.append(key)
+        return run_id
 
     def _last_step(self, run_id: str) -> int:
         """The largest step any metric of ``run_id`` was logged at (-1: none)."""
@@ -186,30 +270,51 @@ class MlflowTracker:
         steps = [m.step for key in keys for m in self.client.get_metric_history(run_id, key)]
         return max(steps, default=-1)
 
-    def run_id(self) -> str | None:
-        """The open run: the arm's while one is open, else the parent's."""
-        run = self.child if self.child is not None else self.parent
-        return None if run is None else run.info.run_id
+    def run_id(self, key: str | None = None) -> str | None:
+        return self.runs.get(key)
 
-    def log(self, row: dict[str, Any], step: int) -> None:
-        if step <= self.logged_upto:  # logged before the run was stopped: no duplicate step
+    def log(self, row: dict[str, Any], step: int, key: str | None = None) -> None:
+        import time
+
+        from mlflow.entities import Metric
+
+        if step <= self.logged_upto.get(key, -1):  # logged before the run was stopped: no duplicate
             return
-        self.mlflow.log_metrics(finite_metrics(row), step=step)
-        self.logged_upto = step
+        now = int(time.time() * 1000)
+        metrics = [Metric(k, v, now, step) for k, v in finite_metrics(row).items()]
+        self.client.log_batch(self.runs[key], metrics=metrics)
+        self.logged_upto[key] = step
 
-    def end_arm(self, artifacts: list[Path]) -> None:
+    def log_table(self, frame: Any, name: str, key: str | None = None) -> None:
+        self.client.log_table(self.runs[key], data=frame.to_pandas(), artifact_file=name)
+
+    def end_run(self, key: str, artifacts: list[Path], status: str = "FINISHED") -> None:
         for path in artifacts:
             if path.exists():
-                self.mlflow.log_artifact(str(path))
-        self.mlflow.end_run()
-        self.child = None
-        self.logged_upto = self._last_step(self.parent.info.run_id)
+                self.client.log_artifact(self.runs[key], str(path))
+        self.client.set_terminated(self.runs[key], status=status)
+        self.open.remove(key)
 
     def end(self, artifacts: list[Path], status: str = "FINISHED") -> None:
-        if self.child is not None:
-            self.mlflow.end_run(status=status)
-            self.child = None
-        for path in artifacts:
-            if path.exists():
-                self.mlflow.log_artifact(str(path))
-        self.mlflow.end_run(status=status)
+        for key in [k for k in self.open if k is not None]:
+            self.end_run(key, [], status=status)
+        if None in self.runs:
+            for path in artifacts:
+                if path.exists():
+                    self.client.log_artifact(self.runs[None], str(path))
+            self.client.set_terminated(self.runs[None], status=status)
+            self.open = []
+
+
+def _store_lock(uri: str) -> Any:
+    """A file lock beside a SQLite store (a no-op for other stores)."""
+    from contextlib import nullcontext
+
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix):
+        return nullcontext()
+    from filelock import FileLock
+
+    path = Path(uri[len(prefix) :]).resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(path) + ".lock", timeout=120)

@@ -228,10 +228,19 @@ class LlmDomain(BasePolicy, RewardFit, PolicyOptimization, Evaluation):
     def tables(self, state: LlmState, round_: int) -> dict[str, pl.DataFrame]:
         return {"rm_budget": state.budget} if state.budget is not None else {}
 
-    def tags(self) -> dict[str, str]:
+    @classmethod
+    def tags(cls, config: Any) -> dict[str, str]:
         """MLflow tags: the mitigations on (critiques, reward-model budget), and the length bias."""
-        mitigation, bias = describe(self.config)
+        mitigation, bias = describe(config)
         return {"mitigation": mitigation, "bias": bias}
+
+    @classmethod
+    def memory_bytes(cls, config: Any) -> int:
+        """Lower bound: the prompt pool and a round's samples (tokens as int64), small models."""
+        c = config.llm
+        prompts = (c.task.n_prompts + c.task.n_eval_prompts) * (c.task.prompt_len + 2) * 8
+        samples = (c.labeler.label_prompts + c.optimization.batch_prompts) * c.optimization.group_size * 64
+        return prompts + samples + c.task.n_eval_prompts * c.evaluation.pass_k_samples * 64
 
     @classmethod
     def figures(cls, tables: dict[str, pl.DataFrame], out: Path) -> list[Path]:

@@ -227,10 +227,29 @@ class RecsysDomain:
             )
         }
 
-    def tags(self) -> dict[str, str]:
+    @classmethod
+    def tags(cls, config: Any) -> dict[str, str]:
         """MLflow tags: the mitigations on, and the position bias (eta per device)."""
-        mitigation, bias = describe(self.config)
+        mitigation, bias = describe(config)
         return {"mitigation": mitigation, "bias": bias}
+
+    @classmethod
+    def memory_bytes(cls, config: Any) -> int:
+        """Lower bound, float32: the world's factors (users x D, items x 2D), the learner's
+        tables with two Adam moments (users and items x dim, and the retriever's), a round's
+        candidate scores (B x C) and log rows, the panel's scores (P x N)."""
+        w, rc, p = config.world, config.ranker, config.policy
+        items = w.n_items + w.new_items_per_round * config.loop.rounds
+        users = w.n_users
+        active = config.loop.active_users or users
+        world = 4 * (users * w.dim + 2 * items * w.dim)
+        dim = getattr(rc, "dim", 0)
+        learner = 3 * 4 * (users + items) * dim
+        retriever = 3 * 4 * (users + items) * p.retriever_dim if p.retrieval == "two_tower" else 0
+        candidates = p.n_candidates or items
+        round_ = active * candidates * 12 + active * p.slate_size * 64
+        panel_items = config.metrics.panel_items or items
+        return world + learner + retriever + round_ + 2 * 4 * config.metrics.panel_users * panel_items
 
     @classmethod
     def figures(cls, tables: dict[str, pl.DataFrame], out: Path) -> list[Path]:

@@ -1,0 +1,220 @@
+"""The Python API for scenario scripts and Jupyter: run a study, load one, read it back.
+
+>>> import recsim
+>>> result = recsim.run("exploration", seeds=2, rounds=2, tracking=False,
+...                     overrides={"world": {"n_users": 120, "n_items": 60}, "metrics.panel_users": 8})
+>>> result.metrics.select("arm", "seed").unique().height   # 5 arms x 2 seeds
+10
+>>> result.summary(["gold"]).columns
+['arm', 'metric', 'mean', 'sd', 'n', 'low', 'high']
+>>> result.compare(reference="random", metrics=["gold"]).filter(arm="oracle")["distinguishable"].item()
+True
+>>> recsim.load(result.out).metrics.equals(result.metrics)
+True
+>>> result.close()
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import yaml
+
+from recsim.core.config import ConfigError, Section
+from recsim.scenario import Scenario, _from_mapping, load_scenario
+
+__all__ = ["Result", "load", "run"]
+
+
+def run(
+    scenario: str | Path | Scenario | Mapping[str, Any],
+    *,
+    seeds: int | Sequence[int] | None = None,
+    overrides: Mapping[str, Any] | Sequence[str] | None = None,
+    rounds: int | None = None,
+    out: str | Path | None = None,
+    workers: int = 0,
+    threads: int | None = None,
+    ray_address: str | None = None,
+    window: tuple[int, int] | None = None,
+    tracking: bool | None = None,
+) -> Result:
+    """Run every arm of ``scenario`` on every seed; returns the :class:`Result`.
+
+    Args:
+        scenario: a built-in name, a YAML path, a :class:`~recsim.scenario.Scenario`, or a mapping
+            with its keys (``name``, ``arms``, and optionally ``description``, ``base``, ``plot``,
+            ``table``, ``reference``).
+        seeds: n (seeds 0..n-1) or a list; None: the configs' own seed.
+        overrides: for every arm, a mapping (nested, or with dotted keys; a value may be a config
+            section object such as ``WorldConfig(...)``), or ``"dotted.key=value"`` strings.
+            ``{"arms": {ARM: {...}}}`` overrides one arm. Bad ones raise :class:`ConfigError`.
+        rounds: override ``loop.rounds``.
+        out: the run folder (new or empty); None: a temporary folder the Result owns (removed by
+            :meth:`Result.close`).
+        workers, threads, ray_address, window: as ``recsim run`` (see
+            :class:`recsim.core.runner.Study`).
+        tracking: log to MLflow (None: the configs' ``tracking.enabled``).
+    """
+    from recsim.core.runner import Study
+
+    sc = _scenario(scenario)
+    texts = _override_strings(overrides)
+    if tracking is not None:
+        texts.append(f"tracking.enabled={str(tracking).lower()}")
+    configs = sc.resolve(texts, rounds=rounds)
+    if isinstance(seeds, int):
+        seeds = tuple(range(seeds))
+    picked = tuple(seeds) if seeds is not None else (next(iter(configs.values())).seed,)
+    if not picked or len(set(picked)) != len(picked):
+        raise ConfigError(f"seeds must be distinct, got {list(picked)}")
+    study = Study(seeds=picked, threads=threads, workers=workers, ray_address=ray_address, window=window)
+    owned = None
+    if out is None:
+        owned = tempfile.TemporaryDirectory(prefix=f"recsim-{sc.name}-")
+        out = Path(owned.name) / "run"
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError(f"output folder {out} exists and is not empty; choose a new one")
+    tracker = None
+    settings = sc.tracking(configs)
+    if settings.enabled:
+        from recsim.io.tracking import MlflowTracker
+
+        tracker = MlflowTracker(settings.uri, settings.experiment or sc.name)
+        tracker.check()
+    sc.run(configs, out, tracker, study=study, source=sc.name)
+    return Result(out, _owner=owned)
+
+
+def load(folder: str | Path) -> Result:
+    """The :class:`Result` of a run folder written by ``recsim run`` or :func:`run`."""
+    folder = Path(folder)
+    if not (folder / "config.yaml").is_file() or not (folder / "metrics.parquet").is_file():
+        raise ConfigError(f"{folder} is not a run folder (no config.yaml and metrics.parquet)")
+    return Result(folder)
+
+
+class Result:
+    """A run folder, read back.
+
+    Attributes:
+        out: the folder.
+        config: what ``config.yaml`` holds (scenario, seeds, reference, every arm's config).
+    """
+
+    def __init__(self, out: Path, _owner: Any = None) -> None:
+        self.out = Path(out)
+        self._owner = _owner
+        self.config: dict[str, Any] = yaml.safe_load((self.out / "config.yaml").read_text()) or {}
+        self._metrics: pl.DataFrame | None = None
+
+    def __repr__(self) -> str:
+        arms, seeds = list(self.config.get("arms", {})), self.config.get("seeds", [])
+        return f"Result({self.config.get('scenario')!r}, arms={arms}, seeds={seeds}, out={str(self.out)!r})"
+
+    @property
+    def metrics(self) -> pl.DataFrame:
+        """metrics.parquet: one row per arm, seed and round."""
+        if self._metrics is None:
+            self._metrics = pl.read_parquet(self.out / "metrics.parquet")
+        return self._metrics
+
+    @property
+    def table(self) -> list[str]:
+        """The scenario's summary metrics."""
+        return [m for m in self.config.get("table", []) if m in self.metrics.columns]
+
+    @property
+    def reference(self) -> str:
+        """The arm the others are compared with."""
+        return self.config.get("reference") or self.metrics["arm"][0]
+
+    def summary(
+        self, metrics: Sequence[str] | None = None, window: tuple[int, int] | None = None
+    ) -> pl.DataFrame:
+        """Per arm and metric: mean over seeds, sd, n and the 95% t-interval (``low``, ``high``) of
+        the final round (or the mean of the rounds ``window``)."""
+        from recsim.core.stats import describe
+
+        return describe(self.metrics, list(metrics or self.table), window)
+
+    def compare(
+        self,
+        reference: str | None = None,
+        metrics: Sequence[str] | None = None,
+        window: tuple[int, int] | None = None,
+    ) -> pl.DataFrame:
+        """Per arm but ``reference`` and metric: the paired difference to ``reference`` over seeds,
+        its 95% interval, the paired t-test's p and whether it is distinguishable from 0."""
+        from recsim.core.stats import paired
+
+        reference = reference or self.reference
+        if reference not in set(self.metrics["arm"]):
+            raise ConfigError(
+                f"reference must be one of the arms {sorted(set(self.metrics['arm']))}, got {reference!r}"
+            )
+        return paired(self.metrics, list(metrics or self.table), reference, window)
+
+    def plot(self, metrics: Sequence[str] | None = None, path: str | Path | None = None) -> Path:
+        """Mean curves over seeds with 95% bands, one panel per metric; returns the PNG."""
+        from recsim.io.plots import plot_curves
+
+        path = Path(path) if path is not None else self.out / "curves-api.png"
+        return plot_curves(self.metrics, list(metrics or self.config.get("plot", self.table)), path)
+
+    def logs(self) -> pl.LazyFrame:
+        """Every log partition as one lazy frame (``seed`` and ``round`` from the path)."""
+        from recsim.io.logs import scan_logs
+
+        return scan_logs(self.out / "logs")
+
+    def summary_json(self) -> dict[str, Any]:
+        """summary.json as written by the run."""
+        return json.loads((self.out / "summary.json").read_text())
+
+    def close(self) -> None:
+        """Remove the folder if the Result owns it (``out=None``)."""
+        if self._owner is not None:
+            self._owner.cleanup()
+            self._owner = None
+
+
+def _scenario(scenario: Any) -> Scenario:
+    if isinstance(scenario, Scenario):
+        return scenario
+    if isinstance(scenario, Mapping):
+        return _from_mapping(dict(scenario), str(scenario.get("name", "scenario")))
+    if isinstance(scenario, str | Path):
+        return load_scenario(str(scenario))
+    raise ConfigError(
+        f"scenario must be a name, a YAML path, a Scenario or a mapping, got {type(scenario).__name__}"
+    )
+
+
+def _override_strings(overrides: Any) -> list[str]:
+    """``dotted.key=value`` strings of a mapping (nested or dotted; sections dumped) or list."""
+    if overrides is None:
+        return []
+    if isinstance(overrides, str):
+        raise ConfigError("overrides must be a mapping or a list of 'dotted.key=value' strings, got a string")
+    if not isinstance(overrides, Mapping):
+        return [str(o) for o in overrides]
+    out: list[str] = []
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, Section):
+            value = value.model_dump(mode="json", exclude_unset=True)
+        if isinstance(value, Mapping) and value:
+            for key, inner in value.items():
+                walk(f"{prefix}.{key}" if prefix else str(key), inner)
+        else:
+            out.append(f"{prefix}={json.dumps(value)}")
+
+    walk("", overrides)
+    return out

@@ -1,0 +1,155 @@
+"""Statistics over seeds: means with 95% intervals, and paired differences to a reference arm.
+
+A study runs every arm on every seed; arms of one seed share the world, so a comparison between
+two arms is paired by seed. Per arm and metric, the value of one seed is the metric in the final
+round (or its mean over a window of rounds). Then, over the n seeds:
+
+- mean, sample standard deviation sd, n, and the 95% t-interval mean +- t_{0.975, n-1} sd / sqrt(n)
+  (Student 1908; ``scipy.stats.t``);
+- for every arm but the reference, the paired difference d_s = x_{arm, s} - x_{ref, s}: its mean,
+  t-interval and the two-sided paired t-test p-value (``scipy.stats.ttest_rel``). The difference
+  is *distinguishable* from zero when its interval excludes 0; with n < 2 there is no interval
+  and nothing is distinguishable.
+
+>>> import polars as pl
+>>> frame = pl.DataFrame({"arm": ["a"] * 3 + ["b"] * 3, "seed": [0, 1, 2] * 2,
+...                       "round": [0] * 6, "gold": [1.0, 2.0, 3.0, 2.0, 3.1, 3.9]})
+>>> s = describe(frame, ["gold"])
+>>> s.filter(pl.col("arm") == "a").select("mean", "sd", "n").row(0)
+(2.0, 1.0, 3)
+>>> d = paired(frame, ["gold"], "a").row(0, named=True)
+>>> round(d["diff"], 3), d["distinguishable"]
+(1.0, True)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import polars as pl
+
+LEVEL = 0.95
+
+
+def per_seed(
+    frame: pl.DataFrame, metrics: Sequence[str], window: tuple[int, int] | None = None
+) -> pl.DataFrame:
+    """One row per (arm, seed): each metric in the arm's final round, or its mean over the rounds
+    ``window`` = (first, last) inclusive. Arms keep their first-seen order."""
+    seed = frame["seed"] if "seed" in frame.columns else pl.Series("seed", [0] * frame.height)
+    frame = frame.with_columns(seed.alias("seed"))
+    cols = [m for m in metrics if m in frame.columns]
+    if window is None:
+        last = frame.sort("round").group_by("arm", "seed", maintain_order=True).last()
+        picked = last.select("arm", "seed", *cols)
+    else:
+        inside = frame.filter(pl.col("round").is_between(*window))
+        picked = inside.group_by("arm", "seed", maintain_order=True).agg(pl.col(cols).mean())
+    order = {arm: i for i, arm in enumerate(dict.fromkeys(frame["arm"].to_list()))}
+    return picked.sort(pl.col("arm").replace_strict(order, return_dtype=pl.Int64), "seed")
+
+
+def interval(values: np.ndarray) -> tuple[float, float, int, float, float]:
+    """(mean, sd, n, low, high) of the finite ``values``, with the 95% t-interval (NaN if n < 2)."""
+    from scipy import stats
+
+    x = values[np.isfinite(values)]
+    n = len(x)
+    if n == 0:
+        return math.nan, math.nan, 0, math.nan, math.nan
+    mean = float(x.mean())
+    if n < 2:
+        return mean, math.nan, n, math.nan, math.nan
+    sd = float(x.std(ddof=1))
+    half = float(stats.t.ppf(0.5 + LEVEL / 2, n - 1)) * sd / math.sqrt(n)
+    return mean, sd, n, mean - half, mean + half
+
+
+def describe(
+    frame: pl.DataFrame, metrics: Sequence[str], window: tuple[int, int] | None = None
+) -> pl.DataFrame:
+    """Rows (arm, metric, mean, sd, n, low, high): each arm's metric over seeds."""
+    seeds = per_seed(frame, metrics, window)
+    rows = []
+    for (arm,), part in seeds.group_by("arm", maintain_order=True):
+        for m in [m for m in metrics if m in seeds.columns]:
+            values = part[m].cast(pl.Float64).fill_null(math.nan).to_numpy()
+            mean, sd, n, low, high = interval(values)
+            rows.append({"arm": arm, "metric": m, "mean": mean, "sd": sd, "n": n, "low": low, "high": high})
+    return pl.DataFrame(rows, schema=_SCHEMA)
+
+
+def paired(
+    frame: pl.DataFrame, metrics: Sequence[str], reference: str, window: tuple[int, int] | None = None
+) -> pl.DataFrame:
+    """Rows (arm, metric, diff, sd, n, low, high, p, distinguishable): each arm minus ``reference``,
+    paired by seed over the seeds both have, with the paired t-test's two-sided p-value."""
+    from scipy import stats
+
+    seeds = per_seed(frame, metrics, window)
+    ref = seeds.filter(pl.col("arm") == reference)
+    rows = []
+    for (arm,), part in seeds.group_by("arm", maintain_order=True):
+        if arm == reference:
+            continue
+        both = part.join(ref, on="seed", suffix="__ref")
+        for m in [m for m in metrics if m in seeds.columns]:
+            a = both[m].cast(pl.Float64).fill_null(math.nan).to_numpy()
+            b = both[f"{m}__ref"].cast(pl.Float64).fill_null(math.nan).to_numpy()
+            ok = np.isfinite(a) & np.isfinite(b)
+            mean, sd, n, low, high = interval(a[ok] - b[ok])
+            p = math.nan
+            if n >= 2 and sd > 0:
+                p = float(stats.ttest_rel(a[ok], b[ok]).pvalue)
+            rows.append(
+                {
+                    "arm": arm,
+                    "metric": m,
+                    "diff": mean,
+                    "sd": sd,
+                    "n": n,
+                    "low": low,
+                    "high": high,
+                    "p": p,
+                    "distinguishable": bool(n >= 2 and (low > 0 or high < 0)),
+                }
+            )
+    return pl.DataFrame(rows, schema=_PAIRED_SCHEMA)
+
+
+def curves(frame: pl.DataFrame, metrics: Sequence[str]) -> pl.DataFrame:
+    """Per (arm, round): the mean over seeds of each metric and its 95% interval, as columns
+    ``M``, ``M_low``, ``M_high`` (the interval is NaN with one seed)."""
+    cols = [m for m in metrics if m in frame.columns]
+    rows = []
+    for (arm, r), part in frame.group_by("arm", "round", maintain_order=True):
+        row: dict[str, object] = {"arm": arm, "round": r}
+        for m in cols:
+            mean, _, _, low, high = interval(part[m].cast(pl.Float64).fill_null(math.nan).to_numpy())
+            row.update({m: mean, f"{m}_low": low, f"{m}_high": high})
+        rows.append(row)
+    return pl.DataFrame(rows).sort("round", maintain_order=True) if rows else pl.DataFrame()
+
+
+_SCHEMA = {
+    "arm": pl.String,
+    "metric": pl.String,
+    "mean": pl.Float64,
+    "sd": pl.Float64,
+    "n": pl.Int64,
+    "low": pl.Float64,
+    "high": pl.Float64,
+}
+_PAIRED_SCHEMA = {
+    "arm": pl.String,
+    "metric": pl.String,
+    "diff": pl.Float64,
+    "sd": pl.Float64,
+    "n": pl.Int64,
+    "low": pl.Float64,
+    "high": pl.Float64,
+    "p": pl.Float64,
+    "distinguishable": pl.Boolean,
+}
