@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(VENV)/bin/recsim run feedback-loop
+	$(VENV)/bin/recsim run feedback-loop --seeds 3
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check recsim towers scenarios tests

@@ -14,11 +14,11 @@ the Python API (:func:`run`, :func:`load`, :class:`Result`, :class:`Scenario`; s
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["Result", "Scenario", "load", "run"]
+__all__ = ["Result", "Scenario", "load", "run", "scenarios"]
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("run", "load", "Result"):
+    if name in ("run", "load", "Result", "scenarios"):
         from recsim import api
 
         return getattr(api, name)

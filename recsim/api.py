@@ -28,7 +28,7 @@ import yaml
 from recsim.core.config import ConfigError, Section
 from recsim.scenario import Scenario, _from_mapping, load_scenario
 
-__all__ = ["Result", "load", "run"]
+__all__ = ["Result", "load", "run", "scenarios"]
 
 
 def run(
@@ -90,6 +90,13 @@ def run(
         tracker.check()
     sc.run(configs, out, tracker, study=study, source=sc.name)
     return Result(out, _owner=owned)
+
+
+def scenarios() -> dict[str, Scenario]:
+    """Every built-in and registered scenario by name (``recsim scenarios`` lists them)."""
+    from recsim.scenario import builtin_scenarios
+
+    return builtin_scenarios()
 
 
 def load(folder: str | Path) -> Result:

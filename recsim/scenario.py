@@ -192,6 +192,8 @@ def load_scenario(name_or_path: str) -> Scenario:
             raise ConfigError(f"scenario file {path} does not exist")
         try:
             data = yaml.safe_load(path.read_text())
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path}: not a text file (a scenario is YAML text)") from None
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
         return _from_mapping(data, str(path))

@@ -94,7 +94,7 @@ def test_anchor_share_is_one_knob_that_changes_the_data_as_documented(tmp_path):
         return pl.scan_parquet(
             tmp_path / "run" / "logs" / "seed=0" / "round=*" / pattern,
             hive_partitioning=True,
-            hive_schema={"round": pl.Int32},
+            hive_schema={"seed": pl.Int64, "round": pl.Int32},
         )
 
     late = scan("arm-rec*.parquet").filter(pl.col("round") >= 1)  # round 0: start-up exploration for all

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from recsim.cli import app
 from recsim.core.runner import run_scenario
-from recsim.io.logs import LogError, LogStore
+from recsim.io.logs import LogError, LogStore, scan_logs
 from recsim.scenario import Scenario, load_scenario
 
 LOG_SCHEMA = {
@@ -67,8 +67,9 @@ def test_outputs_schema_and_contents(tmp_path, small):
     ):
         assert name in metrics.columns
     assert (metrics["gap"] - (metrics["proxy"] - metrics["gold"])).abs().max() < 1e-9
-    logs = LogStore(out / "logs" / "seed=0").scan().collect()
-    assert dict(logs.schema) == LOG_SCHEMA
+    logs = scan_logs(out / "logs").collect()
+    assert dict(logs.schema) == {**LOG_SCHEMA, "seed": pl.Int64}
+    assert logs["seed"].unique().to_list() == [0]
     assert logs.height == 5 * 4 * 300 * 10  # arms x rounds x users x slate
     # satisfaction is observed only after a click; positions 1..K
     assert logs.filter(~pl.col("click"))["satisfaction"].null_count() == logs.filter(~pl.col("click")).height

@@ -53,10 +53,12 @@ def run_on_ray(
             unit = running.pop(done[0])
             try:
                 result = ray.get(done[0])
-            except ray.exceptions.RayTaskError as exc:
-                cause = exc.cause if getattr(exc, "cause", None) is not None else exc
-                first = (str(cause).strip().splitlines() or [type(cause).__name__])[-1][:200]
-                raise ParallelError(f"unit {unit.key} failed on Ray: {first}") from None
+            except ray.exceptions.RayError as exc:  # the task raised, or its worker died
+                cause = getattr(exc, "cause", None) or exc
+                first = (str(cause).strip().splitlines() or [type(cause).__name__])[0][:200]
+                raise ParallelError(
+                    f"unit {unit.key} failed on Ray ({type(cause).__name__}): {first}"
+                ) from None
             on_done(unit, result)
     finally:
         for ref in running:

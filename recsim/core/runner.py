@@ -282,7 +282,7 @@ class StudyRun:
         self.results[unit.key] = result
         write_atomic(metrics_frame(self._rows()), self.out / "metrics.parquet")
         self._write_tables()
-        if not live:
+        if not live and self._run_key(unit) not in self.ids["ended"]:  # an ended run holds its rows
             self._open_seed_run(rec, unit)
             for row in result.rows:
                 self.tracker.log(row, step=row["round"], key=self._run_key(unit))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import polars as pl
 
@@ -34,6 +35,9 @@ def load_comparison(uri: str, experiment: str, metrics: list[str], parent: str |
     """The arms (nested runs) of the latest finished parent run of ``experiment``, or of ``parent``."""
     import mlflow
 
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not Path(uri[len(prefix) :]).is_file():
+        raise CompareError(f"no MLflow store at {uri} (nothing has been tracked there)")
     client = mlflow.MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
@@ -67,12 +71,20 @@ def load_comparison(uri: str, experiment: str, metrics: list[str], parent: str |
         for m in metrics:
             value = child.get(f"metrics.{m}")
             final[arm][m] = None if value is None or value != value else float(value)
-            for point in client.get_metric_history(child["run_id"], m):
-                rows.append({"arm": arm, "round": point.step, "metric": m, "value": point.value})
+        seeds = runs[runs.get(parent_col) == child["run_id"]] if parent_col in runs else runs.iloc[:0]
+        # the seed runs beneath the arm (a study): their curves give the bands; else the arm's own
+        sources = [(int(s.get("tags.seed", 0)), s["run_id"]) for _, s in seeds.iterrows()] or [
+            (0, child["run_id"])
+        ]
+        for seed, run_id in sources:
+            for m in metrics:
+                for point in client.get_metric_history(run_id, m):
+                    rows.append(
+                        {"arm": arm, "seed": seed, "round": point.step, "metric": m, "value": point.value}
+                    )
     if rows:
-        curves = (
-            pl.DataFrame(rows).pivot(on="metric", index=["arm", "round"], values="value").sort("arm", "round")
-        )
+        index = ["arm", "seed", "round"]
+        curves = pl.DataFrame(rows).pivot(on="metric", index=index, values="value").sort(index)
     else:
-        curves = pl.DataFrame(schema={"arm": pl.String, "round": pl.Int64})
+        curves = pl.DataFrame(schema={"arm": pl.String, "seed": pl.Int64, "round": pl.Int64})
     return Comparison(parent, final, curves, tags)

@@ -158,12 +158,11 @@ def scan_logs(root: Path | str) -> pl.LazyFrame:
     """Lazy frame over a run's logs with ``seed`` and ``round`` from the hive path: ``root`` is the
     run's ``logs`` folder (``seed=S/round=R/*.parquet``) or one seed's (``round=R/*.parquet``)."""
     root = Path(root)
+    schema = {"seed": pl.Int64, "round": pl.Int32}
     if any(root.glob("seed=*")):
         return pl.scan_parquet(
-            root / "seed=*" / "round=*" / "*.parquet",
-            hive_partitioning=True,
-            hive_schema={"seed": pl.Int64, "round": pl.Int32},
+            root / "seed=*" / "round=*" / "*.parquet", hive_partitioning=True, hive_schema=schema
         )
-    return pl.scan_parquet(
-        root / "round=*" / "*.parquet", hive_partitioning=True, hive_schema={"round": pl.Int32}
-    )
+    if not root.name.startswith("seed="):
+        schema = {"round": pl.Int32}
+    return pl.scan_parquet(root / "round=*" / "*.parquet", hive_partitioning=True, hive_schema=schema)
