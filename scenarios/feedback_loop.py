@@ -12,7 +12,7 @@ SCENARIO = Scenario(
     description="MMoE ranker retrained on its own position-biased clicks, without vs with the "
     "shallow position tower; the oracle as the ceiling.",
     base={
-        "world": {"n_users": 2000, "n_items": 1000, "drift_rate": 0.05},
+        "world": {"n_users": 1000, "n_items": 500, "drift_rate": 0.05},
         "policy": {"slate_size": 10, "n_candidates": 200},
         "loop": {"rounds": 20},
     },

@@ -136,8 +136,8 @@ def test_cli_run_tracks_mlflow_and_compare_reads_it_back(tmp_path, monkeypatch, 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
     runs = mlflow.search_runs(experiment_names=["exploration"])
-    parents = runs[runs["tags.mlflow.parentRunId"].isna()]
-    children = runs[runs["tags.mlflow.parentRunId"].notna()]
+    parents = runs[runs["tags.arm"].isna()]
+    children = runs[runs["tags.recsim.scenario_run"] == parents.iloc[0]["run_id"]]
     assert len(parents) == 1 and len(children) == 5
     assert set(children["tags.arm"]) == {"mf", "mf-explore10", "popularity", "random", "oracle"}
     assert set(children["tags.domain"]) == {"recsys"} and children["tags.git_commit"].notna().all()

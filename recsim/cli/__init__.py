@@ -79,14 +79,15 @@ def compare(
 def bench(
     quick: Annotated[bool, typer.Option("--quick", help="Small sizes (each group under a minute).")] = False,
     only: Annotated[
-        str | None, typer.Option(help="Run one group: scale, sharded (2-process training) or core.")
+        str | None,
+        typer.Option(help="Run one group: scale, sharded (2-process training), core or study (Ray)."),
     ] = None,
 ) -> None:
     """Print benchmark results, one JSON object per line."""
     from recsim.cli.bench import run_benchmarks
 
-    if only is not None and only not in ("scale", "sharded", "core"):
-        fail(f"--only must be scale, sharded or core, got {only!r}")
+    if only is not None and only not in ("scale", "sharded", "core", "study"):
+        fail(f"--only must be scale, sharded, core or study, got {only!r}")
     for line in run_benchmarks(quick, only):
         print(line, flush=True)
 

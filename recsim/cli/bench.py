@@ -272,6 +272,28 @@ def bench_sharded_training(quick: bool) -> dict[str, float]:
     }
 
 
+def bench_study(quick: bool) -> dict[str, float]:
+    """Study throughput: units (arm, seed) of a small ``exploration`` study per second, one after
+    the other here vs on a local Ray with one worker per core (one torch thread per unit in both,
+    so the two write the same bytes); Ray's start-up is included."""
+    from recsim.core.runner import Study, run_scenario
+    from recsim.scenario import load_scenario
+
+    sc = load_scenario("exploration")
+    small = ["world.n_users=400", "world.n_items=200", "metrics.panel_users=32", "tracking.enabled=false"]
+    configs = sc.resolve([*small, f"loop.rounds={3 if quick else 6}"])
+    seeds = tuple(range(2 if quick else 4))
+    cores = os.cpu_count() or 1
+    seconds = {}
+    for workers in (0, cores):
+        with tempfile.TemporaryDirectory() as tmp:
+            t0 = time.perf_counter()
+            run_scenario(sc, configs, Path(tmp) / "run", study=Study(seeds=seeds, threads=1, workers=workers))
+            seconds[workers] = time.perf_counter() - t0
+    units = len(configs) * len(seeds)
+    return {"units": units, "workers": cores, "one": units / seconds[0], "all": units / seconds[cores]}
+
+
 def run_benchmarks(quick: bool = False, only: str | None = None) -> Iterator[str]:
     """Yield one JSON line per benchmark (``only``: the groups whose name starts with it)."""
     machine = {
@@ -280,7 +302,13 @@ def run_benchmarks(quick: bool = False, only: str | None = None) -> Iterator[str
         "torch_threads": torch.get_num_threads(),
         "quick": quick,
     }
-    for group, lines in (("scale", _scale_lines), ("sharded", _sharded_lines), ("core", _core_lines)):
+    groups = (
+        ("scale", _scale_lines),
+        ("sharded", _sharded_lines),
+        ("core", _core_lines),
+        ("study", _study_lines),
+    )
+    for group, lines in groups:
         if only is None or group.startswith(only):
             yield from lines(quick, machine)
 
@@ -300,6 +328,18 @@ def _sharded_lines(quick: bool, machine: dict[str, Any]) -> Iterator[str]:
     yield _line("sharded_train_examples_per_s", sh["sharded"], "examples/s", ranks=2, **extra, **machine)
     yield _line("single_train_examples_per_s", sh["single"], "examples/s", ranks=1, **extra, **machine)
     yield _line("sharded_vs_single_train_ratio", sh["sharded"] / sh["single"], "ratio", **extra, **machine)
+
+
+def _study_lines(quick: bool, machine: dict[str, Any]) -> Iterator[str]:
+    st = bench_study(quick)
+    extra = {"units": st["units"], "threads_per_unit": 1, "scenario": "exploration"}
+    yield _line("study_units_per_s_1_worker", st["one"], "units/s", workers=1, **extra, **machine)
+    yield _line(
+        "study_units_per_s_all_cores", st["all"], "units/s", workers=st["workers"], **extra, **machine
+    )
+    yield _line(
+        "study_parallel_speedup", st["all"] / st["one"], "ratio", workers=st["workers"], **extra, **machine
+    )
 
 
 def _core_lines(quick: bool, machine: dict[str, Any]) -> Iterator[str]:

@@ -353,6 +353,12 @@ def _run(
     if tracker is not None:
         tracking = sc.tracking(configs)
         console.print(f"MLflow: {tracking.uri} (experiment '{tracking.experiment or sc.name}')")
+        if tracking.uri.startswith("sqlite:///"):
+            console.print(
+                f"browse: mlflow ui --backend-store-uri {tracking.uri} --host 127.0.0.1, then open "
+                f"http://127.0.0.1:5000/#/experiments/{tracker.experiment_id}?workflowType=machine_learning",
+                soft_wrap=True,
+            )
 
 
 def _guarded(work: Any, progress: Any, out: Path) -> Any:

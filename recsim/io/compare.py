@@ -50,7 +50,10 @@ def load_comparison(uri: str, experiment: str, metrics: list[str], parent: str |
     if runs.empty:
         raise CompareError(f"experiment '{experiment}' has no runs")
     parent_col = "tags.mlflow.parentRunId"
+    scenario_col = "tags.recsim.scenario_run"  # arm runs beside their scenario run
     is_parent = runs[parent_col].isna() if parent_col in runs else runs["run_id"].notna()
+    if scenario_col in runs:
+        is_parent &= runs[scenario_col].isna()
     parents = runs[is_parent & (runs["status"] == "FINISHED")].sort_values("start_time")
     if parent is None:
         if parents.empty:
@@ -58,7 +61,8 @@ def load_comparison(uri: str, experiment: str, metrics: list[str], parent: str |
         parent = str(parents.iloc[-1]["run_id"])
     elif parent not in set(runs["run_id"]):
         raise CompareError(f"run '{parent}' is not in experiment '{experiment}'")
-    children = runs[runs.get(parent_col) == parent].sort_values("start_time")
+    arm_of = runs[scenario_col] if scenario_col in runs else runs.get(parent_col)
+    children = runs[arm_of == parent].sort_values("start_time")
     if children.empty:
         raise CompareError(f"run '{parent}' has no arms")
     final: dict[str, dict[str, float | None]] = {}

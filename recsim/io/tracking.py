@@ -1,9 +1,11 @@
-"""MLflow tracking: one parent run per scenario, a nested run per arm, and under it one per seed.
+"""MLflow tracking: one run per scenario, one per arm beside it, and nested under each arm one per seed.
 
 Per arm: the flattened config as params, tags (scenario, arm, domain, git_commit, mitigation,
-bias), the mean over seeds of every metric per round, its resolved config as an artifact; per seed
-(when a study has several): the same with that seed's values. The parent run holds the summary
-table with intervals (``summary_table.json``), config.yaml, metrics.parquet and the figures.
+bias, and ``recsim.scenario_run``: the scenario run's id), the mean over seeds of every metric per
+round, its resolved config as an artifact; per seed (when a study has several), nested beneath the
+arm: the same with that seed's values. The scenario run holds the summary table with intervals
+(``summary_table.json``), config.yaml, metrics.parquet and the figures. Arm runs are not nested
+under the scenario run, so the UI shows every arm's curves at once.
 ``mlflow`` is imported only here, and only when tracking is on.
 """
 
@@ -46,8 +48,8 @@ class Tracker(Protocol):
         parent: str | None = None,
         run_id: str | None = None,
     ) -> str | None:
-        """Open child run ``key`` (nested under child ``parent``, or the parent run), or continue
-        ``run_id``; returns its id (None: not tracked)."""
+        """Open child run ``key`` (nested under child ``parent``; None: beside the scenario run,
+        linked to it by a tag), or continue ``run_id``; returns its id (None: not tracked)."""
         ...
 
     def run_id(self, key: str | None = None) -> str | None:
@@ -119,11 +121,12 @@ def domain_params(config: Any) -> dict[str, Any]:
 
 
 def finite_metrics(row: dict[str, Any]) -> dict[str, float]:
-    """The numeric, finite entries of a metrics row (MLflow rejects or mangles the others)."""
+    """The numeric, finite entries of a metrics row (MLflow rejects or mangles the others); the
+    seed is the run's identity, not a metric."""
     return {
         k: float(v)
         for k, v in row.items()
-        if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+        if k != "seed" and isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
     }
 
 
@@ -227,10 +230,14 @@ class MlflowTracker:
         parent: str | None = None,
         run_id: str | None = None,
     ) -> str | None:
-        """Open child run ``key`` under ``parent`` (a child key, or None: the parent run)."""
-        return self._open(
-            key, name, params, {**tags, "mlflow.parentRunId": self.runs[parent]}, parent, run_id
-        )
+        """Open child run ``key`` under ``parent`` (a child key: nested beneath it), or, with
+        ``parent=None``, a top-level run tagged ``recsim.scenario_run`` with the scenario's run id
+        (arm runs stay unfolded in the UI, so their charts are compared at once)."""
+        if parent is None:
+            link = {"recsim.scenario_run": self.runs[None]}
+        else:
+            link = {"mlflow.parentRunId": self.runs[parent]}
+        return self._open(key, name, params, {**tags, **link}, parent, run_id)
 
     def _open(
         self,
