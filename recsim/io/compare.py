@@ -70,25 +70,29 @@ def load_comparison(uri: str, experiment: str, metrics: list[str], parent: str |
     rows: list[dict[str, object]] = []
     for _, child in children.iterrows():
         arm = str(child.get("tags.arm") or child.get("tags.mlflow.runName"))
-        final[arm] = {}
         tags[arm] = (str(child.get("tags.domain")), str(child.get("tags.mitigation", "none")))
-        for m in metrics:
-            value = child.get(f"metrics.{m}")
-            final[arm][m] = None if value is None or value != value else float(value)
+        final[arm] = {m: _finite(child.get(f"metrics.{m}")) for m in metrics}
         seeds = runs[runs.get(parent_col) == child["run_id"]] if parent_col in runs else runs.iloc[:0]
         # the seed runs beneath the arm (a study): their curves give the bands; else the arm's own
-        sources = [(int(s.get("tags.seed", 0)), s["run_id"]) for _, s in seeds.iterrows()] or [
-            (0, child["run_id"])
-        ]
-        for seed, run_id in sources:
-            for m in metrics:
-                for point in client.get_metric_history(run_id, m):
-                    rows.append(
-                        {"arm": arm, "seed": seed, "round": point.step, "metric": m, "value": point.value}
-                    )
+        sources = [(int(s.get("tags.seed", 0)), s["run_id"]) for _, s in seeds.iterrows()]
+        rows += _histories(client, arm, sources or [(0, child["run_id"])], metrics)
     if rows:
         index = ["arm", "seed", "round"]
         curves = pl.DataFrame(rows).pivot(on="metric", index=index, values="value").sort(index)
     else:
         curves = pl.DataFrame(schema={"arm": pl.String, "seed": pl.Int64, "round": pl.Int64})
     return Comparison(parent, final, curves, tags)
+
+
+def _finite(value: object) -> float | None:
+    return None if value is None or value != value else float(value)  # type: ignore[arg-type]
+
+
+def _histories(client: object, arm: str, sources: list[tuple[int, str]], metrics: list[str]) -> list[dict]:
+    """Rows (arm, seed, round, metric, value) of every metric's history in each (seed, run id)."""
+    return [
+        {"arm": arm, "seed": seed, "round": point.step, "metric": m, "value": point.value}
+        for seed, run_id in sources
+        for m in metrics
+        for point in client.get_metric_history(run_id, m)  # type: ignore[attr-defined]
+    ]
