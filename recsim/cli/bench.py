@@ -280,8 +280,9 @@ def bench_study(quick: bool) -> dict[str, float]:
     from recsim.scenario import load_scenario
 
     sc = load_scenario("exploration")
-    small = ["world.n_users=400", "world.n_items=200", "metrics.panel_users=32", "tracking.enabled=false"]
-    configs = sc.resolve([*small, f"loop.rounds={3 if quick else 6}"])
+    users, items, rounds = (400, 200, 3) if quick else (1000, 500, 8)
+    size = [f"world.n_users={users}", f"world.n_items={items}", f"loop.rounds={rounds}"]
+    configs = sc.resolve([*size, "metrics.panel_users=32", "tracking.enabled=false"])
     seeds = tuple(range(2 if quick else 4))
     cores = os.cpu_count() or 1
     seconds = {}
