@@ -142,7 +142,19 @@ def test_resuming_a_finished_run_changes_nothing(tmp_path, reference):
 def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path, reference):
     out = tmp_path / "int"
     env = {k: v for k, v in os.environ.items() if k != "RECSIM_FAULT"}
-    cmd = [sys.executable, "-m", "recsim", "run", *RECSYS, "--out", str(out), "--no-tracking", "-q"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "recsim",
+        "run",
+        *RECSYS,
+        "--out",
+        str(out),
+        "--no-tracking",
+        "--threads",
+        "1",
+        "-q",
+    ]
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
     # wait for the first complete round (its checkpoint), then interrupt as Ctrl-C does
     ckpt = out / "logs" / "seed=0" / "round=0" / "arm-mmoe.ckpt.pt"
