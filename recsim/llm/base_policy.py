@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import TYPE_CHECKING
 
 import torch
 
@@ -15,9 +14,6 @@ from recsim.llm.feedback import Rollouts
 from recsim.llm.state import DomainParts
 from recsim.llm.tasks import Prompts, shortcut_answer, step_masks
 from towers.llm_policy import TokenPolicy
-
-if TYPE_CHECKING:
-    pass
 
 
 class BasePolicy(DomainParts):

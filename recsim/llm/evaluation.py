@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -13,11 +13,8 @@ import torch
 from recsim.core import metrics
 from recsim.llm.feedback import Rollouts
 from recsim.llm.rl import pass_at_k
-from towers.reward_model import RewardModel
-
-if TYPE_CHECKING:
-    pass
 from recsim.llm.state import PASS_K, Batch, DomainParts, Labels, LlmState, gold_pairs
+from towers.reward_model import RewardModel
 
 
 class Evaluation(DomainParts):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 import torch
 
@@ -17,12 +15,9 @@ from recsim.llm.critique import (
 )
 from recsim.llm.feedback import Rollouts, rlcr_reward
 from recsim.llm.rl import group_advantages, kl_penalty, policy_loss, sign_split_advantages
+from recsim.llm.state import DomainParts, LlmState
 from recsim.mitigations.gates import group_gate
 from towers.llm_policy import TokenPolicy, response_mask
-
-if TYPE_CHECKING:
-    pass
-from recsim.llm.state import DomainParts, LlmState
 
 
 class PolicyOptimization(DomainParts):

@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 import polars as pl
 import torch
 
 from recsim.core.batches import minibatches
 from recsim.llm.feedback import Rollouts
+from recsim.llm.state import DomainParts, LlmState
 from recsim.mitigations.invariance import invariance_penalty
 from towers.reward_model import RewardModel, bradley_terry_loss
-
-if TYPE_CHECKING:
-    pass
-from recsim.llm.state import DomainParts, LlmState
 
 
 class RewardFit(DomainParts):
