@@ -59,8 +59,8 @@ def _recsim(args: list[str], cwd: Path, fault: str | None = None) -> subprocess.
     if fault is not None:
         env["RECSIM_FAULT"] = fault
     # One torch thread per run: a 2-thread LLM run in this suite once gave other last bits of
-    # kl_ref and policy_loss than the same command before it (the reference run, 1 of about 15
-    # runs inside pytest, none of 15 outside it; cause not found). The claim tested here is that
+    # kl_ref and policy_loss than the same command elsewhere (inside pytest only; none of about 19
+    # runs outside it; cause not found). The claim tested here is that
     # a resumed run equals an uninterrupted one, so both run at the same, single thread.
     threads = [] if "--resume" in args else ["--threads", "1"]
     cmd = [sys.executable, "-m", "recsim", "run", *args, *threads, "-q"]
