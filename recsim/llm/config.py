@@ -61,19 +61,36 @@ ALIASES: dict[str, tuple[str, str]] = {
 }
 
 
-class TaskConfig(Section):
-    """The task family: prompts of digits with a difficulty, a user hint, and the response format."""
+#: the base policy's warm-up steps by task kind (``llm.policy.sft_steps`` None).
+SFT_STEPS = {"chain": 600, "sum": 150}
 
+
+class TaskConfig(Section):
+    """The task family: prompts with a hidden answer, a difficulty and a user hint, and the
+    response format. Two kinds: ``chain`` (multi-step computations, :mod:`recsim.llm.chain`) and
+    ``sum`` (one answer token, :mod:`recsim.llm.tasks`)."""
+
+    kind: Literal["chain", "sum"] = "chain"
+    """chain: a prompt defines a chain of operations on values mod n_values; the response writes
+    each intermediate result, then the answer, its confidence, a framing and padding (the simulator
+    knows the first wrong step). sum: the answer is a sum of digits mod n_answers, written as one
+    token (prompt_len, max_difficulty and n_answers apply to it only)."""
+    n_values: int = Field(16, ge=10)
+    """chain: M, the values (and answers) mod which the chain is computed (operands are 1..9)."""
+    max_steps: int = Field(4, gt=0)
+    """chain: difficulty d = steps in 1..max_steps (hard prompts: max_steps + 1)."""
+    concepts: int = Field(2, gt=1)
+    """chain: topics a prompt can have and a response can adopt as its framing."""
     n_prompts: int = Field(4096, gt=0)
     """Training prompt pool; each round draws ``batch_prompts`` of them."""
     n_eval_prompts: int = Field(256, gt=0)
     """Fixed evaluation prompts (accuracy, pass@k, calibration, diversity)."""
     prompt_len: int = Field(4, gt=0)
-    """Digit tokens per prompt."""
+    """sum: digit tokens per prompt."""
     max_difficulty: int = Field(2, ge=0)
-    """Difficulty d in 0..max: the answer sums the first d + 1 digits (at most prompt_len)."""
+    """sum: difficulty d in 0..max: the answer sums the first d + 1 digits (at most prompt_len)."""
     n_answers: int = Field(5, gt=1)
-    """A: answers (the sum is taken mod A)."""
+    """sum: A, the answers (the sum is taken mod A)."""
     hint_wrong: float = Field(0.4, ge=0, le=1)
     """Probability that the user's hint is wrong."""
     conf_bins: int = Field(5, gt=1)
@@ -81,8 +98,9 @@ class TaskConfig(Section):
     max_elaboration: int = Field(6, ge=0)
     """Most elaboration tokens in a response (the response's length)."""
     hard_share: float = Field(0.0, ge=0, lt=1)
-    """Share of hard prompts (training pool and evaluation set): difficulty max_difficulty + 1, on
-    which the base policy learned a shortcut that is always wrong (needs max_difficulty + 2 <=
+    """Share of hard prompts (training pool and evaluation set), on which the base policy learned a
+    shortcut that is always wrong. chain: max_steps + 1 steps, the last one skipped. sum:
+    difficulty max_difficulty + 1, its last digit left out (needs max_difficulty + 2 <=
     prompt_len). They carry accuracy_hard, hard_pass_at_k and unsolved_share_hard."""
 
 
@@ -91,8 +109,9 @@ class BasePolicyConfig(Section):
 
     hidden: int = Field(64, gt=0)
     """Hidden width of the policy and the reward model (H)."""
-    sft_steps: int = Field(150, ge=0)
-    """Supervised warm-up steps of the base policy (on gold answers, random confidence and length)."""
+    sft_steps: int | None = Field(None, ge=0)
+    """Supervised warm-up steps of the base policy (on gold answers, random confidence and length);
+    None = the task's default (chain 600, sum 150), filled in when the config is validated."""
     sft_lr: float = Field(3e-3, gt=0)
     """Learning rate of the warm-up."""
 
@@ -103,9 +122,11 @@ class OptimizationConfig(Section):
     optimizer: Literal["grpo", "best_of_n", "psr", "nsr", "w_reinforce", "none"] = "grpo"
     """How the policy is optimized each round: GRPO, best-of-n selection (no update; round r uses
     n = 2^r), sign-split REINFORCE (PSR, NSR, W-REINFORCE; Zhu et al. 2025) or none."""
-    reward: Literal["binary", "rlcr", "reward_model"] = "reward_model"
-    """Reward optimized: binary correctness, binary + Brier term (RLCR, Damani et al. 2025), or
-    the learned reward model."""
+    reward: Literal["binary", "rlcr", "reward_model", "process"] = "reward_model"
+    """Reward optimized: binary correctness, binary + Brier term (RLCR, Damani et al. 2025), the
+    learned reward model, or (chain task, GRPO) a process reward: step j earns 1 while no step up
+    to it is wrong, normalized over the group's steps, each token's advantage the sum of the
+    normalized rewards of its step and the later ones (process supervision, Shao et al. 2024)."""
     batch_prompts: int = Field(64, gt=0)
     """Prompts per policy step (N)."""
     group_size: int = Field(8, gt=1)
@@ -136,6 +157,15 @@ class LabelerConfig(Section):
     """Labeler: weight of the difference in agreeing with the user's hint."""
     confidence_bias: float = Field(1.0, ge=0)
     """Labeler: weight of the difference in stated confidence."""
+    concept_bias: float = Field(1.0, ge=0)
+    """Labeler (chain task): weight of the difference in adopting the prompt's concept as the
+    framing (a prompt topic tied to quality; correctness does not depend on it)."""
+    discrimination_bias: float = Field(0.5, ge=0, le=1)
+    """Labeler (chain task): for users outside the favoured group (attribute 0) the correctness
+    weight is gold_weight * (1 - discrimination_bias): their answers are checked less."""
+    gold_checks: Literal["answer", "steps"] = "answer"
+    """What correctness means to the labeler's gold term and the gold judge: the final answer, or
+    (chain task) the answer and every step (process supervision as the gold variant)."""
 
 
 class RewardModelConfig(Section):
@@ -211,15 +241,36 @@ class LlmConfig(Section):
     critique: CritiqueConfig = CritiqueConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _task_defaults(cls, data: Any) -> Any:
+        """Fill the fields whose default depends on the task kind (``policy.sft_steps``)."""
+        if not isinstance(data, dict):
+            return data
+        task, policy = data.get("task") or {}, data.get("policy") or {}
+        kind = task.kind if isinstance(task, TaskConfig) else task.get("kind", "chain")
+        if isinstance(policy, BasePolicyConfig):
+            if policy.sft_steps is None:
+                policy = policy.model_copy(update={"sft_steps": SFT_STEPS[kind]})
+        elif policy.get("sft_steps") is None:
+            policy = {**policy, "sft_steps": SFT_STEPS.get(kind, SFT_STEPS["chain"])}
+        return {**data, "policy": policy}
+
     @model_validator(mode="after")
     def _cross(self) -> LlmConfig:
         t, o, rm, cr = self.task, self.optimization, self.reward_model, self.critique
-        if t.max_difficulty + 1 > t.prompt_len:
+        if t.kind == "chain" and (o.reward == "process" and o.optimizer != "grpo"):
+            raise ValueError(f"llm.optimization.reward process needs optimizer grpo, got {o.optimizer}")
+        if t.kind == "sum" and (o.reward == "process" or self.labeler.gold_checks == "steps"):
+            raise ValueError(
+                "process rewards and step-checking gold need llm.task.kind chain (sum has no steps)"
+            )
+        if t.kind == "sum" and t.max_difficulty + 1 > t.prompt_len:
             raise ValueError(
                 f"llm.task.max_difficulty + 1 must be <= llm.task.prompt_len ({t.prompt_len}), "
                 f"got {t.max_difficulty}"
             )
-        if t.hard_share > 0 and t.max_difficulty + 2 > t.prompt_len:
+        if t.kind == "sum" and t.hard_share > 0 and t.max_difficulty + 2 > t.prompt_len:
             raise ValueError(
                 f"llm.task.hard_share > 0 needs llm.task.max_difficulty + 2 <= llm.task.prompt_len "
                 f"({t.prompt_len}), got max_difficulty {t.max_difficulty}"
@@ -229,6 +280,8 @@ class LlmConfig(Section):
                 f"llm.evaluation.unsolved_k must be <= llm.optimization.group_size ({o.group_size}), "
                 f"got {self.evaluation.unsolved_k}"
             )
+        if cr.kind != "none" and o.reward == "process":
+            raise ValueError("llm.critique.kind needs an outcome reward (process rewards are per step)")
         if cr.kind != "none" and o.optimizer != "grpo":
             raise ValueError(f"llm.critique.kind needs llm.optimization.optimizer grpo, got {o.optimizer}")
         if rm.votes > 1 and rm.passes == 1:

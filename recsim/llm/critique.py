@@ -8,11 +8,14 @@ response (wrong answer) the critic returns, at a configurable strength:
 - ``cot``: "wrong; the answer is y; your sum stopped at digit j" - which step of the computation
   went wrong (the prefix x_1..x_j of the prompt whose sum mod A is the answer given, nearest the
   m digits needed; 0 when no prefix gives it: a slip, not a stop) and what the answer should be.
+  On the chain task (:mod:`recsim.llm.chain`): "wrong; the answer is y; step j is wrong, it
+  should be c_j" - the first wrong step of the written chain and its correct value.
 
 Each strength holds strictly more than the one before, and a critique is a function of its own
 prompt and response only. The policy reads it as a refinement context: the prompt tokens, then
-``[WRONG][GIVEN a][TRUTH y | PAD][STEP j | PAD]`` (the answer it gave is part of the context, as
-the initial response is in Critique-GRPO's refinement prompt).
+``[WRONG][GIVEN a][TRUTH y | PAD][STEP j | PAD]`` (chain task: ``+ [VALUE c_j | PAD]``; the
+answer it gave is part of the context, as the initial response is in Critique-GRPO's refinement
+prompt).
 
 Critique-GRPO (Zhang et al. 2025): the policy refines each failed response given its critique;
 up to ``keep`` refinements per group (correct ones first) join the G initial responses in a mixed
@@ -35,6 +38,7 @@ from dataclasses import dataclass
 
 import torch
 
+from recsim.llm.chain import ChainFormat, chain_value, first_wrong
 from recsim.llm.tasks import CRITIQUE_SLOTS, Format, Prompts, prefix_sums
 
 STRENGTHS = ("binary", "ground_truth", "cot")
@@ -50,16 +54,21 @@ class Critiques:
     given: torch.Tensor
     truth: torch.Tensor
     step: torch.Tensor
+    value: torch.Tensor | None = None
+    """chain task: the correct value at ``step`` (-1 where the strength does not reveal it)."""
 
     def __len__(self) -> int:
         return self.row.shape[0]
 
-    def slots(self, fmt: Format) -> torch.Tensor:
-        """[M, CRITIQUE_SLOTS] the critique's tokens."""
+    def slots(self, fmt: Format | ChainFormat) -> torch.Tensor:
+        """[M, fmt.critique_slots] the critique's tokens."""
         wrong = torch.full_like(self.given, fmt.critique_base)
         truth = torch.where(self.truth >= 0, fmt.truth_base + self.truth, fmt.critique_pad)
         step = torch.where(self.step >= 0, fmt.step_base + self.step, fmt.critique_pad)
-        return torch.stack([wrong, fmt.given_base + self.given, truth, step], 1)
+        tokens = [wrong, fmt.given_base + self.given, truth, step]
+        if fmt.kind == "chain":
+            tokens.append(torch.where(self.value >= 0, fmt.value_base + self.value, fmt.critique_pad))
+        return torch.stack(tokens, 1)
 
     def context(self, fmt: Format, prompt_tokens: torch.Tensor) -> torch.Tensor:
         """[M, P + CRITIQUE_SLOTS] the refinement context: each critiqued response's prompt
@@ -99,13 +108,46 @@ def critique(
 
 
 def critique_failed(
-    fmt: Format, prompts: Prompts, prompt: torch.Tensor, tokens: torch.Tensor, strength: str
+    fmt: Format | ChainFormat, prompts: Prompts, prompt: torch.Tensor, tokens: torch.Tensor, strength: str
 ) -> Critiques:
     """Critiques of the failed responses among ``tokens`` [N, T] to ``prompts`` (``prompt`` [N]
     indexes them); correct responses get none."""
+    if fmt.kind == "chain":
+        return chain_critique_failed(fmt, prompts, prompt, tokens, strength)
     answer = tokens[:, 0]
     rows = torch.nonzero(answer != prompts.answer[prompt]).squeeze(1)
     return critique(fmt, prompts.take(prompt[rows]), rows, answer[rows], strength)
+
+
+def chain_critique(
+    prompts: Prompts,
+    rows: torch.Tensor,
+    given: torch.Tensor,
+    wrong_step: torch.Tensor,
+    strength: str,
+) -> Critiques:
+    """Chain-task critiques at ``strength`` of answers ``given`` [M] whose first wrong step is
+    ``wrong_step`` [M] (1..d + 1), ``prompts`` aligned with them: the chain-of-thought critique
+    names that step and its correct value."""
+    if strength not in STRENGTHS:
+        raise ValueError(f"critique strength must be one of {STRENGTHS}, got {strength!r}")
+    hidden = torch.full_like(given, -1)
+    truth = prompts.answer if strength in ("ground_truth", "cot") else hidden
+    if strength != "cot":
+        return Critiques(rows, given, truth, hidden, hidden)
+    value = chain_value(prompts, torch.arange(len(prompts)), wrong_step)
+    return Critiques(rows, given, truth, wrong_step, value)
+
+
+def chain_critique_failed(
+    fmt: ChainFormat, prompts: Prompts, prompt: torch.Tensor, tokens: torch.Tensor, strength: str
+) -> Critiques:
+    """Critiques of the chain responses with a wrong final answer."""
+    d = prompts.difficulty[prompt]
+    answer = fmt.answer(tokens, d)
+    rows = torch.nonzero(answer != prompts.answer[prompt]).squeeze(1)
+    wrong = first_wrong(fmt, prompts, prompt[rows], tokens[rows])
+    return chain_critique(prompts.take(prompt[rows]), rows, answer[rows], wrong, strength)
 
 
 def refine_shaping(logp: torch.Tensor, gamma: float) -> torch.Tensor:

@@ -29,8 +29,7 @@ import torch
 from recsim.core.rng import SETUP_ROUND, generator
 from recsim.io.logs import LogStore
 from recsim.llm.feedback import Rollouts, preference_logit
-from recsim.llm.tasks import Format, make_prompts, step_masks
-from towers.llm_policy import TokenPolicy
+from recsim.llm.formats import draw_prompts, make_format, new_policy
 from towers.reward_model import RewardModel
 
 if TYPE_CHECKING:
@@ -57,20 +56,12 @@ class LlmDomain(BasePolicy, RewardFit, PolicyOptimization, Evaluation):
     def __init__(self, config: SimConfig, dist: Any = None) -> None:
         self.config = config
         c = self.cfg = config.llm
-        self.fmt = Format(
-            c.task.prompt_len,
-            c.task.n_answers,
-            c.task.conf_bins,
-            c.task.max_elaboration,
-            c.task.max_difficulty,
-            hard=c.task.hard_share > 0,
-            critiques=c.critique.kind != "none" or c.critique.sft > 0,
-        )
+        self.fmt = make_format(c)
         setup = lambda stream: generator(config.seed, SETUP_ROUND, stream)  # noqa: E731
-        self.pool = make_prompts(
+        self.pool = draw_prompts(
             self.fmt, c.task.n_prompts, c.task.hint_wrong, setup("prompts"), c.task.hard_share
         )
-        self.eval = make_prompts(
+        self.eval = draw_prompts(
             self.fmt, c.task.n_eval_prompts, c.task.hint_wrong, setup("eval-prompts"), c.task.hard_share
         )
         key = (
@@ -87,9 +78,7 @@ class LlmDomain(BasePolicy, RewardFit, PolicyOptimization, Evaluation):
         if key not in _BASE_POLICIES:  # arms of one scenario share the base policy: train it once
             _BASE_POLICIES.clear()
             _BASE_POLICIES[key] = self._base_policy(setup).state_dict()
-        self.reference = TokenPolicy(
-            self.fmt.prompt_vocab, self.fmt.vocab, step_masks(self.fmt), c.policy.hidden, setup("x")
-        )
+        self.reference = new_policy(self.fmt, c.policy.hidden, setup("x"))
         self.reference.load_state_dict(_BASE_POLICIES[key])
         self.reference.requires_grad_(False).eval()
         # Reference responses for gold and proxy: fixed draws of the frozen reference policy.
@@ -192,11 +181,11 @@ class LlmDomain(BasePolicy, RewardFit, PolicyOptimization, Evaluation):
         pair[labels.winner], pair[labels.loser] = k, k
         won[labels.winner] = True
         anchored[labels.winner], anchored[labels.loser] = labels.anchored, labels.anchored
-        return pl.DataFrame(
+        frame = pl.DataFrame(
             {
                 "prompt_tokens": r.prompt_tokens.to(torch.int16).numpy(),
                 "response": r.tokens.to(torch.int16).numpy(),
-                "answer": r.tokens[:, 0].numpy(),
+                "answer": r.answer.numpy(),
                 "true_answer": r.prompts.answer[r.prompt].numpy(),
                 "hint": r.prompts.hint[r.prompt].numpy(),
                 "difficulty": r.prompts.difficulty[r.prompt].numpy(),
@@ -208,6 +197,14 @@ class LlmDomain(BasePolicy, RewardFit, PolicyOptimization, Evaluation):
                 "anchored": anchored.numpy(),
                 "best_of": pl.Series([batch.n] * n, dtype=pl.Int32),
             }
+        )
+        if r.first_wrong is None:
+            return frame
+        return frame.with_columns(  # the chain task: what the simulator knows of each chain
+            first_wrong=pl.Series(r.first_wrong.to(torch.int16).numpy()),
+            step_accuracy=pl.Series(r.step_accuracy.numpy()),
+            concept_match=pl.Series(r.concept_match.bool().numpy()),
+            disfavoured=pl.Series(r.disfavoured.bool().numpy()),
         )
 
     # 4. fit ------------------------------------------------------------------------------------

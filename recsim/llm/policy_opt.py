@@ -14,7 +14,13 @@ from recsim.llm.critique import (
     select_refinements,
 )
 from recsim.llm.feedback import Rollouts, rlcr_reward
-from recsim.llm.rl import group_advantages, kl_penalty, policy_loss, sign_split_advantages
+from recsim.llm.rl import (
+    group_advantages,
+    kl_penalty,
+    policy_loss,
+    process_advantages,
+    sign_split_advantages,
+)
 from recsim.llm.state import DomainParts, LlmState
 from recsim.mitigations.gates import group_gate
 from towers.llm_policy import TokenPolicy, response_mask
@@ -24,11 +30,14 @@ class PolicyOptimization(DomainParts):
     """Policy updates, a concern of :class:`recsim.llm.domain.LlmDomain`."""
 
     def rubric_violation(self, r: Rollouts) -> torch.Tensor:
-        """[N] bool: the response breaks the rubric (too long, or copies the user's hint)."""
+        """[N] bool: the response breaks the rubric (too long, copies the user's hint, or (chain
+        task, ``gate_consistency``) states an answer other than its last step)."""
         mit = self.config.mitigations
         bad = r.length > mit.gate_max_length
         if mit.gate_hint_copy:
             bad = bad | (r.agree > 0)
+        if mit.gate_consistency and r.consistent is not None:  # the steps' format: answer = last step
+            bad = bad | (r.consistent == 0)
         return bad
 
     def rewards(self, state: LlmState, r: Rollouts) -> torch.Tensor:
@@ -38,6 +47,8 @@ class PolicyOptimization(DomainParts):
             reward = r.correct
         elif self.cfg.optimization.reward == "rlcr":
             reward = rlcr_reward(r.correct, r.confidence)
+        elif self.cfg.optimization.reward == "process":  # the scalar behind the step rewards
+            reward = r.sound
         else:
             reward = self.score(state.reward_model, r)
         if mit.brier_weight > 0:  # proper-scoring term on the stated confidence
@@ -100,6 +111,10 @@ class PolicyOptimization(DomainParts):
         """Per-sample (or, with hindsight critiques, per-token) advantages of the rollouts, and how
         many rollouts were critiqued."""
         c = self.cfg
+        if c.optimization.reward == "process":  # per-token advantages from the step rewards
+            d = r.prompts.difficulty[r.prompt]
+            adv = process_advantages(r.first_wrong, d, c.optimization.group_size, r.tokens.shape[1])
+            return (adv if gate is None else adv * gate.unsqueeze(1)), 0
         if c.optimization.optimizer == "grpo":
             adv = group_advantages(reward, c.optimization.group_size, std=c.optimization.advantage == "std")
         else:  # sign split: positive = correct (binary/rlcr) or above the group median (reward model)

@@ -51,6 +51,11 @@ class RewardFit(DomainParts):
         mit = self.config.mitigations
         lengths = torch.from_numpy(pairs["length"].to_numpy().astype("int64"))
         agree = torch.from_numpy((pairs["answer"] == pairs["hint"]).to_numpy().astype("int64"))
+        extra = [  # the chain task's concept and user attribute
+            torch.from_numpy(pairs[col].to_numpy().astype("int64"))
+            for col in ("concept_match", "disfavoured")
+            if col in pairs.columns
+        ]
         rm, opt = state.reward_model, state.rm_opt
         rm.train()
         total, count = 0.0, 0
@@ -67,7 +72,13 @@ class RewardFit(DomainParts):
                 loss = bradley_terry_loss(rw, rl)
                 if mit.invariance_weight > 0:
                     loss = loss + mit.invariance_weight * self._invariance(
-                        rw, rl, lengths[win[b]], lengths[lose[b]], agree[win[b]], agree[lose[b]]
+                        rw,
+                        rl,
+                        lengths[win[b]],
+                        lengths[lose[b]],
+                        agree[win[b]],
+                        agree[lose[b]],
+                        [(v[win[b]], v[lose[b]]) for v in extra],
                     )
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -76,9 +87,10 @@ class RewardFit(DomainParts):
         rm.eval()
         return total / max(count, 1)
 
-    def _invariance(self, rw, rl, len_w, len_l, agree_w, agree_l) -> torch.Tensor:  # noqa: ANN001
-        """MMD invariance of reward scores across length buckets and hint agreement; conditional:
-        within winners and within losers."""
+    def _invariance(self, rw, rl, len_w, len_l, agree_w, agree_l, extra=()) -> torch.Tensor:  # noqa: ANN001
+        """MMD invariance of reward scores across length buckets and hint agreement (and, on the
+        chain task, ``extra`` (winner, loser) variables: concept match, the user's attribute);
+        conditional: within winners and within losers."""
         mit = self.config.mitigations
         scores = torch.cat([rw, rl])
         lengths = torch.cat([len_w, len_l])
@@ -90,6 +102,9 @@ class RewardFit(DomainParts):
             if mit.invariance_conditional
             else None
         )
-        return invariance_penalty(scores, buckets, labels) + invariance_penalty(
+        penalty = invariance_penalty(scores, buckets, labels) + invariance_penalty(
             scores, torch.cat([agree_w, agree_l]), labels
         )
+        for w, lo in extra:
+            penalty = penalty + invariance_penalty(scores, torch.cat([w, lo]), labels)
+        return penalty

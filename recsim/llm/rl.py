@@ -23,6 +23,30 @@ def group_advantages(rewards: torch.Tensor, group: int, eps: float = 1e-6, std: 
     return (centred / (r.std(1, keepdim=True) + eps) if std else centred).reshape(-1)
 
 
+def process_advantages(
+    first_wrong: torch.Tensor, steps: torch.Tensor, group: int, max_len: int, eps: float = 1e-6
+) -> torch.Tensor:
+    """Process-supervised GRPO advantages (Shao et al. 2024, section 4.1.3) -> [N * G, T].
+
+    Response j-th token (j = 1..d the steps, d + 1 the answer) is a step; its reward is 1 while no
+    step up to it is wrong (``first_wrong`` [N * G]: 0 = none, else the 1-based first wrong
+    step), else 0. Rewards are normalized by the mean and std over all the steps of the group's
+    G responses; a token's advantage is the sum of the normalized rewards of its step and the later
+    ones; tokens after the answer get 0. ``steps`` [N * G] is d."""
+    j = torch.arange(1, max_len + 1).unsqueeze(0)  # [1, T] the step at token t = j - 1
+    valid = j <= (steps + 1).unsqueeze(1)  # [N*G, T]
+    fw = first_wrong.unsqueeze(1)
+    reward = ((fw == 0) | (j < fw)).double() * valid
+    v = valid.double().view(-1, group, max_len)
+    r = reward.view(-1, group, max_len)
+    count = v.sum((1, 2), keepdim=True)
+    mean = r.sum((1, 2), keepdim=True) / count
+    sd = ((((r - mean) * v) ** 2).sum((1, 2), keepdim=True) / (count - 1).clamp_min(1)).sqrt()
+    norm = (r - mean) / (sd + eps) * v
+    adv = norm.flip(-1).cumsum(-1).flip(-1) * v  # own step and the later ones
+    return adv.view(-1, max_len).float()
+
+
 def policy_loss(
     logp: torch.Tensor, ref_logp: torch.Tensor, mask: torch.Tensor, advantages: torch.Tensor, kl_coef: float
 ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,4 +1,5 @@
-"""Synthetic tasks with a hidden answer, a difficulty, and a user hint; and the response format.
+"""The sum task (``llm.task.kind = "sum"``): a hidden answer, a difficulty, a user hint; and its
+response format. The default task, with multi-step responses, is :mod:`recsim.llm.chain`.
 
 Prompt: ``prompt_len`` digit tokens x_1..x_L (0..9), a difficulty token, a hint token.
 Answer: (x_1 + ... + x_m) mod A with m = difficulty + 1 (difficulty 0..``max_difficulty``), so
@@ -42,6 +43,19 @@ class Format:
     max_difficulty: int
     hard: bool = False
     critiques: bool = False
+
+    kind = "sum"
+    critique_slots = CRITIQUE_SLOTS
+
+    @property
+    def answer_values(self) -> int:
+        """Distinct final answers (for the answer entropy)."""
+        return self.n_answers
+
+    @property
+    def max_ordinary(self) -> int:
+        """The largest difficulty of an ordinary (not hard) prompt."""
+        return self.max_difficulty
 
     @property
     def hint_base(self) -> int:
@@ -123,18 +137,32 @@ def step_masks(fmt: Format) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class Prompts:
-    """A set of prompts. tokens [N, L + 2]; answer, difficulty, hint [N] long."""
+    """A set of prompts. tokens [N, P]; answer, difficulty, hint [N] long. The chain task
+    (:mod:`recsim.llm.chain`) adds the concept and the user attribute [N] and the true chain
+    [N, K]; the sum task has none of them."""
 
     tokens: torch.Tensor
     answer: torch.Tensor
     difficulty: torch.Tensor
     hint: torch.Tensor
+    concept: torch.Tensor | None = None
+    attribute: torch.Tensor | None = None
+    chain: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.answer.shape[0]
 
     def take(self, idx: torch.Tensor) -> Prompts:
-        return Prompts(self.tokens[idx], self.answer[idx], self.difficulty[idx], self.hint[idx])
+        pick = lambda x: None if x is None else x[idx]  # noqa: E731
+        return Prompts(
+            self.tokens[idx],
+            self.answer[idx],
+            self.difficulty[idx],
+            self.hint[idx],
+            pick(self.concept),
+            pick(self.attribute),
+            pick(self.chain),
+        )
 
     @property
     def hint_wrong(self) -> torch.Tensor:
@@ -142,7 +170,7 @@ class Prompts:
 
     def is_hard(self, fmt: Format) -> torch.Tensor:
         """[N] bool: hard prompts (difficulty above ``max_difficulty``)."""
-        return self.difficulty > fmt.max_difficulty
+        return self.difficulty > fmt.max_ordinary
 
 
 def prefix_sums(fmt: Format, tokens: torch.Tensor) -> torch.Tensor:

@@ -29,6 +29,9 @@ class MitigationConfig(Section):
     """LLM rubric: a response with more elaboration tokens violates it."""
     gate_hint_copy: bool = True
     """LLM rubric: a response whose answer copies the user's hint violates it."""
+    gate_consistency: bool = False
+    """LLM rubric (chain task): a response whose final answer is not its last written step
+    violates it (a check of the steps' format that needs no ground truth)."""
     diversity_floor: int = Field(3, ge=1)
     """Recommender rubric: a slate with fewer distinct categories violates it."""
     dense_penalty: float = Field(1.0, ge=0)

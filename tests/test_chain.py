@@ -1,0 +1,267 @@
+"""The chain task: true chains, first wrong steps, format masks, critiques, process advantages,
+the labeler's four hacking modes, and the sum task kept bit-identical."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from recsim.config import validate
+from recsim.llm.chain import (
+    ChainFormat,
+    chain_response,
+    corrupt_chain,
+    first_wrong,
+    make_chain_prompts,
+    shortcut_chain,
+    true_chain,
+)
+from recsim.llm.critique import chain_critique_failed
+from recsim.llm.domain import Batch, LlmDomain
+from recsim.llm.feedback import Rollouts
+from recsim.llm.rl import process_advantages
+from recsim.llm.tasks import Prompts
+from recsim.scenario import load_scenario
+from towers.llm_policy import response_mask
+
+FMT = ChainFormat(n_values=32, max_steps=3, conf_bins=4, max_elaboration=2, critiques=True)
+ADD, SUB, MUL = 0, 1, 2
+
+
+def _prompt(x0: int, steps: list[tuple[int, int]], hint: int = 0, concept: int = 0, attribute: int = 1):
+    """One hand-written chain prompt (ops by index, operands 1..9)."""
+    k = FMT.slots
+    ops = torch.full((1, k), -1)
+    args = torch.zeros(1, k, dtype=torch.long)
+    for j, (op, a) in enumerate(steps):
+        ops[0, j], args[0, j] = op, a
+    chain = true_chain(FMT, torch.tensor([x0]), ops, args)
+    d = len(steps)
+    op_tok = torch.where(ops >= 0, FMT.op_base + ops.clamp_min(0), FMT.noop)
+    arg_tok = torch.where(ops >= 0, args, FMT.noarg)
+    tokens = torch.cat(
+        [
+            torch.tensor([[x0]]),
+            torch.stack([op_tok, arg_tok], 2).reshape(1, 2 * k),
+            torch.tensor(
+                [[FMT.hint_base + hint, FMT.concept_base + concept, FMT.attribute_base + attribute]]
+            ),
+        ],
+        1,
+    )
+    return Prompts(
+        tokens,
+        chain[:, d - 1],
+        torch.tensor([d]),
+        torch.tensor([hint]),
+        torch.tensor([concept]),
+        torch.tensor([attribute]),
+        chain,
+    )
+
+
+def _response(p: Prompts, steps: list[int], answer: int, conf=1, frame=0, n_elab=1) -> torch.Tensor:
+    t = lambda v: torch.tensor([v])  # noqa: E731
+    return chain_response(
+        FMT,
+        torch.tensor([steps + [0] * (FMT.slots - len(steps))]),
+        p.difficulty,
+        t(answer),
+        t(conf),
+        t(frame),
+        t(n_elab),
+    )
+
+
+def test_true_chain_and_first_wrong_step_on_hand_examples():
+    p = _prompt(5, [(ADD, 3), (MUL, 2), (SUB, 9)], hint=7)  # 5 + 3 = 8, 8 * 2 = 16, 16 - 9 = 7
+    assert p.chain[0, :3].tolist() == [8, 16, 7] and int(p.answer) == 7
+    q = _prompt(30, [(ADD, 4), (MUL, 9)])  # (30 + 4) mod 32 = 2, 2 * 9 = 18
+    assert q.chain[0, :2].tolist() == [2, 18]
+    zero = torch.zeros(1, dtype=torch.long)
+    cases = [
+        ([8, 16, 7], 7, 0),  # right throughout
+        ([8, 17, 8], 8, 2),  # step 2 wrong, the error carried forward
+        ([9, 16, 7], 7, 1),  # a wrong first step, then "right" steps: the first wrong is still 1
+        ([8, 16, 7], 6, 4),  # right steps, wrong answer: d + 1
+    ]
+    for steps, answer, expected in cases:
+        tokens = _response(p, steps, answer)
+        assert int(first_wrong(FMT, p, zero, tokens)) == expected, (steps, answer)
+        r = Rollouts.build(FMT, p, zero, tokens)
+        assert int(r.first_wrong) == expected and float(r.correct) == float(answer == 7)
+        assert float(r.sound) == float(expected == 0)
+        assert float(r.step_accuracy) == pytest.approx(sum(a == b for a, b in zip(steps, [8, 16, 7])) / 3)
+        assert float(r.consistent) == float(answer == steps[-1])
+        assert float(r.agree) == float(answer == 7)  # the hint is 7
+
+
+def test_response_fields_read_back_and_the_masks_follow_the_layout():
+    p = _prompt(5, [(ADD, 3), (MUL, 2)], concept=1, attribute=0)
+    tokens = _response(p, [8, 16], 16, conf=3, frame=1, n_elab=2)
+    assert tokens[0].tolist() == [
+        8,
+        16,
+        FMT.answer_base + 16,
+        FMT.conf_base + 3,
+        FMT.frame_base + 1,
+        FMT.elab,
+        FMT.elab,
+    ] + [FMT.eos] * (FMT.max_len - 7)
+    r = Rollouts.build(FMT, p, torch.zeros(1, dtype=torch.long), tokens)
+    assert float(r.confidence) == pytest.approx(3.5 / 4) and float(r.length) == 2
+    assert float(r.concept_match) == 1 and float(r.disfavoured) == 1
+    masks = FMT.masks_for(p.tokens)[0]  # [T, V]
+    allowed = [set(torch.nonzero(m).squeeze(1).tolist()) for m in masks]
+    values = set(range(32))
+    assert allowed[0] == allowed[1] == values  # d = 2 steps
+    assert allowed[2] == {FMT.answer_base + v for v in values}
+    assert allowed[3] == {FMT.conf_base + c for c in range(4)}
+    assert allowed[4] == {FMT.frame_base, FMT.frame_base + 1}
+    assert allowed[5] == allowed[6] == {FMT.elab, FMT.eos}  # max_elaboration = 2
+    assert all(a == {FMT.eos} for a in allowed[7:])
+
+
+def test_sampled_chains_follow_their_prompts_masks():
+    d = LlmDomain(validate({"domain": "llm", "llm": {"sft_steps": 0, "n_prompts": 256}}))
+    tokens = d.reference.sample(d.pool.tokens, torch.Generator().manual_seed(0))
+    masks = d.fmt.masks_for(d.pool.tokens)  # [N, T, V]
+    ok = masks.gather(2, tokens.unsqueeze(2)).squeeze(2)
+    assert torch.all(ok | (response_mask(tokens, d.fmt.eos) == 0))
+    assert torch.all((tokens == d.fmt.eos).any(1))
+    with torch.no_grad():  # the log-probabilities of what was sampled are finite
+        assert torch.isfinite(d.reference.log_probs(d.pool.tokens, tokens)).all()
+
+
+def test_prompts_and_the_base_policys_shortcut_on_hard_prompts():
+    fmt = ChainFormat(32, 3, 4, 2, hard=True)
+    p = make_chain_prompts(fmt, 4000, 0.4, torch.Generator().manual_seed(0), hard_share=0.3)
+    hard = p.difficulty > fmt.max_steps
+    assert abs(float(hard.float().mean()) - 0.3) < 0.03 and torch.all(p.difficulty[~hard] <= 3)
+    assert abs(float((p.hint != p.answer).float().mean()) - 0.4) < 0.03
+    steps, answer = shortcut_chain(fmt, p)
+    assert torch.all(answer[hard] != p.answer[hard])  # the skipped add is never the identity
+    assert torch.all(answer[~hard] == p.answer[~hard])
+    assert torch.all(fmt.steps_of(p.tokens) == p.difficulty)
+
+
+def test_corrupted_chains_go_wrong_at_their_step_and_carry_the_error():
+    fmt = ChainFormat(32, 4, 4, 2)
+    p = make_chain_prompts(fmt, 2000, 0.0, torch.Generator().manual_seed(1))
+    steps, answer, j = corrupt_chain(fmt, p, torch.Generator().manual_seed(2))
+    assert torch.all((j >= 1) & (j <= p.difficulty))
+    tokens = chain_response(fmt, steps, p.difficulty, answer, *(torch.zeros(2000, dtype=torch.long),) * 3)
+    idx = torch.arange(2000)
+    assert torch.all(first_wrong(fmt, p, idx, tokens) == j)
+    r = Rollouts.build(fmt, p, idx, tokens)
+    assert torch.all(r.consistent == 1)  # the answer follows its own (wrong) chain
+
+
+def test_the_cot_critique_names_the_first_wrong_step_and_its_value():
+    p = _prompt(5, [(ADD, 3), (MUL, 2), (SUB, 9)])
+    tokens = torch.cat(
+        [_response(p, [8, 17, 8], 8), _response(p, [8, 16, 7], 7), _response(p, [8, 16, 7], 3)]
+    )
+    prompt = torch.zeros(3, dtype=torch.long)
+    cot = chain_critique_failed(FMT, p, prompt, tokens, "cot")
+    assert cot.row.tolist() == [0, 2]  # the right response gets none
+    assert cot.step.tolist() == [2, 4] and cot.value.tolist() == [16, 7] and cot.truth.tolist() == [7, 7]
+    slots = cot.slots(FMT)
+    assert slots[0].tolist() == [
+        FMT.critique_base,
+        FMT.given_base + 8,
+        FMT.truth_base + 7,
+        FMT.step_base + 2,
+        FMT.value_base + 16,
+    ]
+    binary = chain_critique_failed(FMT, p, prompt, tokens, "binary").slots(FMT)
+    assert binary[0, 2:].tolist() == [FMT.critique_pad] * 3
+    assert cot.context(FMT, p.tokens[prompt[cot.row]]).shape == (2, FMT.prompt_len + 5)
+
+
+def test_process_advantages_by_hand():
+    # one group of 2: d = 2; the first response right throughout, the second wrong from step 2.
+    adv = process_advantages(torch.tensor([0, 2]), torch.tensor([2, 2]), 2, 5)
+    # step rewards (3 per response: 2 steps + answer): [1, 1, 1] and [1, 0, 0]; mean 4/6, sd
+    r = torch.tensor([1.0, 1, 1, 1, 0, 0])
+    z = (r - r.mean()) / r.std()
+    expect = torch.tensor(
+        [[z[0] + z[1] + z[2], z[1] + z[2], z[2], 0, 0], [z[3] + z[4] + z[5], z[4] + z[5], z[5], 0, 0]]
+    )
+    assert torch.allclose(adv, expect.float(), atol=1e-5)
+
+
+def _pairs(d: LlmDomain, n: int, attribute: int, concept_first: bool, correct_first: bool) -> Rollouts:
+    """Pairs (2i, 2i + 1) to one prompt: the first framed in the prompt's concept or correct."""
+    fmt = d.fmt
+    p = make_chain_prompts(fmt, n, 0.0, torch.Generator().manual_seed(3))
+    p = Prompts(p.tokens, p.answer, p.difficulty, p.hint, p.concept, torch.full((n,), attribute), p.chain)
+    prompt = torch.arange(n).repeat_interleave(2)
+    q = p.take(prompt)
+    answer = q.answer.clone()
+    frame = q.concept.clone()
+    if correct_first:
+        answer[1::2] = (answer[1::2] + 1) % fmt.n_values
+    if concept_first:
+        frame[1::2] = 1 - frame[1::2]
+    zeros = torch.zeros(2 * n, dtype=torch.long)
+    tokens = chain_response(fmt, q.chain, q.difficulty, answer, zeros, frame, zeros)
+    return Rollouts.build(fmt, p, prompt, tokens)
+
+
+@pytest.mark.parametrize(
+    ("mode", "attribute", "logit"),
+    [("concept", 1, 1.5), ("correct", 1, 2.0), ("correct", 0, 2.0 * (1 - 0.75))],
+)
+def test_the_labelers_concept_and_discrimination_biases(mode, attribute, logit):
+    zero = {"length_bias": 0.0, "sycophancy_bias": 0.0, "confidence_bias": 0.0}
+    lab = {**zero, "gold_weight": 2.0, "concept_bias": 1.5, "discrimination_bias": 0.75}
+    d = LlmDomain(validate({"domain": "llm", "llm": {"sft_steps": 0, "labeler": lab}}))
+    r = _pairs(d, 20_000, attribute, concept_first=mode == "concept", correct_first=mode == "correct")
+    labels = d.feedback(d.initial_state(), Batch(r), 0)
+    first_wins = float((labels.winner % 2 == 0).double().mean())
+    p = 1 / (1 + math.exp(-logit))
+    assert first_wins == pytest.approx(p, abs=5 * math.sqrt(p * (1 - p) / 20_000))
+
+
+SUM_REFERENCE = Path(__file__).parent / "data" / "llm_sum_reference.json.gz"
+TINY = [
+    "llm.n_prompts=64",
+    "llm.n_eval_prompts=16",
+    "llm.label_prompts=8",
+    "llm.batch_prompts=8",
+    "llm.pass_k_samples=8",
+    "llm.sft_steps=5",
+    "llm.policy_steps=1",
+    "loop.rounds=2",
+    "tracking.enabled=false",
+    "llm.task.kind=sum",
+]
+
+
+@pytest.mark.parametrize("name", sorted(json.load(gzip.open(SUM_REFERENCE, "rt"))))
+def test_the_sum_task_reproduces_its_earlier_results_exactly(tmp_path, name):
+    """Every LLM scenario with ``llm.task.kind=sum`` gives the metrics it gave before the chain
+    task existed (``data/llm_sum_reference.json.gz``, tiny sizes, one thread), to the last bit."""
+    before = json.load(gzip.open(SUM_REFERENCE, "rt"))[name]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        sc = load_scenario(name)
+        rows = sc.run(sc.resolve(TINY), tmp_path / "r").sort("arm", "round").to_dicts()
+    finally:
+        torch.set_num_threads(threads)
+    assert len(rows) == len(before)
+    for now, old in zip(rows, before):
+        same = {k: now[k] for k in old if k in now}
+        assert set(old) <= set(now), set(old) - set(now)
+        for k, v in old.items():
+            if isinstance(v, float) and math.isnan(v):
+                assert math.isnan(same[k]), (now["arm"], now["round"], k)
+            else:
+                assert same[k] == v, (now["arm"], now["round"], k, same[k], v)
