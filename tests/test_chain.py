@@ -96,7 +96,9 @@ def test_true_chain_and_first_wrong_step_on_hand_examples():
         r = Rollouts.build(FMT, p, zero, tokens)
         assert int(r.first_wrong) == expected and float(r.correct) == float(answer == 7)
         assert float(r.sound) == float(expected == 0)
-        assert float(r.step_accuracy) == pytest.approx(sum(a == b for a, b in zip(steps, [8, 16, 7])) / 3)
+        assert float(r.step_accuracy) == pytest.approx(
+            sum(a == b for a, b in zip(steps, [8, 16, 7], strict=True)) / 3
+        )
         assert float(r.consistent) == float(answer == steps[-1])
         assert float(r.agree) == float(answer == 7)  # the hint is 7
 
@@ -257,7 +259,7 @@ def test_the_sum_task_reproduces_its_earlier_results_exactly(tmp_path, name):
     finally:
         torch.set_num_threads(threads)
     assert len(rows) == len(before)
-    for now, old in zip(rows, before):
+    for now, old in zip(rows, before, strict=True):
         same = {k: now[k] for k in old if k in now}
         assert set(old) <= set(now), set(old) - set(now)
         for k, v in old.items():
