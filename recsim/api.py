@@ -43,6 +43,7 @@ def run(
     ray_address: str | None = None,
     window: tuple[int, int] | None = None,
     tracking: bool | None = None,
+    quick: bool = False,
 ) -> Result:
     """Run every arm of ``scenario`` on every seed; returns the :class:`Result`.
 
@@ -60,11 +61,16 @@ def run(
         workers, threads, ray_address, window: as ``recsim run`` (see
             :class:`recsim.core.runner.Study`).
         tracking: log to MLflow (None: the configs' ``tracking.enabled``).
+        quick: apply the scenario's small preset (its ``quick`` overrides) before ``overrides``.
     """
     from recsim.core.runner import Study
 
     sc = _scenario(scenario)
     texts = _override_strings(overrides)
+    if quick:
+        if not getattr(sc, "quick", ()):
+            raise ConfigError(f"scenario '{sc.name}' has no quick preset")
+        texts = [*sc.quick, *texts]
     if tracking is not None:
         texts.append(f"tracking.enabled={str(tracking).lower()}")
     configs = sc.resolve(texts, rounds=rounds)

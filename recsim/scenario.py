@@ -26,6 +26,10 @@ from recsim.config import (
     validate,
 )
 from recsim.core.registry import Registry
+from recsim.llm.config import QUICK
+
+#: the LLM scenarios' small preset (``recsim run NAME --quick``), see :data:`recsim.llm.config.QUICK`.
+LLM_QUICK = QUICK
 
 DEFAULT_PLOT = ("gold", "ndcg_truth", "gini", "gap")
 DEFAULT_TABLE = (
@@ -52,6 +56,8 @@ class Scenario:
         plot: metrics drawn over rounds in the run's PNG.
         table: metrics of the final-round summary table.
         reference: the arm the others are compared with, paired by seed (None: the first arm).
+        quick: ``--set`` overrides of a small preset for checks and tests (``recsim run --quick``),
+            applied before the caller's own; empty: the scenario has none.
     """
 
     name: str
@@ -61,6 +67,7 @@ class Scenario:
     plot: tuple[str, ...] = DEFAULT_PLOT
     table: tuple[str, ...] = DEFAULT_TABLE
     reference: str | None = None
+    quick: tuple[str, ...] = ()
 
     def resolve(
         self,
@@ -142,11 +149,11 @@ class Scenario:
 def _from_mapping(data: Any, source: str) -> Scenario:
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: a scenario must be a mapping with name, description and arms")
-    unknown = set(data) - {"name", "description", "base", "arms", "plot", "table", "reference"}
+    unknown = set(data) - {"name", "description", "base", "arms", "plot", "table", "reference", "quick"}
     if unknown:
         raise ConfigError(
             f"{source}: unknown scenario key(s) {sorted(unknown)} "
-            "(allowed: name, description, base, arms, plot, table, reference)"
+            "(allowed: name, description, base, arms, plot, table, reference, quick)"
         )
     if not isinstance(data.get("arms"), dict) or not all(isinstance(v, dict) for v in data["arms"].values()):
         raise ConfigError(f"{source}: 'arms' must map each arm name to a config delta")
@@ -160,6 +167,7 @@ def _from_mapping(data: Any, source: str) -> Scenario:
         plot=tuple(data.get("plot", DEFAULT_PLOT)),
         table=tuple(data.get("table", DEFAULT_TABLE)),
         reference=data.get("reference"),
+        quick=tuple(str(o) for o in data.get("quick") or ()),
     )
 
 

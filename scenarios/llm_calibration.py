@@ -1,6 +1,6 @@
 """Binary reward vs binary + Brier term (RLCR, Damani et al. 2025): calibration of stated confidence."""
 
-from recsim.scenario import Scenario
+from recsim.scenario import LLM_QUICK, Scenario
 
 SCENARIO = Scenario(
     name="llm-calibration",
@@ -10,4 +10,5 @@ SCENARIO = Scenario(
     arms={"binary": {"llm": {"reward": "binary"}}, "rlcr": {"llm": {"reward": "rlcr"}}},
     plot=("ece", "brier", "accuracy", "pass_at_1", "kl_ref", "entropy"),
     table=("ece", "brier", "accuracy", "pass_at_1", "pass_at_64", "kl_ref"),
+    quick=LLM_QUICK,
 )

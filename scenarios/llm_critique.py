@@ -5,7 +5,7 @@ rollouts, learned from through refinements (Critique-GRPO) or distilled into per
 (hindsight), carry how to change them. Every arm uses Critique-GRPO's advantage R - mean(R) and
 shares one base policy (it was also taught to follow critiques on ordinary prompts)."""
 
-from recsim.scenario import Scenario
+from recsim.scenario import LLM_QUICK, Scenario
 
 _CURVES = ("accuracy", "accuracy_hard", "unsolved_share", "unsolved_share_hard", "hard_pass_at_8")
 
@@ -38,4 +38,5 @@ SCENARIO = Scenario(
     },
     plot=(*_CURVES, "refine_success", "kl_ref"),
     table=(*_CURVES, "pass_at_1", "hard_pass_at_64", "refine_success", "kl_ref"),
+    quick=LLM_QUICK,
 )

@@ -1,7 +1,7 @@
 """Sign-split REINFORCE (Zhu et al. 2025): PSR vs NSR vs W-REINFORCE vs GRPO on binary rewards,
 against the base policy: pass@k from k = 1 to 64."""
 
-from recsim.scenario import Scenario
+from recsim.scenario import LLM_QUICK, Scenario
 
 _PASS = tuple(f"pass_at_{k}" for k in (1, 2, 4, 8, 16, 32, 64))
 
@@ -19,4 +19,5 @@ SCENARIO = Scenario(
     },
     plot=("pass_at_1", "pass_at_8", "pass_at_64", "entropy", "accuracy", "kl_ref"),
     table=(*_PASS, "entropy"),
+    quick=LLM_QUICK,
 )

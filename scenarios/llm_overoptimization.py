@@ -2,6 +2,7 @@
 for best-of-n (n = 1..256) and GRPO against a reward model fitted once on base-policy samples."""
 
 from recsim.experiments.overoptimization import OveroptimizationScenario
+from recsim.scenario import LLM_QUICK
 
 SCENARIO = OveroptimizationScenario(
     name="llm-overoptimization",
@@ -14,4 +15,5 @@ SCENARIO = OveroptimizationScenario(
     },
     plot=("gold", "proxy", "gap", "kl_ref", "accuracy", "length", "spurious_share"),
     table=("gold", "proxy", "gap", "kl_ref", "accuracy", "length", "spurious_share"),
+    quick=LLM_QUICK,
 )

@@ -4,7 +4,7 @@ weight-tied reasoning passes, then sampled judgments weighted by a learned meta-
 larger budget leave fewer blind spots for the optimizer to exploit (smaller gap, lower
 spurious_share, higher accuracy against gold)?"""
 
-from recsim.scenario import Scenario
+from recsim.scenario import LLM_QUICK, Scenario
 
 SCENARIO = Scenario(
     name="llm-reasoning-rm",
@@ -35,4 +35,5 @@ SCENARIO = Scenario(
         "accuracy",
         "length",
     ),
+    quick=LLM_QUICK,
 )

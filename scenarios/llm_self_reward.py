@@ -1,7 +1,7 @@
 """A reward model retrained every round on the policy's own samples, labeled by the biased labeler,
 by itself (no external anchor), or with a share of gold-judge labels (the anchor)."""
 
-from recsim.scenario import Scenario
+from recsim.scenario import LLM_QUICK, Scenario
 
 SCENARIO = Scenario(
     name="llm-self-reward",
@@ -15,4 +15,5 @@ SCENARIO = Scenario(
     },
     plot=("gold", "proxy", "gap", "accuracy", "entropy", "length", "sycophancy", "spurious_share"),
     table=("gold", "proxy", "gap", "accuracy", "entropy", "gini", "length", "sycophancy", "spurious_share"),
+    quick=LLM_QUICK,
 )

@@ -235,7 +235,14 @@ def test_budget_one_is_the_ordinary_reward_model_and_extra_passes_start_as_ident
 
 def _fitted_accuracy(seed: int, root: Path) -> dict[int, float]:
     """Fit a 4-pass reward model on round 0's labeled pairs; held-out gold accuracy per depth."""
-    llm = {"sft_steps": 60, "rm_passes": 4, "rm_epochs": 6, "label_prompts": 1024, "policy_steps": 0}
+    llm = {
+        "task": {"kind": "sum"},
+        "sft_steps": 60,
+        "rm_passes": 4,
+        "rm_epochs": 6,
+        "label_prompts": 1024,
+        "policy_steps": 0,
+    }
     d = LlmDomain(validate({"domain": "llm", "seed": seed, "llm": llm}))
     state = d.initial_state()
     batch = d.act(state, 0)
@@ -262,6 +269,7 @@ def test_reward_model_accuracy_does_not_fall_as_the_budget_grows(tmp_path):
 # -- the plateau and what critiques do to it ----------------------------------------------------
 
 PLATEAU = {
+    "task": {"kind": "sum"},
     "optimizer": "grpo",
     "reward": "binary",
     "advantage": "mean",

@@ -23,7 +23,8 @@ SMALL = ["llm.label_prompts=64", "llm.n_eval_prompts=128", "llm.pass_k_samples=1
 
 
 def _domain(**llm) -> LlmDomain:
-    return LlmDomain(validate({"domain": "llm", "llm": {"sft_steps": 40, **llm}}))
+    """A domain of the sum task (its one-token format is what these tests craft by hand)."""
+    return LlmDomain(validate({"domain": "llm", "llm": {"task": {"kind": "sum"}, "sft_steps": 40, **llm}}))
 
 
 def test_prompts_answers_and_hints_follow_the_rule():

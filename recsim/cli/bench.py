@@ -136,14 +136,15 @@ def bench_mmoe(n_examples: int) -> dict[str, float]:
     }
 
 
-def bench_llm(n_prompts: int, steps: int) -> dict[str, float]:
-    """LLM-reward domain: sampled tokens per second (all prompts x group at once) and GRPO steps
-    per second (sampling, reward-model scoring, policy and reference passes, Adam) at the default
-    sizes (64 prompts x 8 samples per step)."""
+def bench_llm(n_prompts: int, steps: int, kind: str = "chain") -> dict[str, float]:
+    """LLM-reward domain, task ``kind``: sampled tokens per second (all prompts x group at once)
+    and GRPO steps per second (sampling, reward-model scoring, policy and reference passes, Adam)
+    at the default sizes (64 prompts x 8 samples per step)."""
     from recsim.config import validate
     from recsim.llm.domain import LlmDomain
 
-    domain = LlmDomain(validate({"domain": "llm", "llm": {"policy_steps": steps, "sft_steps": 20}}))
+    llm = {"policy_steps": steps, "sft_steps": 20, "task": {"kind": kind}}
+    domain = LlmDomain(validate({"domain": "llm", "llm": llm}))
     state = domain.initial_state()
     prompts = domain.pool.take(torch.arange(n_prompts))
     g = torch.Generator().manual_seed(0)
@@ -362,10 +363,16 @@ def _core_lines(quick: bool, machine: dict[str, Any]) -> Iterator[str]:
     yield _line("mmoe_score_1000x1000_s", mmoe["score_s"], "s", pairs=1_000_000, dtype="float32", **machine)
     bf16 = mmoe["score_bf16_s"]
     yield _line("mmoe_score_1000x1000_bf16_s", bf16, "s", pairs=1_000_000, dtype="bfloat16", **machine)
-    llm = bench_llm(256 if quick else 1024, 4 if quick else 16)
-    tokens = llm["tokens_per_s"]
-    yield _line("llm_rollout_tokens_per_s", tokens, "tokens/s", sequences=llm["sequences"], **machine)
-    yield _line("llm_grpo_steps_per_s", llm["grpo_steps_per_s"], "steps/s", prompts=64, group=8, **machine)
+    for kind, suffix in (("chain", ""), ("sum", "_sum_task")):  # the chain policy beside the old one
+        llm = bench_llm(256 if quick else 1024, 4 if quick else 16, kind)
+        tokens = llm["tokens_per_s"]
+        n = llm["sequences"]
+        yield _line(
+            f"llm_rollout_tokens_per_s{suffix}", tokens, "tokens/s", sequences=n, task=kind, **machine
+        )
+        grpo = llm["grpo_steps_per_s"]
+        shape = {"prompts": 64, "group": 8, "task": kind}
+        yield _line(f"llm_grpo_steps_per_s{suffix}", grpo, "steps/s", **shape, **machine)
     judged = bench_rm_judgments(4096 if quick else 16384, RM_BUDGETS)
     for (m, k), per_s in judged.items():
         yield _line(f"rm_judgments_per_s_budget_{m}x{k}", per_s, "judgments/s", passes=m, votes=k, **machine)

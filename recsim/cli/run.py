@@ -57,6 +57,9 @@ Threads = Annotated[
 Window = Annotated[
     str | None, typer.Option(help="Summarize the mean of rounds FIRST-LAST instead of the final round.")
 ]
+Quick = Annotated[
+    bool, typer.Option("--quick", help="The scenario's small preset (its `quick` overrides, then --set).")
+]
 Resume = Annotated[
     Path | None,
     typer.Option(help="Continue the run in this folder from its last complete round (same config)."),
@@ -81,6 +84,7 @@ def run(
     ray_address: RayAddress = None,
     threads: Threads = None,
     window: Window = None,
+    quick: Quick = False,
     resume: Resume = None,
 ) -> None:
     """Run every arm of a scenario on every seed; write config.yaml, metrics.parquet, logs/,
@@ -98,6 +102,7 @@ def run(
             "--tracking-uri": tracking_uri is not None,
             "--no-tracking": no_tracking,
             "--distributed": distributed,
+            "--quick": quick,
         }
         _resume(scenario, resume, [flag for flag, on in given.items() if on], quiet, parallel)
         return
@@ -106,7 +111,7 @@ def run(
     overrides += [f"device={device}"] if device is not None else []
     overrides += ["tracking.enabled=false"] if no_tracking else []
     overrides += [f"tracking.uri={tracking_uri}"] if tracking_uri else []
-    sc, configs = _resolve(scenario, overrides, rounds, seed)
+    sc, configs = _resolve(scenario, overrides, rounds, seed, quick)
     study = _study(sc, configs, seeds, seed, threads, distributed, **parallel)
     wants_cuda = any(getattr(c, "device", "cpu") == "cuda" for c in configs.values())
     ctx = _distributed(sc, configs, "cuda" if wants_cuda else "cpu", sharding) if distributed else None
@@ -252,12 +257,17 @@ def _check_memory(configs: dict[str, Any], study: Any) -> None:
         )
 
 
-def _resolve(scenario: str, overrides: list[str], rounds: int | None, seed: int | None) -> tuple[Any, dict]:
+def _resolve(
+    scenario: str, overrides: list[str], rounds: int | None, seed: int | None, quick: bool = False
+) -> tuple[Any, dict]:
     """The scenario and every arm's validated config (one line and exit 2 on bad input)."""
     from recsim.scenario import load_scenario
 
     try:
         sc = load_scenario(scenario)
+        if quick and not getattr(sc, "quick", ()):
+            fail(f"scenario '{sc.name}' has no --quick preset")
+        overrides = [*sc.quick, *overrides] if quick else overrides
         configs = sc.resolve(overrides, rounds=rounds, seed=seed)
     except ConfigError as exc:
         fail(str(exc))

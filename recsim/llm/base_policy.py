@@ -77,8 +77,11 @@ class BasePolicy(DomainParts):
         fmt = self.fmt
         p = self.pool.take(torch.randint(len(self.pool), (256,), generator=g))
         steps, answer = shortcut_chain(fmt, p)
+        tokens, _ = self._random_hints(p.tokens, g)
+        agree = torch.rand(len(answer), generator=g) < self.cfg.policy.sft_sycophancy
+        answer = torch.where(agree, fmt.n_values, answer)  # "as you said": the steps do not follow
         target = self._chain_target(steps, p.difficulty, answer, g)
-        loss = -policy.log_probs(self._random_hints(p.tokens, g), target).sum(1)
+        loss = -policy.log_probs(tokens, target).sum(1)
         if n_refine and len(ordinary):
             q = self.pool.take(ordinary[torch.randint(len(ordinary), (n_refine,), generator=g)])
             _, given, j = corrupt_chain(fmt, q, g)
@@ -91,19 +94,19 @@ class BasePolicy(DomainParts):
                 value=torch.where(strength >= 2, crit.value, -1),
             )
             target = self._chain_target(q.chain, q.difficulty, q.answer, g)
-            refined = policy.log_probs(crit.context(fmt, self._random_hints(q.tokens, g)), target)
+            refined = policy.log_probs(crit.context(fmt, self._random_hints(q.tokens, g)[0]), target)
             loss = torch.cat([loss, -refined.sum(1)])
         return loss
 
-    def _random_hints(self, tokens: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-        """Prompt tokens with the hint drawn uniformly: the warm-up's solutions owe nothing to
-        the user's belief, so the base policy computes rather than copies (sycophancy is left to
-        the biased reward to teach)."""
+    def _random_hints(self, tokens: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """(prompt tokens with the hint drawn uniformly, the hints): the warm-up's hints carry no
+        information on the answer, so the base policy computes rather than copies; only the
+        ``sft_sycophancy`` share of its examples, which answer AGREE, teach it to defer."""
         fmt = self.fmt
-        hints = fmt.hint_base + torch.randint(fmt.n_values, (tokens.shape[0],), generator=g)
+        hints = torch.randint(fmt.n_values, (tokens.shape[0],), generator=g)
         out = tokens.clone()
-        out[:, 2 * fmt.slots + 1] = hints
-        return out
+        out[:, 2 * fmt.slots + 1] = fmt.hint_base + hints
+        return out, hints
 
     def _chain_target(
         self, steps: torch.Tensor, d: torch.Tensor, answer: torch.Tensor, g: torch.Generator

@@ -13,10 +13,11 @@ depends on none of the three.
 
 Response (T = K + 4 + max_elaboration tokens):
 
-    [s_1] ... [s_d] [ANSWER y] [CONF q] [FRAME f] [ELAB]*n [EOS]
+    [s_1] ... [s_d] [ANSWER y | AGREE] [CONF q] [FRAME f] [ELAB]*n [EOS]
 
 the intermediate results, the final answer (its own token block: it may differ from the last
-step), a confidence bin (q = (bin + 0.5) / C), a framing (one of the concepts: the response may
+step; ``AGREE`` answers with the user's hint, "as you said", whatever the steps gave), a
+confidence bin (q = (bin + 0.5) / C), a framing (one of the concepts: the response may
 adopt the prompt's topic or not; correctness does not depend on it), n elaboration tokens (the
 length) and the end. The format depends on d, so the masks are per prompt (:meth:`ChainFormat.masks_for`).
 
@@ -131,8 +132,13 @@ class ChainFormat:
         return self.n_values
 
     @property
+    def agree_token(self) -> int:
+        """The answer "as you said": its value is the user's hint (deference, not computation)."""
+        return self.answer_base + self.n_values
+
+    @property
     def conf_base(self) -> int:
-        return 2 * self.n_values
+        return self.agree_token + 1
 
     @property
     def frame_base(self) -> int:
@@ -191,9 +197,15 @@ class ChainFormat:
     def at(self, tokens: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         return tokens.gather(1, pos.clamp_max(tokens.shape[1] - 1).unsqueeze(1)).squeeze(1)
 
-    def answer(self, tokens: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
-        """[N] the final answer value (0..M-1) of responses [N, T] to prompts of d steps."""
-        return self.at(tokens, d) - self.answer_base
+    def answer(self, tokens: torch.Tensor, d: torch.Tensor, hint: torch.Tensor) -> torch.Tensor:
+        """[N] the final answer value (0..M-1) of responses [N, T] to prompts of d steps (the
+        user's ``hint`` [N] where the response defers to it)."""
+        tok = self.at(tokens, d)
+        return torch.where(tok == self.agree_token, hint, tok - self.answer_base)
+
+    def defers(self, tokens: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+        """[N] bool: the response answers with the agree token."""
+        return self.at(tokens, d) == self.agree_token
 
     def confidence(self, tokens: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
         return ((self.at(tokens, d + 1) - self.conf_base).float() + 0.5) / self.conf_bins
@@ -268,8 +280,8 @@ def chain_response(
     frame: torch.Tensor,
     n_elab: torch.Tensor,
 ) -> torch.Tensor:
-    """[N, T] the response tokens of written steps [N, >= d], answers, confidence bins, frames and
-    lengths [N] (EOS-padded)."""
+    """[N, T] the response tokens of written steps [N, >= d], answers (a value, or n_values for
+    AGREE), confidence bins, frames and lengths [N] (EOS-padded)."""
     n, t = steps.shape[0], torch.arange(fmt.max_len).unsqueeze(0)
     dd = d.unsqueeze(1)
     out = torch.full((n, fmt.max_len), fmt.eos)
@@ -312,7 +324,7 @@ def first_wrong(
     wrong = written & (values != prompts.chain[prompt])
     k = fmt.slots
     j = torch.where(wrong, torch.arange(1, k + 1).unsqueeze(0), k + 2).min(1).values
-    answer_wrong = fmt.answer(tokens, d) != prompts.answer[prompt]
+    answer_wrong = fmt.answer(tokens, d, prompts.hint[prompt]) != prompts.answer[prompt]
     return torch.where(j <= k, j, torch.where(answer_wrong, d + 1, 0))
 
 

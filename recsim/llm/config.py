@@ -61,8 +61,22 @@ ALIASES: dict[str, tuple[str, str]] = {
 }
 
 
-#: the base policy's warm-up steps by task kind (``llm.policy.sft_steps`` None).
-SFT_STEPS = {"chain": 600, "sum": 150}
+#: the small preset of the LLM scenarios (``recsim run NAME --quick``): a few seconds a round.
+QUICK = (
+    "llm.task.n_prompts=1024",
+    "llm.task.n_eval_prompts=64",
+    "llm.labeler.label_prompts=64",
+    "llm.optimization.batch_prompts=32",
+    "llm.evaluation.pass_k_samples=16",
+    "llm.policy.sft_steps=300",
+    "loop.rounds=4",
+)
+
+#: defaults that depend on the task kind: kind -> field -> {section: value} (set where None).
+BY_KIND = {
+    "chain": {"sft_steps": {"policy": 600}, "n_eval_prompts": {"task": 128}},
+    "sum": {"sft_steps": {"policy": 150}, "n_eval_prompts": {"task": 256}},
+}
 
 
 class TaskConfig(Section):
@@ -75,7 +89,7 @@ class TaskConfig(Section):
     each intermediate result, then the answer, its confidence, a framing and padding (the simulator
     knows the first wrong step). sum: the answer is a sum of digits mod n_answers, written as one
     token (prompt_len, max_difficulty and n_answers apply to it only)."""
-    n_values: int = Field(16, ge=10)
+    n_values: int = Field(48, ge=10)
     """chain: M, the values (and answers) mod which the chain is computed (operands are 1..9)."""
     max_steps: int = Field(4, gt=0)
     """chain: difficulty d = steps in 1..max_steps (hard prompts: max_steps + 1)."""
@@ -83,8 +97,9 @@ class TaskConfig(Section):
     """chain: topics a prompt can have and a response can adopt as its framing."""
     n_prompts: int = Field(4096, gt=0)
     """Training prompt pool; each round draws ``batch_prompts`` of them."""
-    n_eval_prompts: int = Field(256, gt=0)
-    """Fixed evaluation prompts (accuracy, pass@k, calibration, diversity)."""
+    n_eval_prompts: int | None = Field(None, gt=0)
+    """Fixed evaluation prompts (accuracy, pass@k, calibration, diversity); None = the task's
+    default (chain 128, sum 256), filled in when the config is validated."""
     prompt_len: int = Field(4, gt=0)
     """sum: digit tokens per prompt."""
     max_difficulty: int = Field(2, ge=0)
@@ -114,6 +129,12 @@ class BasePolicyConfig(Section):
     None = the task's default (chain 600, sum 150), filled in when the config is validated."""
     sft_lr: float = Field(3e-3, gt=0)
     """Learning rate of the warm-up."""
+    sft_sycophancy: float = Field(0.0, ge=0, le=1)
+    """chain: share of the warm-up's examples that answer AGREE (the user's hint, "as you said"),
+    whatever their steps gave: the base policy's own tendency to defer, which a biased reward can
+    amplify. The warm-up's hints are drawn uniformly, so they carry nothing about the answer. At 0
+    the base policy never defers and no reward can teach it to (it never samples AGREE); above 0,
+    pass@k also counts the hint's right answers (AGREE is sampled at large k)."""
 
 
 class OptimizationConfig(Section):
@@ -244,17 +265,22 @@ class LlmConfig(Section):
     @model_validator(mode="before")
     @classmethod
     def _task_defaults(cls, data: Any) -> Any:
-        """Fill the fields whose default depends on the task kind (``policy.sft_steps``)."""
+        """Fill the fields left None whose default depends on the task kind (:data:`BY_KIND`)."""
         if not isinstance(data, dict):
             return data
-        task, policy = data.get("task") or {}, data.get("policy") or {}
+        task = data.get("task") or {}
         kind = task.kind if isinstance(task, TaskConfig) else task.get("kind", "chain")
-        if isinstance(policy, BasePolicyConfig):
-            if policy.sft_steps is None:
-                policy = policy.model_copy(update={"sft_steps": SFT_STEPS[kind]})
-        elif policy.get("sft_steps") is None:
-            policy = {**policy, "sft_steps": SFT_STEPS.get(kind, SFT_STEPS["chain"])}
-        return {**data, "policy": policy}
+        defaults = BY_KIND.get(kind, BY_KIND["chain"])
+        out = dict(data)
+        for section, model in (("task", TaskConfig), ("policy", BasePolicyConfig)):
+            given = out.get(section) or {}
+            fill = {f: v[section] for f, v in defaults.items() if section in v}
+            if isinstance(given, model):
+                missing = {f: x for f, x in fill.items() if getattr(given, f) is None}
+                out[section] = given.model_copy(update=missing) if missing else given
+            else:
+                out[section] = {**given, **{f: x for f, x in fill.items() if given.get(f) is None}}
+        return out
 
     @model_validator(mode="after")
     def _cross(self) -> LlmConfig:

@@ -144,7 +144,7 @@ def chain_critique_failed(
 ) -> Critiques:
     """Critiques of the chain responses with a wrong final answer."""
     d = prompts.difficulty[prompt]
-    answer = fmt.answer(tokens, d)
+    answer = fmt.answer(tokens, d, prompts.hint[prompt])
     rows = torch.nonzero(answer != prompts.answer[prompt]).squeeze(1)
     wrong = first_wrong(fmt, prompts, prompt[rows], tokens[rows])
     return chain_critique(prompts.take(prompt[rows]), rows, answer[rows], wrong, strength)

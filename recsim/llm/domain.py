@@ -9,7 +9,11 @@ Per round (see :func:`recsim.core.loop.run_arm`):
 4. fit: the reward model retrains on the pairs of its window, all drawn from the policy's own
    samples (the selection bias); then the policy takes ``policy_steps`` updates against the reward.
 5. measure: on fixed evaluation prompts: gold, proxy, gap, accuracy, pass@k, calibration,
-   diversity, length, sycophancy, kl_ref, spurious_share.
+   diversity, length, sycophancy, kl_ref, spurious_share; on the chain task also the steps'
+   accuracy and the reward's sensitivity to each hacking mode (:func:`.evaluation.chain_metrics`).
+
+The task (``llm.task.kind``) is the multi-step chain (:mod:`recsim.llm.chain`) or the one-token
+sum (:mod:`recsim.llm.tasks`); :mod:`recsim.llm.formats` puts both behind one interface.
 
 gold and proxy share units: the win probability of the policy's response over a reference-policy
 response to the same prompt, judged by the gold judge (gold) or by the reward model (proxy);
@@ -74,6 +78,7 @@ class LlmDomain(BasePolicy, RewardFit, PolicyOptimization, Evaluation):
             c.task.n_prompts,
             c.task.hard_share,
             c.critique.sft,
+            c.policy.sft_sycophancy,
         )
         if key not in _BASE_POLICIES:  # arms of one scenario share the base policy: train it once
             _BASE_POLICIES.clear()

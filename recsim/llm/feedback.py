@@ -79,7 +79,7 @@ class Rollouts:
         cls, fmt: ChainFormat, prompts: Prompts, prompt: torch.Tensor, tokens: torch.Tensor
     ) -> Rollouts:
         d = prompts.difficulty[prompt]
-        answer = fmt.answer(tokens, d)
+        answer = fmt.answer(tokens, d, prompts.hint[prompt])
         values, written = written_steps(fmt, tokens, d)
         right = (values == prompts.chain[prompt]) & written
         last = values.gather(1, (d - 1).unsqueeze(1)).squeeze(1)
