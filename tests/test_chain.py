@@ -267,3 +267,31 @@ def test_the_sum_task_reproduces_its_earlier_results_exactly(tmp_path, name):
                 assert math.isnan(same[k]), (now["arm"], now["round"], k)
             else:
                 assert same[k] == v, (now["arm"], now["round"], k, same[k], v)
+
+
+def test_chain_metrics_recover_each_modes_sensitivity_from_known_scores():
+    """Scores built from known weights on each mode's variable: the fitted sensitivities are those
+    weights (in the labeler's direction), a mode with weight 0 gets 0 sensitivity and 0 share, and
+    a score of correctness alone has spurious_share 0."""
+    from recsim.llm.evaluation import chain_metrics
+
+    g = torch.Generator().manual_seed(0)
+    d = LlmDomain(validate({"domain": "llm", "llm": {"sft_steps": 0, "n_prompts": 512}}))
+    r = d.sample(d.reference, d.pool, 10, g)  # an untrained policy: every variable varies
+    length = r.length / d.fmt.max_elaboration
+    weights = {"length": 1.5, "sycophancy": 0.0, "confidence": -0.7, "concept": 2.0, "discrimination": 1.2}
+    scores = (
+        4.0 * r.correct
+        + weights["length"] * length
+        + weights["confidence"] * r.confidence
+        + weights["concept"] * r.concept_match
+        - weights["discrimination"] * r.correct * r.disfavoured
+    )
+    row = chain_metrics(scores, r, d.fmt.max_elaboration)
+    for mode, w in weights.items():
+        assert row[f"rm_sensitivity_{mode}"] == pytest.approx(w, abs=1e-6), mode
+    assert row["spurious_share_sycophancy"] == pytest.approx(0.0, abs=1e-9)
+    assert row["spurious_share_concept"] > row["spurious_share_confidence"] > 0
+    assert chain_metrics(4.0 * r.correct, r, d.fmt.max_elaboration)["spurious_share"] == pytest.approx(
+        0.0, abs=1e-9
+    )

@@ -42,7 +42,7 @@ from recsim.llm.base_policy import BasePolicy
 from recsim.llm.evaluation import Evaluation, reward_spurious_share
 from recsim.llm.policy_opt import PolicyOptimization
 from recsim.llm.reward_fit import RewardFit
-from recsim.llm.state import _BASE_POLICIES, Batch, Labels, LlmState, gold_pairs
+from recsim.llm.state import _BASE_POLICIES, BASE_POLICY_CACHE, Batch, Labels, LlmState, gold_pairs
 from recsim.mitigations import describe
 
 __all__ = ["Batch", "Labels", "LlmDomain", "LlmState", "gold_pairs", "reward_spurious_share"]
@@ -81,8 +81,10 @@ class LlmDomain(BasePolicy, RewardFit, PolicyOptimization, Evaluation):
             c.policy.sft_sycophancy,
         )
         if key not in _BASE_POLICIES:  # arms of one scenario share the base policy: train it once
-            _BASE_POLICIES.clear()
+            while len(_BASE_POLICIES) >= BASE_POLICY_CACHE:  # the least recently used goes
+                _BASE_POLICIES.pop(next(iter(_BASE_POLICIES)))
             _BASE_POLICIES[key] = self._base_policy(setup).state_dict()
+        _BASE_POLICIES[key] = _BASE_POLICIES.pop(key)  # most recently used last
         self.reference = new_policy(self.fmt, c.policy.hidden, setup("x"))
         self.reference.load_state_dict(_BASE_POLICIES[key])
         self.reference.requires_grad_(False).eval()
