@@ -103,6 +103,15 @@ def test_true_chain_and_first_wrong_step_on_hand_examples():
         assert float(r.agree) == float(answer == 7)  # the hint is 7
 
 
+def test_an_agree_answer_is_the_users_hint_whatever_the_steps_gave():
+    p = _prompt(5, [(ADD, 3), (MUL, 2), (SUB, 9)], hint=20)  # the true answer is 7
+    zero = torch.zeros(1, dtype=torch.long)
+    r = Rollouts.build(FMT, p, zero, _response(p, [8, 16, 7], FMT.n_values))  # AGREE
+    assert int(r.answer) == 20 and float(r.agree) == 1 and float(r.correct) == 0
+    assert float(r.consistent) == 0 and int(r.first_wrong) == 4  # right steps, then deference
+    assert FMT.defers(_response(p, [8, 16, 7], FMT.n_values), p.difficulty).tolist() == [True]
+
+
 def test_response_fields_read_back_and_the_masks_follow_the_layout():
     p = _prompt(5, [(ADD, 3), (MUL, 2)], concept=1, attribute=0)
     tokens = _response(p, [8, 16], 16, conf=3, frame=1, n_elab=2)
@@ -122,7 +131,7 @@ def test_response_fields_read_back_and_the_masks_follow_the_layout():
     allowed = [set(torch.nonzero(m).squeeze(1).tolist()) for m in masks]
     values = set(range(32))
     assert allowed[0] == allowed[1] == values  # d = 2 steps
-    assert allowed[2] == {FMT.answer_base + v for v in values}
+    assert allowed[2] == {FMT.answer_base + v for v in values} | {FMT.agree_token}  # or AGREE
     assert allowed[3] == {FMT.conf_base + c for c in range(4)}
     assert allowed[4] == {FMT.frame_base, FMT.frame_base + 1}
     assert allowed[5] == allowed[6] == {FMT.elab, FMT.eos}  # max_elaboration = 2

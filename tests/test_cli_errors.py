@@ -75,8 +75,13 @@ CASES = [
         "llm.optimization.optimizer: Input should be 'grpo', 'best_of_n', 'psr'",
     ),
     (
-        ["--set", "llm.max_difficulty=9"],
+        ["--set", "llm.task.kind=sum", "--set", "llm.max_difficulty=9"],
         "llm.task.max_difficulty + 1 must be <= llm.task.prompt_len (4), got 9",
+    ),
+    (["--set", "llm.task.n_values=9"], "llm.task.n_values: Input should be greater than or equal to 10"),
+    (
+        ["--set", "llm.task.kind=sum", "--set", "llm.optimization.reward=process"],
+        "process rewards and step-checking gold need llm.task.kind chain",
     ),
     (
         ["--set", "llm.anchor_share=1.5"],

@@ -201,7 +201,10 @@ def test_config_rules_for_critiques_and_budgets():
     for bad, match in [
         ({"critique": "binary", "optimizer": "best_of_n"}, "needs llm.optimization.optimizer grpo"),
         ({"rm_votes": 3}, "reward_model.votes > 1 needs"),
-        ({"hard_share": 0.2, "max_difficulty": 3}, "hard_share > 0 needs"),
+        ({"task": {"kind": "sum"}, "hard_share": 0.2, "max_difficulty": 3}, "hard_share > 0 needs"),
+        ({"reward": "process", "optimizer": "psr"}, "reward process needs optimizer grpo"),
+        ({"reward": "process", "critique": "cot"}, "critique.kind needs an outcome reward"),
+        ({"task": {"kind": "sum"}, "labeler": {"gold_checks": "steps"}}, "need llm.task.kind chain"),
         ({"unsolved_k": 16}, "evaluation.unsolved_k must be"),
     ]:
         with pytest.raises(ConfigError, match=match):

@@ -160,7 +160,8 @@ def test_advantages():
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_brier_term_calibrates_binary_reward_does_not(tmp_path, seed):
     sc = load_scenario("llm-calibration")
-    frame = sc.run(sc.resolve([*SMALL, "loop.rounds=8", f"seed={seed}"]), Path(tmp_path) / "cal")
+    overrides = [*SMALL, "loop.rounds=8", f"seed={seed}", "llm.task.kind=sum"]  # the one-token task
+    frame = sc.run(sc.resolve(overrides), Path(tmp_path) / "cal")
     ece = {(a, r): e for a, r, e in frame.select("arm", "round", "ece").iter_rows()}
     assert ece[("binary", 7)] > ece[("binary", 0)] - 0.02  # no improvement under binary reward
     assert ece[("rlcr", 7)] < ece[("rlcr", 0)] - 0.03  # the Brier term drives it down

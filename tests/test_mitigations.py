@@ -113,7 +113,7 @@ def test_invariance_lowers_spurious_share_in_both_domains(tmp_path, seed):
         "ranker": {"name": "mmoe", "position": "feature", "window": 5},
         "metrics": {"panel_users": 32},
     }
-    llm = {"domain": "llm", "llm": LLM_SMALL}
+    llm = {"domain": "llm", "llm": {**LLM_SMALL, "task": {"kind": "sum"}}}  # the one-token task
     inv = {"mitigations": {"invariance_weight": 5.0}}
     sc = Scenario(
         name="inv",
