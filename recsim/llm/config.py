@@ -74,7 +74,7 @@ QUICK = (
 
 #: defaults that depend on the task kind: kind -> field -> {section: value} (set where None).
 BY_KIND = {
-    "chain": {"sft_steps": {"policy": 600}, "n_eval_prompts": {"task": 128}},
+    "chain": {"sft_steps": {"policy": 900}, "n_eval_prompts": {"task": 128}},
     "sum": {"sft_steps": {"policy": 150}, "n_eval_prompts": {"task": 256}},
 }
 
@@ -89,7 +89,7 @@ class TaskConfig(Section):
     each intermediate result, then the answer, its confidence, a framing and padding (the simulator
     knows the first wrong step). sum: the answer is a sum of digits mod n_answers, written as one
     token (prompt_len, max_difficulty and n_answers apply to it only)."""
-    n_values: int = Field(48, ge=10)
+    n_values: int = Field(56, ge=10)
     """chain: M, the values (and answers) mod which the chain is computed (operands are 1..9)."""
     max_steps: int = Field(4, gt=0)
     """chain: difficulty d = steps in 1..max_steps (hard prompts: max_steps + 1)."""
@@ -126,7 +126,7 @@ class BasePolicyConfig(Section):
     """Hidden width of the policy and the reward model (H)."""
     sft_steps: int | None = Field(None, ge=0)
     """Supervised warm-up steps of the base policy (on gold answers, random confidence and length);
-    None = the task's default (chain 600, sum 150), filled in when the config is validated."""
+    None = the task's default (chain 900, sum 150), filled in when the config is validated."""
     sft_lr: float = Field(3e-3, gt=0)
     """Learning rate of the warm-up."""
     sft_sycophancy: float = Field(0.0, ge=0, le=1)
