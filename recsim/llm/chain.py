@@ -217,16 +217,19 @@ class ChainFormat:
         return (tokens == self.elab).sum(1)
 
 
+def apply_op(c: torch.Tensor, op: torch.Tensor, a: torch.Tensor, m: int) -> torch.Tensor:
+    """[N] op(c, a) mod m for ops in 0..2 (add, sub, mul); c where op is -1 (no step)."""
+    nxt = torch.stack([(c + a) % m, (c - a) % m, (c * a) % m], 1)
+    return torch.where(op >= 0, nxt.gather(1, op.clamp_min(0).unsqueeze(1)).squeeze(1), c)
+
+
 def true_chain(fmt: ChainFormat, x0: torch.Tensor, ops: torch.Tensor, args: torch.Tensor) -> torch.Tensor:
     """[N, K] c_1..c_K (the value repeats after the last real step). ops [N, K] in 0..2 or -1
     (no step), args [N, K]."""
-    m = fmt.n_values
     out = torch.empty_like(ops)
     c = x0.clone()
     for j in range(ops.shape[1]):  # the chain's steps, each batched over all prompts
-        a = args[:, j]
-        nxt = torch.stack([(c + a) % m, (c - a) % m, (c * a) % m], 1)
-        c = torch.where(ops[:, j] >= 0, nxt.gather(1, ops[:, j].clamp_min(0).unsqueeze(1)).squeeze(1), c)
+        c = apply_op(c, ops[:, j], args[:, j], fmt.n_values)
         out[:, j] = c
     return out
 
@@ -354,12 +357,9 @@ def corrupt_chain(
     out = prompts.chain.clone()
     c = torch.where(j > 1, out.gather(1, (j - 2).clamp_min(0).unsqueeze(1)).squeeze(1), x0)
     for i in range(k):  # the chain's steps, each batched over all prompts
-        a = args[:, i]
-        nxt = torch.stack([(c + a) % m, (c - a) % m, (c * a) % m], 1)
-        step = nxt.gather(1, ops[:, i].clamp_min(0).unsqueeze(1)).squeeze(1)
+        step = apply_op(c, ops[:, i], args[:, i], m)
         step = torch.where(i + 1 == j, (step + shift) % m, step)
-        active = (i + 1 >= j) & (ops[:, i] >= 0)
-        c = torch.where(active, step, c)
+        c = torch.where(i + 1 >= j, step, c)
         out[:, i] = torch.where(i + 1 >= j, c, out[:, i])
     answer = out.gather(1, (d - 1).unsqueeze(1)).squeeze(1)
     return out, answer, j
