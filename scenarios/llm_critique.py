@@ -22,7 +22,7 @@ SCENARIO = Scenario(
             "advantage": "mean",  # Critique-GRPO's R - mean(R), for every arm alike
             "hard_share": 0.5,
             "critique_sft": 0.25,
-            "sft_steps": 1500,  # long enough for the shortcut to hold: hard pass@64 = 0
+            "sft_steps": 1500,  # long enough for the shortcut to hold on the hard prompts
             "label_prompts": 1024,  # 512 hard training prompts a round for unsolved_share
             "rm_refit": False,  # the reward is binary; the reward model only feeds proxy metrics
         },

@@ -67,7 +67,13 @@ class ChainFormat:
 
     @property
     def prompt_len(self) -> int:
+        """Tokens of a prompt (x0, K operations with their operands, hint, concept, attribute)."""
         return 2 * self.slots + 4
+
+    @property
+    def prompt_tokens(self) -> int:
+        """Tokens of a prompt (the interface name both formats share)."""
+        return self.prompt_len
 
     @property
     def op_base(self) -> int:

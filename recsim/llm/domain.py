@@ -242,7 +242,7 @@ class LlmDomain(BasePolicy, RewardFit, PolicyOptimization, Evaluation):
     def memory_bytes(cls, config: Any) -> int:
         """Lower bound: the prompt pool and a round's samples (tokens as int64), small models."""
         c = config.llm
-        prompts = (c.task.n_prompts + c.task.n_eval_prompts) * (c.task.prompt_len + 2) * 8
+        prompts = (c.task.n_prompts + c.task.n_eval_prompts) * make_format(c).prompt_tokens * 8
         samples = (c.labeler.label_prompts + c.optimization.batch_prompts) * c.optimization.group_size * 64
         return prompts + samples + c.task.n_eval_prompts * c.evaluation.pass_k_samples * 64
 

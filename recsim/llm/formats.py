@@ -2,7 +2,7 @@
 
 Both formats (:class:`recsim.llm.tasks.Format`, the sum task; :class:`recsim.llm.chain.ChainFormat`,
 the chain task) expose the same names the domain reads: ``kind``, ``prompt_vocab``, ``vocab``,
-``eos``, ``elab``, ``max_len``, ``conf_bins``, ``answer_values``, ``critique_slots``, ``hard``,
+``eos``, ``elab``, ``max_len``, ``prompt_tokens``, ``conf_bins``, ``answer_values``, ``critique_slots``, ``hard``,
 ``critiques``; :class:`recsim.llm.feedback.Rollouts` reads each response's features through them.
 """
 
@@ -67,7 +67,7 @@ def new_policy(fmt: AnyFormat, hidden: int, gen: torch.Generator) -> TokenPolicy
             hidden,
             gen,
             attention=True,
-            context_len=fmt.prompt_len + fmt.critique_slots,
+            context_len=fmt.prompt_tokens + fmt.critique_slots,
             max_len=fmt.max_len,
         )
     return TokenPolicy(fmt.prompt_vocab, fmt.vocab, step_masks(fmt), hidden, gen)

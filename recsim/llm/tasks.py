@@ -53,6 +53,11 @@ class Format:
         return self.n_answers
 
     @property
+    def prompt_tokens(self) -> int:
+        """Tokens of a prompt: the digits, the difficulty and the hint."""
+        return self.prompt_len + 2
+
+    @property
     def max_ordinary(self) -> int:
         """The largest difficulty of an ordinary (not hard) prompt."""
         return self.max_difficulty
