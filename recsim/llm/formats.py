@@ -3,7 +3,8 @@
 Both formats (:class:`recsim.llm.tasks.Format`, the sum task; :class:`recsim.llm.chain.ChainFormat`,
 the chain task) expose the same names the domain reads: ``kind``, ``prompt_vocab``, ``vocab``,
 ``eos``, ``elab``, ``max_len``, ``prompt_tokens``, ``conf_bins``, ``answer_values``,
-``critique_slots``, ``max_ordinary``, ``hard``, ``critiques``; :class:`recsim.llm.feedback.Rollouts` reads each response's features through them.
+``critique_slots``, ``max_ordinary``, ``hard``, ``critiques``;
+:class:`recsim.llm.feedback.Rollouts` reads each response's features through them.
 """
 
 from __future__ import annotations
