@@ -323,19 +323,16 @@ def test_the_base_policys_pass_at_k_rises_through_64_and_stays_below_1(seed):
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_rlcr_calibrates_stated_confidence_on_the_chain_task(tmp_path, seed):
-    """RLCR's Brier term lowers ece against binary-reward GRPO without a real loss of accuracy
-    (five-seed study: ece -0.11 [-0.16, -0.06] after 6 rounds, accuracy -0.006 [-0.014, 0.001]).
-    Four rounds at a small size: the margin asserted is half the study's mean gap."""
+    """RLCR's Brier term lowers the Brier score and ece of stated confidence against binary-reward
+    GRPO, without a real loss of accuracy. Five-seed study (64 evaluation prompts x 64 samples):
+    after 4 rounds brier -0.034 and ece -0.057 / -0.044 on seeds 0 / 1 (-0.004 and +0.006 on the
+    weakest seed, 3); after 6 rounds brier -0.049 [-0.079, -0.018], ece -0.051 [-0.100, -0.001],
+    accuracy -0.003 [-0.027, 0.022]. The bounds asserted are under half the seeds' own effects."""
     sc = load_scenario("llm-calibration")
-    small = [
-        "llm.n_eval_prompts=64",
-        "llm.label_prompts=64",
-        "llm.pass_k_samples=16",
-        "tracking.enabled=false",
-    ]
+    small = ["llm.n_eval_prompts=64", "llm.label_prompts=64", "tracking.enabled=false"]
     frame = sc.run(sc.resolve([*small, "loop.rounds=4", f"seed={seed}"]), tmp_path / "cal")
-    last = {
-        a: row for a, *row in frame.filter(frame["round"] == 3).select("arm", "ece", "accuracy").iter_rows()
-    }
-    assert last["rlcr"][0] < last["binary"][0] - 0.05, last
-    assert last["rlcr"][1] > last["binary"][1] - 0.05, last
+    rows = frame.filter(frame["round"] == 3).select("arm", "ece", "brier", "accuracy").iter_rows()
+    last = {arm: values for arm, *values in rows}
+    (ece_r, brier_r, acc_r), (ece_b, brier_b, acc_b) = last["rlcr"], last["binary"]
+    assert brier_r < brier_b - 0.015 and ece_r < ece_b - 0.02, last
+    assert acc_r > acc_b - 0.05, last
