@@ -336,3 +336,46 @@ def test_rlcr_calibrates_stated_confidence_on_the_chain_task(tmp_path, seed):
     (ece_r, brier_r, acc_r), (ece_b, brier_b, acc_b) = last["rlcr"], last["binary"]
     assert brier_r < brier_b - 0.015 and ece_r < ece_b - 0.02, last
     assert acc_r > acc_b - 0.05, last
+
+
+@pytest.mark.parametrize(
+    "llm, mitigations",
+    [
+        ({"optimization": {"reward": "process"}}, {}),
+        (
+            {"labeler": {"gold_checks": "steps"}, "reward_model": {"mode": "anchored", "anchor_share": 0.5}},
+            {},
+        ),
+        (
+            {"optimization": {"reward": "binary"}},
+            {"gate": "gate", "gate_consistency": True, "gate_max_length": 9},
+        ),
+        ({"critique": {"kind": "cot"}, "optimization": {"reward": "binary"}}, {}),
+    ],
+)
+def test_process_signals_run_end_to_end(tmp_path, llm, mitigations):
+    """The process reward, step-checking gold, the consistency gate and chain critiques run a
+    round and give finite metrics; the gate rejects exactly the groups with an inconsistent answer."""
+    from recsim.core.loop import run_arm
+    from recsim.io.logs import LogStore
+
+    tiny = {
+        "n_prompts": 64,
+        "n_eval_prompts": 16,
+        "label_prompts": 8,
+        "batch_prompts": 8,
+        "pass_k_samples": 8,
+    }
+    config = validate(
+        {
+            "domain": "llm",
+            "llm": {**tiny, "sft_steps": 5, "policy_steps": 2, **llm},
+            "mitigations": mitigations,
+        }
+    )
+    d = LlmDomain(config)
+    rows = run_arm(d, "a", 1, LogStore(tmp_path), lambda *a: None)
+    assert all(math.isfinite(rows[-1][k]) for k in ("gold", "policy_loss", "step_accuracy", "sound"))
+    if mitigations.get("gate_consistency"):
+        r = d.sample(d.reference, d.eval, 4, torch.Generator().manual_seed(0))
+        assert torch.equal(d.rubric_violation(r), (r.consistent == 0) | (r.agree > 0))
