@@ -89,6 +89,7 @@ CASES = [
     ),
     (["--set", "llm.group_size=1"], "llm.optimization.group_size: Input should be greater than 1 (got 1)"),
     (["--set", "seed=[1, 2]"], "seed: Input should be a valid integer"),
+    (["--quick"], "scenario 'exploration' has no --quick preset"),
 ]
 
 
