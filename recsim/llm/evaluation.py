@@ -192,8 +192,8 @@ def reward_spurious_share(scores: torch.Tensor, r: Rollouts) -> float:
     return metrics.spurious_share(x[:, 0] * coef[0], x[:, 1:] @ coef[1:])
 
 
-#: the chain task's spurious variables, one per hacking mode (Wang et al. 2025), and the sign that
-#: makes a reward's sensitivity positive in the biased labeler's direction.
+#: the chain task's spurious variables, one per hacking mode (Wang et al. 2025; confidence besides),
+#: in the order of their columns in :func:`chain_metrics`' least squares.
 MODES = ("length", "sycophancy", "confidence", "concept", "discrimination")
 
 
