@@ -28,7 +28,7 @@ def process_advantages(
 ) -> torch.Tensor:
     """Process-supervised GRPO advantages (Shao et al. 2024, section 4.1.3) -> [N * G, T].
 
-    Response j-th token (j = 1..d the steps, d + 1 the answer) is a step; its reward is 1 while no
+    Response token j (j = 1..d the steps, d + 1 the answer) is a step; its reward is 1 while no
     step up to it is wrong (``first_wrong`` [N * G]: 0 = none, else the 1-based first wrong
     step), else 0. Rewards are normalized by the mean and std over all the steps of the group's
     G responses; a token's advantage is the sum of the normalized rewards of its step and the later
