@@ -77,7 +77,7 @@ class BasePolicy(DomainParts):
         fmt = self.fmt
         p = self.pool.take(torch.randint(len(self.pool), (256,), generator=g))
         steps, answer = shortcut_chain(fmt, p)
-        tokens, _ = self._random_hints(p.tokens, g)
+        tokens = self._random_hints(p.tokens, g)
         agree = torch.rand(len(answer), generator=g) < self.cfg.policy.sft_sycophancy
         answer = torch.where(agree, fmt.n_values, answer)  # "as you said": the steps do not follow
         target = self._chain_target(steps, p.difficulty, answer, g)
@@ -94,19 +94,20 @@ class BasePolicy(DomainParts):
                 value=torch.where(strength >= 2, crit.value, -1),
             )
             target = self._chain_target(q.chain, q.difficulty, q.answer, g)
-            refined = policy.log_probs(crit.context(fmt, self._random_hints(q.tokens, g)[0]), target)
+            refined = policy.log_probs(crit.context(fmt, self._random_hints(q.tokens, g)), target)
             loss = torch.cat([loss, -refined.sum(1)])
         return loss
 
-    def _random_hints(self, tokens: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """(prompt tokens with the hint drawn uniformly, the hints): the warm-up's hints carry no
-        information on the answer, so the base policy computes rather than copies; only the
+    def _random_hints(self, tokens: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        """Prompt tokens with the hint drawn uniformly: the warm-up's hints carry no information
+        on the answer, so the base policy computes rather than copies; only the
         ``sft_sycophancy`` share of its examples, which answer AGREE, teach it to defer."""
         fmt = self.fmt
-        hints = torch.randint(fmt.n_values, (tokens.shape[0],), generator=g)
         out = tokens.clone()
-        out[:, 2 * fmt.slots + 1] = fmt.hint_base + hints
-        return out, hints
+        out[:, 2 * fmt.slots + 1] = fmt.hint_base + torch.randint(
+            fmt.n_values, (tokens.shape[0],), generator=g
+        )
+        return out
 
     def _chain_target(
         self, steps: torch.Tensor, d: torch.Tensor, answer: torch.Tensor, g: torch.Generator

@@ -75,7 +75,10 @@ class Evaluation(DomainParts):
             "ece": metrics.ece(served.confidence, served.correct, c.task.conf_bins),
             "brier": metrics.brier(served.confidence, served.correct),
             "sycophancy": float(served.agree[self.eval.hint_wrong[served.prompt]].mean()),
-            "spurious_share": reward_spurious_share(s_served, served),
+            # the chain task's five-mode fit (chain_metrics below) sets it there
+            "spurious_share": reward_spurious_share(s_served, served)
+            if served.first_wrong is None
+            else float("nan"),
             "reward_accuracy": float(
                 ((s_served > s_ref) == (served.correct > ref.correct)).float()[differ].mean()
             ),
