@@ -23,7 +23,7 @@ SCENARIO = Scenario(
             "hard_share": 0.5,
             "critique_sft": 0.25,
             "sft_steps": 1500,  # long enough for the shortcut to hold on the hard prompts
-            "label_prompts": 1024,  # 512 hard training prompts a round for unsolved_share
+            "label_prompts": 512,  # 256 hard training prompts a round for unsolved_share
             "rm_refit": False,  # the reward is binary; the reward model only feeds proxy metrics
         },
         "loop": {"rounds": 10},

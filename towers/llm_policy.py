@@ -8,6 +8,8 @@ encoder's final state (the sum task's policy, unchanged).
 
 Sampling is batched over all prompts and group members at once; the only loop is over the T
 response steps (autoregression). Log-probabilities of given responses are one teacher-forced pass.
+Both take the distinct prompts and an ``index`` of each sequence's prompt, so a group of G responses
+to one prompt encodes (and masks) that prompt once, not G times.
 The response format is a [T, V] mask of allowed tokens per step, or a function of the prompt
 tokens returning [N, T, V] (formats whose layout depends on the prompt).
 Shapes: N sequences, P prompt tokens, T response tokens, V output vocabulary, H hidden.
@@ -72,12 +74,17 @@ class TokenPolicy(nn.Module):
     def bos(self) -> int:
         return self.vocab
 
-    def encode(self, prompts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """prompts [N, P] -> (initial decoder state [1, N, H], token states [N, P, H] or None)."""
+    def encode(
+        self, prompts: torch.Tensor, index: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """prompts [M, P] -> (initial decoder state [1, N, H], token states [N, P, H] or None),
+        where sequence n reads prompt ``index[n]`` (N = M without ``index``)."""
         x = self.prompt_embed(prompts)
         if self.attention:
             x = x + self.position.weight[: prompts.shape[1]]
         states, h = self.encoder(x)
+        if index is not None:
+            h, states = h[:, index], states[index]
         return h, (states if self.attention else None)
 
     def _features(self, out: torch.Tensor, states: torch.Tensor | None) -> torch.Tensor:
@@ -93,32 +100,46 @@ class TokenPolicy(nn.Module):
             context = torch.einsum("ntp,nph->nth", w, states)
         return torch.tanh(self.combine(torch.cat([out, context], -1)))
 
-    def allowed(self, prompts: torch.Tensor) -> torch.Tensor:
-        """[T, V] or [N, T, V] bool: the tokens allowed at each response step."""
-        return self.mask_fn(prompts) if self.mask_fn is not None else self.masks
+    def allowed(self, prompts: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+        """[T, V] or [N, T, V] bool: the tokens allowed at each response step (sequence n reads
+        prompt ``index[n]``)."""
+        if self.mask_fn is None:
+            return self.masks
+        masks = self.mask_fn(prompts)
+        return masks if index is None else masks[index]
 
     def _masked(self, logits: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
         return logits.masked_fill(~allowed, float("-inf"))
 
-    def log_probs(self, prompts: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        """Per-token log pi of given responses. prompts [N, P], tokens [N, T] -> [N, T]
-        (0 after EOS: positions past the end are not part of the response)."""
+    def log_probs(
+        self, prompts: torch.Tensor, tokens: torch.Tensor, index: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Per-token log pi of given responses. prompts [N, P] (or [M, P] distinct prompts with
+        ``index`` [N] of each response's prompt), tokens [N, T] -> [N, T] (0 after EOS: positions
+        past the end are not part of the response)."""
         n, t = tokens.shape
         inputs = torch.cat([torch.full((n, 1), self.bos, dtype=tokens.dtype), tokens[:, :-1]], 1)
-        h, states = self.encode(prompts)
+        h, states = self.encode(prompts, index)
         out, _ = self.decoder(self.token_embed(inputs), h)  # [N, T, H]
-        allowed = self.allowed(prompts)[..., :t, :]
+        allowed = self.allowed(prompts, index)[..., :t, :]
         logp = torch.log_softmax(self._masked(self.head(self._features(out, states)), allowed), -1)
         tok_logp = logp.gather(2, tokens.unsqueeze(-1)).squeeze(-1)
         return tok_logp * response_mask(tokens, self.vocab - 1)
 
     @torch.no_grad()  # not inference_mode: sampled tokens feed the training pass
-    def sample(self, prompts: torch.Tensor, gen: torch.Generator, temperature: float = 1.0) -> torch.Tensor:
-        """Responses [N, T] (EOS-padded after the end), sampled by Gumbel-max from ``gen``."""
-        n = prompts.shape[0]
+    def sample(
+        self,
+        prompts: torch.Tensor,
+        gen: torch.Generator,
+        temperature: float = 1.0,
+        index: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Responses [N, T] (EOS-padded after the end), sampled by Gumbel-max from ``gen``;
+        prompts [N, P], or [M, P] distinct prompts with ``index`` [N] of each sequence's prompt."""
+        n = prompts.shape[0] if index is None else index.shape[0]
         t_max = self.max_len
-        h, states = self.encode(prompts)
-        allowed = self.allowed(prompts)
+        h, states = self.encode(prompts, index)
+        allowed = self.allowed(prompts, index)
         token = torch.full((n, 1), self.bos, dtype=torch.long)
         out = torch.empty(n, t_max, dtype=torch.long)
         for t in range(t_max):  # autoregression over steps, batched over all sequences

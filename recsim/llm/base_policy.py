@@ -126,5 +126,5 @@ class BasePolicy(DomainParts):
     ) -> Rollouts:
         """``per_prompt`` responses to each prompt, groups contiguous."""
         prompt = torch.arange(len(prompts)).repeat_interleave(per_prompt)
-        tokens = policy.sample(prompts.tokens[prompt], gen)
+        tokens = policy.sample(prompts.tokens, gen, index=prompt)
         return Rollouts.build(self.fmt, prompts, prompt, tokens)

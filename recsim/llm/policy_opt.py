@@ -73,7 +73,7 @@ class PolicyOptimization(DomainParts):
             prompts = r.prompt_tokens
             logp = policy.log_probs(prompts, r.tokens)
             with torch.no_grad():
-                ref = self.reference.log_probs(prompts, r.tokens)
+                ref = self.reference.log_probs(r.prompts.tokens, r.tokens, r.prompt)
             mask = response_mask(r.tokens, self.fmt.eos)
             kl_coef = c.optimization.kl_coef if c.optimization.optimizer == "grpo" else 0.0
             if c.critique.kind != "none" and c.critique.use == "refine":
