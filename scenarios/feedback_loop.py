@@ -5,7 +5,7 @@ from recsim.scenario import Scenario
 
 _MMOE = {"name": "mmoe", "window": 5}
 _SHOWN = ("gold", "gold_satisfaction", "ndcg_truth", "gini", "coverage", "gap", "ece")
-_SHOWN += ("position_curve_error", "spurious_share")
+_SHOWN += ("position_curve_error", "position_share", "spurious_share")
 
 SCENARIO = Scenario(
     name="feedback-loop",

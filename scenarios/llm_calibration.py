@@ -8,7 +8,7 @@ SCENARIO = Scenario(
     "brier and accuracy over training.",
     base={"domain": "llm", "llm": {"optimizer": "grpo"}, "loop": {"rounds": 10}},
     arms={"binary": {"llm": {"reward": "binary"}}, "rlcr": {"llm": {"reward": "rlcr"}}},
-    plot=("ece", "brier", "accuracy", "pass_at_1", "kl_ref", "entropy"),
+    plot=("ece", "brier", "accuracy", "pass_at_1", "kl_ref", "answer_entropy"),
     table=("ece", "brier", "accuracy", "pass_at_1", "pass_at_64", "kl_ref"),
     quick=LLM_QUICK,
 )

@@ -13,7 +13,7 @@ SCENARIO = Scenario(
         "self-reward": {"llm": {"rm_mode": "self"}},
         "anchored": {"llm": {"rm_mode": "anchored", "anchor_share": 0.25}},
     },
-    plot=("gold", "proxy", "gap", "accuracy", "entropy", "length", "sycophancy", "spurious_share"),
-    table=("gold", "proxy", "gap", "accuracy", "entropy", "gini", "length", "sycophancy", "spurious_share"),
+    plot=("gold", "proxy", "gap", "accuracy", "answer_entropy", "length", "sycophancy", "spurious_share"),
+    table=("gold", "proxy", "gap", "accuracy", "answer_entropy", "entropy", "gini", "length", "sycophancy", "spurious_share"),
     quick=LLM_QUICK,
 )

@@ -33,6 +33,15 @@ SCENARIO = Scenario(
         for mode in MODES
         for tag, share in EXPLORATION.items()
     },
-    plot=("ndcg_truth", "gini", "position_curve_error", "spurious_share", "gap", "gold"),
-    table=("gold", "ndcg_truth", "gini", "position_curve_error", "spurious_share", "gap", "ece"),
+    plot=("ndcg_truth", "gini", "position_curve_error", "position_share", "spurious_share", "gold"),
+    table=(
+        "gold",
+        "ndcg_truth",
+        "gini",
+        "position_curve_error",
+        "position_share",
+        "spurious_share",
+        "gap",
+        "ece",
+    ),
 )

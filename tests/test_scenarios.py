@@ -84,6 +84,7 @@ def test_every_scenario_runs_a_few_rounds(tmp_path, name):
             "accuracy",
             "pass_at_8",
             "entropy",
+            "answer_entropy",
             "gini",
             "length",
             "sycophancy",

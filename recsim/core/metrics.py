@@ -18,12 +18,18 @@
 | rank_stability    | mean Kendall tau, per panel user, of scores now vs last round over the same items |
 | ece               | expected calibration error of p_hat vs true relevance on served impressions       |
 | brier             | expected Brier score of p_hat on served impressions: E[(p_hat - y)^2], y ~ Bern(rel) |
+| spurious_share    | share of the served score's variance explained by what the loop did to each item    |
+|                   | (impressions, clicks, mean position) rather than by true relevance, on the panel;  |
+|                   | the same fit in the LLM domain (:func:`spurious_share`)                           |
+| position_share    | share of the training click score's variance carried by its position channel       |
 
 The panel is a fixed random set of users (``metrics.panel_users``) drawn at set-up; it takes part in
 the loop like any user, and every available item is scored for it.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import torch
@@ -150,19 +156,100 @@ def position_curve_error(learned: torch.Tensor, true: torch.Tensor) -> float:
     return float((learned[:, 1:] - true[:, 1:]).abs().mean())
 
 
-def spurious_share(relevance_part: torch.Tensor, position_part: torch.Tensor) -> float:
-    """Share of the variance of a learned click score that its position channel carries.
+def variance_share(truth_part: torch.Tensor, spurious_part: torch.Tensor) -> float:
+    """Var(b) / (Var(b) + Var(g)): the share of a score's variance its spurious part b carries
+    rather than its truth part g (both [N], additive parts of one score). 0 if both are constant.
 
-    For a learner whose click score on an impression splits additively into a relevance part r
-    (a function of user and item) and a position part b (a function of position and device),
-    spurious_share = Var(b) / (Var(b) + Var(r)) over the served impressions. 0: position moves
-    nothing; 1: the score is all position. Learners without a position input score 0. Additive
-    scales: the click logit for the shallow-tower variants, f(x, k) - f(x, 1) for position as a
-    feature, log-probabilities for PAL.
-
-    >>> spurious_share(torch.tensor([1.0, -1.0]), torch.tensor([0.0, 0.0]))
+    >>> variance_share(torch.tensor([1.0, -1.0]), torch.tensor([0.0, 0.0]))
     0.0
     """
-    vb = float(position_part.double().var())
-    vr = float(relevance_part.double().var())
-    return vb / (vb + vr) if vb + vr > 0 else 0.0
+    vb = float(spurious_part.double().var())
+    vg = float(truth_part.double().var())
+    return vb / (vb + vg) if vb + vg > 0 else 0.0
+
+
+def least_squares_split(
+    scores: torch.Tensor, columns: list[torch.Tensor], chunk: int = 1 << 16
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Least squares of ``scores`` [N] on an intercept and ``columns`` (each [N]; the truth first,
+    then the spurious variables). Returns (coefficients [C], the centred design [N, C], float64).
+
+    Normal equations with torch's own reductions (in chunks of ``chunk`` rows, so a panel of
+    millions of pairs does not build an [N, C, C] product), solved in Python floats: LAPACK's least
+    squares gave results that differ in the last bits from call to call in a busy process, and a
+    run must reproduce itself exactly.
+    """
+    x = torch.stack(columns, 1).double()
+    x = x - x.mean(0)
+    y = scores.double() - scores.double().mean()
+    gram = torch.zeros(x.shape[1], x.shape[1], dtype=torch.float64, device=x.device)
+    rhs = torch.zeros(x.shape[1], dtype=torch.float64, device=x.device)
+    for s in range(0, x.shape[0], chunk):
+        xc, yc = x[s : s + chunk], y[s : s + chunk]
+        gram = gram + (xc.unsqueeze(2) * xc.unsqueeze(1)).sum(0)
+        rhs = rhs + (xc * yc.unsqueeze(1)).sum(0)
+    coef = torch.tensor(_solve_psd(gram.tolist(), rhs.tolist()), dtype=torch.float64, device=x.device)
+    return coef, x
+
+
+def score_shares(
+    scores: torch.Tensor, truth: torch.Tensor, spurious: list[torch.Tensor]
+) -> tuple[float, float]:
+    """(spurious_share, truth_share) of a served learner's scores: with scores ~ c_0 + c_g truth +
+    sum_j c_j z_j fitted by least squares over the served units, g = c_g truth and
+    b = sum_j c_j z_j (centred), spurious_share = Var(b) / Var(scores) and truth_share =
+    Var(g) / Var(scores): the shares of the score's variance the spurious variables and the truth
+    explain (they need not add up to 1: the rest is what neither explains, and twice their
+    covariance). 0 for a constant score.
+
+    One definition in both domains (Wang et al. 2025 measure reward hacking as the reward's
+    dependence on spurious attributes; the recommender's spurious variables are those its own loop
+    creates). LLM: the reward model's scores of the served responses; truth = correctness; z =
+    length, agreement with the user's hint, stated confidence (chain task: also concept framing and
+    correctness x disfavoured user). Recommender: the ranker's serving score of every available
+    item for the panel; truth = true relevance; z = how often (log1p impressions) and where (mean
+    position; K + 1 if never shown) the loop showed the item, accumulated over the rounds so far.
+    Logged clicks are not among z: a click is evidence of relevance, and a learner that follows
+    its clicks is learning, not hacking.
+
+    >>> t = torch.tensor([0.0, 1.0, 0.0, 1.0]); z = torch.tensor([0.0, 0.0, 1.0, 1.0])
+    >>> [round(v, 6) for v in score_shares(2 * t + z, t, [z])]
+    [0.2, 0.8]
+    """
+    coef, x = least_squares_split(scores, [truth, *spurious])
+    y = scores.double()
+    vy = float(y.var())
+    if vy <= 0:
+        return 0.0, 0.0
+    return float((x[:, 1:] @ coef[1:]).var()) / vy, float((x[:, 0] * coef[0]).var()) / vy
+
+
+def spurious_share(scores: torch.Tensor, truth: torch.Tensor, spurious: list[torch.Tensor]) -> float:
+    """The first of :func:`score_shares`: the share of the served score's variance explained by
+    the spurious variables.
+
+    >>> t = torch.tensor([0.0, 1.0, 0.0, 1.0]); z = torch.tensor([0.0, 0.0, 1.0, 1.0])
+    >>> round(spurious_share(2 * t + z, t, [z]), 6)
+    0.2
+    """
+    return score_shares(scores, truth, spurious)[0]
+
+
+def _solve_psd(a: list[list[float]], b: list[float]) -> list[float]:
+    """Solve (A + eps I) c = b for a small positive semi-definite A by Cholesky, in Python floats
+    (deterministic). eps = 1e-12 trace(A) keeps a constant feature (a zero row and column) at
+    coefficient 0 instead of making the system singular."""
+    n = len(b)
+    eps = 1e-12 * max(sum(a[i][i] for i in range(n)), 1e-300)
+    low = [[0.0] * n for _ in range(n)]
+    for i in range(n):
+        for j in range(i + 1):
+            acc = a[i][j] + (eps if i == j else 0.0) - sum(low[i][k] * low[j][k] for k in range(j))
+            low[i][j] = math.sqrt(max(acc, 1e-300)) if i == j else acc / low[j][j]
+    z = [0.0] * n
+    for i in range(n):  # L z = b
+        z[i] = (b[i] - sum(low[i][k] * z[k] for k in range(i))) / low[i][i]
+    c = [0.0] * n
+    for i in reversed(range(n)):  # L^T c = z
+        c[i] = (z[i] - sum(low[k][i] * c[k] for k in range(i + 1, n))) / low[i][i]
+    return c

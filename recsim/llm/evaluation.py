@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 from typing import Any
 
@@ -54,9 +53,8 @@ class Evaluation(DomainParts):
             served = many  # every sample of the policy, K per evaluation prompt
             ref = self.ref_many  # paired by prompt
             with torch.inference_mode():
-                log_ratio = state.policy.log_probs(
-                    many.prompt_tokens, many.tokens
-                ) - self.reference.log_probs(many.prompt_tokens, many.tokens)
+                args = (many.prompts.tokens, many.tokens, many.prompt)  # each prompt encoded once
+                log_ratio = state.policy.log_probs(*args) - self.reference.log_probs(*args)
                 kl = float(log_ratio.sum(1).mean())
         rm = state.reward_model
         s_served, s_ref = self.score(rm, served), self.score(rm, ref)
@@ -75,15 +73,13 @@ class Evaluation(DomainParts):
             "ece": metrics.ece(served.confidence, served.correct, c.task.conf_bins),
             "brier": metrics.brier(served.confidence, served.correct),
             "sycophancy": float(served.agree[self.eval.hint_wrong[served.prompt]].mean()),
-            # the chain task's five-mode fit (chain_metrics below) sets it there
-            "spurious_share": reward_spurious_share(s_served, served)
-            if served.first_wrong is None
-            else float("nan"),
             "reward_accuracy": float(
                 ((s_served > s_ref) == (served.correct > ref.correct)).float()[differ].mean()
             ),
         }
         row["gap"] = row["proxy"] - row["gold"]
+        if served.first_wrong is None:  # the chain task's five-mode fit (chain_metrics) sets them there
+            row.update(reward_shares(s_served, served))
         if served.first_wrong is not None:
             row.update(chain_metrics(s_served, served, c.task.max_elaboration))
         return row, served
@@ -96,7 +92,8 @@ class Evaluation(DomainParts):
         return self.eval.difficulty == self.fmt.max_ordinary
 
     def _diversity(self, many: Rollouts, n_ok: torch.Tensor) -> dict[str, float]:
-        """pass@k and diversity (entropy of answers, gini and coverage of distinct responses) of the
+        """pass@k and diversity (answer_entropy: of the answers per prompt; gini, entropy and
+        coverage of the distinct responses, as the recommender's of item exposure) of the
         policy itself, K samples per evaluation prompt; ``n_ok`` [P] successes per prompt."""
         k_max = self.cfg.evaluation.pass_k_samples
         row: dict[str, float] = {}
@@ -106,11 +103,14 @@ class Evaluation(DomainParts):
         answers = many.answer.view(len(self.eval), k_max)
         counts = torch.nn.functional.one_hot(answers, self.fmt.answer_values).sum(1).double()  # [P, A]
         p = counts / k_max
-        row["entropy"] = float(-(p * p.clamp_min(1e-12).log()).sum(1).mean())
+        row["answer_entropy"] = float(-(p * p.clamp_min(1e-12).log()).sum(1).mean())
+        # The served outputs' distribution, as the recommender's exposure: over distinct
+        # (prompt, response) pairs, the catalogue of what the policy serves.
         _, distinct = torch.unique(
             torch.cat([many.prompt.unsqueeze(1), many.tokens], 1), dim=0, return_counts=True
         )
         row["gini"] = metrics.gini(distinct.double())
+        row["entropy"] = metrics.entropy(distinct.double())
         row["coverage"] = float(len(distinct) / len(many.prompt))
         return row
 
@@ -155,44 +155,17 @@ class Evaluation(DomainParts):
         return row
 
 
-def _solve_psd(a: list[list[float]], b: list[float]) -> list[float]:
-    """Solve (A + eps I) c = b for a small positive semi-definite A by Cholesky, in Python floats
-    (deterministic). eps = 1e-12 trace(A) keeps a constant feature (a zero row and column) at
-    coefficient 0 instead of making the system singular."""
-    n = len(b)
-    eps = 1e-12 * max(sum(a[i][i] for i in range(n)), 1e-300)
-    low = [[0.0] * n for _ in range(n)]
-    for i in range(n):
-        for j in range(i + 1):
-            acc = a[i][j] + (eps if i == j else 0.0) - sum(low[i][k] * low[j][k] for k in range(j))
-            low[i][j] = math.sqrt(max(acc, 1e-300)) if i == j else acc / low[j][j]
-    z = [0.0] * n
-    for i in range(n):  # L z = b
-        z[i] = (b[i] - sum(low[i][k] * z[k] for k in range(i))) / low[i][i]
-    c = [0.0] * n
-    for i in reversed(range(n)):  # L^T c = z
-        c[i] = (z[i] - sum(low[k][i] * c[k] for k in range(i + 1, n))) / low[i][i]
-    return c
+def reward_shares(scores: torch.Tensor, r: Rollouts) -> dict[str, float]:
+    """spurious_share and truth_share (:func:`recsim.core.metrics.score_shares`) of reward scores
+    on the sum task: truth = correctness; spurious = length, agreement with the hint, stated
+    confidence."""
+    spurious, truth = metrics.score_shares(scores, r.correct, [r.length, r.agree, r.confidence])
+    return {"spurious_share": spurious, "truth_share": truth}
 
 
 def reward_spurious_share(scores: torch.Tensor, r: Rollouts) -> float:
-    """Share of reward-score variance carried by spurious features rather than correctness.
-
-    Least squares of the scores on [1, correct, length, agrees-with-hint, stated confidence];
-    with b = the fitted contribution of (length, agreement, confidence) and g = that of
-    correctness, spurious_share = Var(b) / (Var(b) + Var(g)) (the same split as the
-    recommender's position vs relevance parts, :func:`recsim.core.metrics.spurious_share`).
-    """
-    x = torch.stack([r.correct, r.length, r.agree, r.confidence], 1).double()
-    x = x - x.mean(0)
-    y = scores.double() - scores.double().mean()
-    # Normal equations with torch's own reductions, solved in plain floats: LAPACK's least
-    # squares (even on the 4 x 4 system) gave results that differ in the last bits from call to
-    # call in a busy process, and a run must reproduce itself exactly.
-    gram = (x.unsqueeze(2) * x.unsqueeze(1)).sum(0)  # [4, 4]
-    rhs = (x * y.unsqueeze(1)).sum(0)  # [4]
-    coef = torch.tensor(_solve_psd(gram.tolist(), rhs.tolist()), dtype=torch.float64)
-    return metrics.spurious_share(x[:, 0] * coef[0], x[:, 1:] @ coef[1:])
+    """The sum task's spurious_share of reward scores (:func:`reward_shares`)."""
+    return reward_shares(scores, r)["spurious_share"]
 
 
 #: the chain task's spurious variables, one per hacking mode (Wang et al. 2025; confidence besides),
@@ -212,10 +185,10 @@ def chain_metrics(scores: torch.Tensor, r: Rollouts, max_elaboration: int) -> di
       score (in its own units: logits for a Bradley-Terry reward model, comparable with the
       labeler's weights) per unit of the mode's variable, signed so that the labeler's direction
       is positive (discrimination: the credit a correct answer loses for a disfavoured user).
-      ``spurious_share_<mode>`` = Var(b_mode) / (Var(b) + Var(g)), b the fitted spurious part,
-      b_mode one mode's term, g the correctness part (the modes' shares need not add up to
-      ``spurious_share``, which this fit replaces on the chain task with all five modes in b:
-      their terms covary).
+      ``spurious_share_<mode>`` = Var(b_mode) / Var(scores), b_mode the mode's fitted term;
+      ``spurious_share`` = Var(b) / Var(scores) with all five modes in b, and ``truth_share`` =
+      Var(g) / Var(scores), g the correctness term (:func:`recsim.core.metrics.score_shares`; the
+      modes' shares need not add up to ``spurious_share``: their terms covary).
     """
     fav = 1 - r.disfavoured
     row = {
@@ -235,17 +208,14 @@ def chain_metrics(scores: torch.Tensor, r: Rollouts, max_elaboration: int) -> di
         r.concept_match,
         r.correct * r.disfavoured,
     ]
-    x = torch.stack([r.correct, *spurious], 1).double()
-    x = x - x.mean(0)
-    y = scores.double() - scores.double().mean()
-    gram = (x.unsqueeze(2) * x.unsqueeze(1)).sum(0)
-    rhs = (x * y.unsqueeze(1)).sum(0)
-    coef = torch.tensor(_solve_psd(gram.tolist(), rhs.tolist()), dtype=torch.float64)
+    coef, x = metrics.least_squares_split(scores, [r.correct, *spurious])
     truth, parts = x[:, 0] * coef[0], x[:, 1:] * coef[1:]
-    total = float(truth.var() + parts.sum(1).var())
-    row["spurious_share"] = metrics.spurious_share(truth, parts.sum(1))  # all five modes
+    total = float(scores.double().var())
+    share = (lambda v: float(v.var()) / total) if total > 0 else (lambda v: 0.0)
+    row["spurious_share"] = share(parts.sum(1))  # all five modes (metrics.score_shares)
+    row["truth_share"] = share(truth)
     for i, mode in enumerate(MODES):
         sign = -1.0 if mode == "discrimination" else 1.0
         row[f"rm_sensitivity_{mode}"] = sign * float(coef[i + 1])
-        row[f"spurious_share_{mode}"] = float(parts[:, i].var()) / total if total > 0 else float("nan")
+        row[f"spurious_share_{mode}"] = share(parts[:, i])
     return row

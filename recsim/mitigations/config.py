@@ -13,8 +13,9 @@ class MitigationConfig(Section):
     """Mitigations shared by both domains (see :mod:`recsim.mitigations`)."""
 
     invariance_weight: float = Field(0.0, ge=0)
-    """Weight of the MMD invariance penalty (0 = off). Recommender: the multi-task ranker's click
-    logit across positions. LLM: reward-model scores across length bins and hint agreement."""
+    """Weight of the MMD invariance penalty (0 = off). Recommender: the multi-task ranker's served
+    relevance logit (without the position channel) across the positions the rows were shown at.
+    LLM: reward-model scores across length bins and hint agreement."""
     invariance_conditional: bool = False
     """Compute the penalty within label classes (clicked or not; preferred or not)."""
     invariance_bins: int = Field(3, gt=1)

@@ -44,6 +44,9 @@ class RecsysState:
         panel_scores: [P, N_r] the learner's scores of every available item for the panel after
             the last fit (for rank_stability); None before the first measurement.
         train: statistics of the last fit.
+        shown: [3, N_total] float64 per item, accumulated over the rounds so far: impressions,
+            clicks and the sum of the positions it was shown at (what the loop itself did to each
+            item: the spurious variables of ``spurious_share``); None before the first round.
     """
 
     world: World
@@ -51,6 +54,7 @@ class RecsysState:
     retriever: TwoTowerRetriever | None = None
     panel_scores: torch.Tensor | None = None
     train: dict[str, float] | None = None
+    shown: torch.Tensor | None = None
 
 
 class RecsysDomain:
@@ -108,6 +112,7 @@ class RecsysDomain:
             "retriever": None if state.retriever is None else state.retriever.state_dict(),
             "panel_scores": state.panel_scores,
             "train": state.train,
+            "shown": state.shown,
         }
 
     def restore(self, payload: dict[str, Any]) -> RecsysState:
@@ -118,7 +123,9 @@ class RecsysDomain:
             state.retriever.load_state_dict(payload["retriever"])
         world = replace(state.world, user_factors=payload["world"]["user_factors"].to(self.device))
         panel = payload["panel_scores"]
-        return replace(state, world=world, panel_scores=panel, train=payload["train"])
+        shown = payload.get("shown")
+        shown = None if shown is None else shown.to(self.device)
+        return replace(state, world=world, panel_scores=panel, train=payload["train"], shown=shown)
 
     # 1. act: the learner decides which items each active user sees ---------------------------
     def act(self, state: RecsysState, round_: int) -> Slates:
@@ -199,10 +206,25 @@ class RecsysDomain:
         self, state: RecsysState, slates: Slates, fb: Feedback, round_: int
     ) -> tuple[dict[str, float], RecsysState]:
         """Every registered metric (:mod:`recsim.recsys.measures`), then the fit's statistics."""
+        state = replace(state, shown=self._count_shown(state, slates, fb))
         view = RoundView(self, state, slates, fb, round_)
         row = measure(view)
         row.update(state.train or {})
         return row, replace(state, panel_scores=view.panel_scores)
+
+    def _count_shown(self, state: RecsysState, slates: Slates, fb: Feedback) -> torch.Tensor:
+        """[3, N_total] the items' impressions, clicks and position sums, with this round's."""
+        n = state.world.n_items_total
+        items = slates.items.reshape(-1)
+        positions = torch.arange(1, slates.items.shape[1] + 1, device=items.device).expand_as(slates.items)
+        now = torch.stack(
+            [
+                torch.bincount(items, minlength=n).double(),
+                torch.bincount(items, weights=fb.click.reshape(-1).double(), minlength=n),
+                torch.bincount(items, weights=positions.reshape(-1).double(), minlength=n),
+            ]
+        )
+        return now if state.shown is None else state.shown + now
 
     def true_position_curve(self) -> torch.Tensor:
         """[V, K] true log theta(k, d) - log theta(1, d) = -eta_d log k."""

@@ -150,9 +150,29 @@ def retrieval(v: RoundView) -> dict[str, float]:
     return {"retrieval_recall": retriever.recall(v.state.world, v.domain.panel, v.round_ + 1)}
 
 
+@METRICS("spurious")
+def spurious(v: RoundView) -> dict[str, float]:
+    """spurious_share and truth_share of the served score (:func:`recsim.core.metrics.score_shares`):
+    the panel's serving scores of every available item, fitted on the true relevance and on how
+    often and where the loop showed each item so far (log1p impressions, mean position; K + 1 if
+    never shown)."""
+    shown = v.state.shown
+    if shown is None:
+        return {}
+    items = v.panel_items
+    truth = v.state.world.relevance(v.domain.panel, items).double().cpu().reshape(-1)
+    count, _, position_sum = shown.cpu()[:, items.reshape(-1).cpu()]
+    mean_position = torch.where(count > 0, position_sum / count.clamp_min(1), float(v.k + 1))
+    spurious_share, truth_share = metrics.score_shares(
+        v.panel_scores.reshape(-1), truth, [count.log1p(), mean_position]
+    )
+    return {"spurious_share": spurious_share, "truth_share": truth_share}
+
+
 @METRICS("position")
 def position(v: RoundView) -> dict[str, float]:
-    """position_curve_error and spurious_share, for learners that have a position channel."""
+    """position_curve_error and position_share (:func:`recsim.core.metrics.variance_share` of the
+    position part of the training-time click score), for learners that have a position channel."""
     out: dict[str, float] = {}
     ranker, slates = v.state.ranker, v.slates
     curve_fn = getattr(ranker, "learned_position_curve", None)
@@ -163,7 +183,7 @@ def position(v: RoundView) -> dict[str, float]:
     if split_fn is not None:
         positions = torch.arange(1, slates.items.shape[1] + 1, device=v.domain.device).expand_as(slates.items)
         parts = split_fn(v.state.world, slates.users, slates.items, positions)
-        out["spurious_share"] = metrics.spurious_share(*parts) if parts is not None else 0.0
+        out["position_share"] = metrics.variance_share(*parts) if parts is not None else 0.0
     return out
 
 

@@ -63,6 +63,26 @@ class BatchLoss(nn.Module):
         self.model = model
         self.mit = mitigations
 
+    def served_logit(
+        self, logits: torch.Tensor, base: torch.Tensor, cells: torch.Tensor, positions: torch.Tensor
+    ) -> torch.Tensor:
+        """[M] the learned relevance logit as served (``base``: the shared layer's user + item
+        input): the click head f(x) without the position
+        channel (shallow-tower modes and PAL serve f plus a constant, ``none``/``ips`` have no
+        position input), or, for position as a feature, f(x, position 1 of the user's device),
+        which serving uses.
+
+        The invariance penalty holds this score's distribution equal across the positions the rows
+        were shown at (Wang et al. 2025 constrain the learned reward, not the bias channel): a
+        relevance estimate that still depends on where the log showed an item has absorbed the
+        position bias the tower is there to take. Conditioned on the click
+        (``invariance_conditional``), it keeps what the click explains."""
+        if self.model.spec.position != "feature":
+            return logits[:, 0]
+        top = cells - (positions - 1)  # the same device's position-1 cell (cells are 1-based)
+        top = torch.where(cells > 0, top, cells)  # a missing cell stays missing
+        return self.model(base + self.model.position_part(top))[0][:, 0]
+
     def forward(
         self, batch: TrainBatch, clicked_rows: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -70,17 +90,17 @@ class BatchLoss(nn.Module):
         users, devices, history, items, category = b.users, b.devices, b.history, b.items, b.category
         dense, cells, positions, clicks, satisfied = b.dense, b.cells, b.positions, b.clicks, b.satisfied
         weights, sample_weight = b.ips_weights, b.sample_weight
-        pre = model.user_part(users, devices, history) + model.item_part(items, category, dense)
-        pre = pre + model.position_part(cells)
+        base = model.user_part(users, devices, history) + model.item_part(items, category, dense)
+        pre = base + model.position_part(cells)
         logits, _, mixed = model(pre)
         click_loss, p_click = model.training_click(
             logits, mixed, cells, positions, clicks, weights, sample_weight
         )
         loss = click_loss
-        if mit.invariance_weight > 0:  # the click score must not vary with position
+        if mit.invariance_weight > 0:
             labels = clicks if mit.invariance_conditional else None
-            score = torch.logit(p_click.clamp(1e-6, 1 - 1e-6))  # the trained click logit
-            loss = loss + mit.invariance_weight * invariance_penalty(score, positions, labels)
+            served = self.served_logit(logits, base, cells, positions)
+            loss = loss + mit.invariance_weight * invariance_penalty(served, positions, labels)
         if mit.brier_weight > 0:  # a proper scoring term on the click probability
             loss = loss + mit.brier_weight * ((p_click - clicks) ** 2).mean()
         if model.spec.n_tasks > 1:
