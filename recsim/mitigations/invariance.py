@@ -3,13 +3,17 @@ of a spurious variable (Wang et al. 2025, causal reward modeling).
 
     MMD^2(P, Q) = E k(x, x') + E k(y, y') - 2 E k(x, y),   k(a, b) = mean_s exp(-(a - b)^2 / (2 s^2))
 
-(Gretton et al. 2012; biased V-statistic, so it is >= 0 and exactly 0 for identical samples;
-bandwidths s relative to the scores' standard deviation). The penalty averages MMD^2 between each
-bin's scores and all scores. The conditional variant computes it within each label class (e.g.
-clicked vs not, preferred vs not) and averages: it removes the spurious variable's effect while
-keeping what the label explains, at some cost in bias removal (the unconditional variant removes
-more, and more utility with it).
-"""
+(Gretton et al. 2012; bandwidths s relative to the scores' standard deviation). :func:`mmd2` is the
+biased V-statistic (>= 0, exactly 0 for identical samples). The penalty uses the unbiased
+U-statistic (the within-sample sums leave out each score's pairing with itself) between each bin's
+scores and the other bins' scores: its expectation is 0 when the score does not depend on the bin,
+so it only pushes on a real dependence. The V-statistic's expectation is positive even then (of
+order 1 / the bin size) and falls as the scores bunch into clusters, so as a penalty it also
+rewards flattening the score, whatever the bins: a cost to utility with nothing removed.
+The conditional variant computes it within each label class (e.g. clicked vs not, preferred vs
+not) and averages: it removes the spurious variable's effect while keeping what the label
+explains, at some cost in bias removal (the unconditional variant removes more, and more utility
+with it)."""
 
 from __future__ import annotations
 
@@ -43,6 +47,21 @@ def mmd2(
     ).clamp_min(0)
 
 
+def mmd2_unbiased(x: torch.Tensor, y: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Unbiased estimate (U-statistic) of MMD^2 between 1-D samples x [n] and y [m] (n, m >= 2);
+    may be slightly negative.
+
+    >>> g = torch.Generator().manual_seed(0)
+    >>> same = mmd2_unbiased(torch.randn(300, generator=g), torch.randn(300, generator=g), torch.tensor(1.0))
+    >>> abs(float(same)) < 0.01
+    True
+    """
+    n, m = x.numel(), y.numel()
+    k_xx = (_kernel(x, x, scale, BANDWIDTHS) * n * n - n) / (n * (n - 1))  # k(a, a) = 1
+    k_yy = (_kernel(y, y, scale, BANDWIDTHS) * m * m - m) / (m * (m - 1))
+    return k_xx + k_yy - 2 * _kernel(x, y, scale, BANDWIDTHS)
+
+
 def invariance_penalty(
     scores: torch.Tensor,
     bins: torch.Tensor,
@@ -50,12 +69,14 @@ def invariance_penalty(
     min_count: int = 2,
     cap: int = 512,
 ) -> torch.Tensor:
-    """Mean MMD^2 between each bin's scores and all scores; within label classes if ``labels``.
+    """Mean unbiased MMD^2 between each bin's scores and the other bins' scores; within label
+    classes if ``labels``.
 
     scores [N] float, bins [N] long (the spurious variable, bucketed), labels [N] or None.
-    Bins with fewer than ``min_count`` samples are skipped. At most ``cap`` scores per bin and for
-    the pooled reference enter the kernel sums (the first ones: callers pass shuffled batches),
-    so the cost is O(bins x cap^2) whatever the batch size. Differentiable in ``scores``.
+    Bins with fewer than ``min_count`` samples, or whose complement has fewer, are skipped. At most
+    ``cap`` scores per bin and per complement enter the kernel sums (the first ones: callers pass
+    shuffled batches), so the cost is O(bins x cap^2) whatever the batch size. Differentiable in
+    ``scores``.
     """
     groups = (
         [torch.ones_like(bins, dtype=torch.bool)]
@@ -68,11 +89,8 @@ def invariance_penalty(
         if s.numel() < 2 * min_count:
             continue
         scale = s.detach().std().clamp_min(1e-3)
-        ref = s[:cap]
-        k_ref = _kernel(ref, ref, scale, BANDWIDTHS)
         for value in b.unique():  # a handful of bins (positions, length buckets)
-            inside = s[b == value][:cap]
-            if inside.numel() >= min_count and inside.numel() < s.numel():
-                cross = _kernel(inside, ref, scale, BANDWIDTHS)
-                terms.append((_kernel(inside, inside, scale, BANDWIDTHS) + k_ref - 2 * cross).clamp_min(0))
+            inside, outside = s[b == value][:cap], s[b != value][:cap]
+            if inside.numel() >= min_count and outside.numel() >= min_count:
+                terms.append(mmd2_unbiased(inside, outside, scale))
     return torch.stack(terms).mean() if terms else scores.sum() * 0.0

@@ -56,6 +56,11 @@ class RoundView:
         return pool.expand(len(dom.panel), len(pool))
 
     @cached_property
+    def panel_truth(self) -> torch.Tensor:
+        """[P, N_r] the true relevance of the items the panel scores (CPU)."""
+        return self.state.world.relevance(self.domain.panel, self.panel_items).cpu()
+
+    @cached_property
     def panel_scores(self) -> torch.Tensor:
         """[P, N_r] the learner's scores for the panel after this round's fit (served next round)."""
         dom, world = self.domain, self.state.world
@@ -125,9 +130,9 @@ def panel(v: RoundView) -> dict[str, float]:
     dom, world, k = v.domain, v.state.world, v.k
     items, scores = v.panel_items, v.panel_scores
     n_pool = items.shape[1]
-    truth = world.relevance(dom.panel, items).cpu()
+    truth = v.panel_truth
     top = scores.topk(k, dim=1).indices
-    ideal = world.relevance(dom.panel, items).topk(k, dim=1).indices.cpu()  # the oracle's top-K
+    ideal = truth.topk(k, dim=1).indices  # the oracle's top-K
     partner = metrics.nearest_neighbours(world.user_factors[dom.panel].cpu())
     jaccard = metrics.mean_jaccard(top, partner, n_pool)
     prev = v.state.panel_scores
@@ -160,7 +165,7 @@ def spurious(v: RoundView) -> dict[str, float]:
     if shown is None:
         return {}
     items = v.panel_items
-    truth = v.state.world.relevance(v.domain.panel, items).double().cpu().reshape(-1)
+    truth = v.panel_truth.double().reshape(-1)
     count, _, position_sum = shown.cpu()[:, items.reshape(-1).cpu()]
     mean_position = torch.where(count > 0, position_sum / count.clamp_min(1), float(v.k + 1))
     spurious_share, truth_share = metrics.score_shares(
