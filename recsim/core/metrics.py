@@ -12,9 +12,11 @@
 | gini              | Gini coefficient of item exposure (impressions per available item) this round     |
 | entropy           | Shannon entropy (nats) of the exposure distribution over available items          |
 | coverage          | share of available items shown at least once this round                           |
-| homogenization    | Chaney et al. 2018: mean Jaccard of the top-K sets of panel users and their nearest |
-|                   | neighbour (by true taste), minus the same for the oracle recommender              |
-| jaccard           | the raw mean nearest-neighbour Jaccard of the learner's top-K sets                 |
+| homogenization    | Chaney et al. 2018: mean Jaccard of the item sets panel users have interacted with |
+|                   | so far and their nearest neighbour's (by true taste), minus the same under the     |
+|                   | ideal recommender                                                                 |
+| jaccard           | that mean Jaccard of the learner's interaction histories                          |
+| homogenization_topk, jaccard_topk | the same on this round's top-K lists, against the oracle's lists  |
 | rank_stability    | mean Kendall tau, per panel user, of scores now vs last round over the same items |
 | ece               | expected calibration error of p_hat vs true relevance on served impressions       |
 | brier             | expected Brier score of p_hat on served impressions: E[(p_hat - y)^2], y ~ Bern(rel) |
@@ -88,6 +90,23 @@ def mean_jaccard(sets: torch.Tensor, partner: torch.Tensor, n_items: int) -> flo
     inter = (member & member[partner]).sum(1).double()
     union = (member | member[partner]).sum(1).double()
     return float((inter / union).mean())
+
+
+def mean_jaccard_keys(keys: torch.Tensor, partner: torch.Tensor, n_items: int) -> float:
+    """Mean Jaccard index between each user's item set and its partner's, for sets of any size
+    given as distinct keys ``user * n_items + item`` (int64); partner [P] long. Two empty sets
+    count 0 (nothing shared).
+
+    >>> mean_jaccard_keys(torch.tensor([0, 1, 4, 5]), torch.tensor([1, 0]), 3)  # {0, 1} vs {1, 2}
+    0.3333333333333333
+    """
+    n_users = partner.shape[0]
+    users, items = keys // n_items, keys % n_items
+    size = torch.bincount(users, minlength=n_users).double()
+    shared = torch.isin(partner[users] * n_items + items, keys).double()
+    inter = torch.bincount(users, weights=shared, minlength=n_users)
+    union = size + size[partner] - inter
+    return float(torch.where(union > 0, inter / union.clamp_min(1), 0.0).mean())
 
 
 def nearest_neighbours(factors: torch.Tensor) -> torch.Tensor:

@@ -47,6 +47,8 @@ class RecsysState:
         shown: [3, N_total] float64 per item, accumulated over the rounds so far: impressions,
             clicks and the sum of the positions it was shown at (what the loop itself did to each
             item: the spurious variables of ``spurious_share``); None before the first round.
+        consumed: the panel's interactions so far under this learner and under the ideal
+            recommender, as keys ``panel index * N_total + item`` (for ``homogenization``).
     """
 
     world: World
@@ -55,6 +57,7 @@ class RecsysState:
     panel_scores: torch.Tensor | None = None
     train: dict[str, float] | None = None
     shown: torch.Tensor | None = None
+    consumed: tuple[torch.Tensor, torch.Tensor] | None = None
 
 
 class RecsysDomain:
@@ -77,6 +80,10 @@ class RecsysDomain:
             : config.metrics.panel_users
         ]
         self.panel = self.panel.to(self.device)
+        # user id -> panel index, or -1 (for the panel's interaction histories)
+        self.panel_index = torch.full((self.world0.n_users,), -1, dtype=torch.long)
+        self.panel_index[self.panel.cpu()] = torch.arange(len(self.panel))
+        self.panel_index = self.panel_index.to(self.device)
         self.bucket = exploration_bucket(
             self.world0.n_users, config.policy.exploration_share, setup("bucket")
         ).to(self.device)
@@ -113,6 +120,7 @@ class RecsysDomain:
             "panel_scores": state.panel_scores,
             "train": state.train,
             "shown": state.shown,
+            "consumed": state.consumed,
         }
 
     def restore(self, payload: dict[str, Any]) -> RecsysState:
@@ -125,7 +133,10 @@ class RecsysDomain:
         panel = payload["panel_scores"]
         shown = payload.get("shown")
         shown = None if shown is None else shown.to(self.device)
-        return replace(state, world=world, panel_scores=panel, train=payload["train"], shown=shown)
+        consumed = payload.get("consumed")
+        return replace(
+            state, world=world, panel_scores=panel, train=payload["train"], shown=shown, consumed=consumed
+        )
 
     # 1. act: the learner decides which items each active user sees ---------------------------
     def act(self, state: RecsysState, round_: int) -> Slates:
@@ -210,7 +221,7 @@ class RecsysDomain:
         view = RoundView(self, state, slates, fb, round_)
         row = measure(view)
         row.update(state.train or {})
-        return row, replace(state, panel_scores=view.panel_scores)
+        return row, replace(state, panel_scores=view.panel_scores, consumed=view.consumed)
 
     def _count_shown(self, state: RecsysState, slates: Slates, fb: Feedback) -> torch.Tensor:
         """[3, N_total] the items' impressions, clicks and position sums, with this round's."""

@@ -20,6 +20,7 @@ import torch
 from recsim.core import metrics
 from recsim.core.errors import check_finite
 from recsim.core.registry import Registry
+from recsim.core.rng import generator
 from recsim.recsys import behavior
 from recsim.recsys.behavior import Feedback
 from recsim.recsys.policy import Slates
@@ -54,6 +55,45 @@ class RoundView:
         n_avail = self.state.world.n_available(self.round_)
         pool = torch.arange(n_avail, device=dom.device) if dom.panel_items is None else dom.panel_items
         return pool.expand(len(dom.panel), len(pool))
+
+    @cached_property
+    def consumed(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The panel's interactions so far, this round's included, as sorted distinct keys
+        ``panel index * N_total + item`` (CPU): (under this learner, under the ideal recommender).
+
+        A click is an interaction. The ideal recommender (Chaney et al. 2018) shows each panel
+        user active this round the top-K of the items the panel scores by true relevance; its
+        clicks are drawn from the same click model (stream ``ideal-panel``), so the two histories
+        differ only by what was recommended. During the start-up rounds (random slates for every
+        learner) the ideal history is the learner's own, as in the paper's start-up period."""
+        dom, slates = self.domain, self.slates
+        n_total = self.state.world.n_items_total
+        where = dom.panel_index[slates.users]  # [B] panel index or -1
+        rows = torch.nonzero(where >= 0).squeeze(1)
+        clicked = self.fb.click[rows]  # [b, K]
+        p = where[rows].unsqueeze(1).expand_as(clicked)
+        mine = (p * n_total + slates.items[rows])[clicked].cpu()
+        active = where[rows].cpu()
+        truth = self.panel_truth[active]  # [b, N_r]
+        top = truth.topk(self.k, dim=1)
+        ideal_items = self.panel_items.cpu()[active].gather(1, top.indices)
+        device = self.state.world.user_device[dom.panel][active.to(dom.device)]
+        fb = behavior.simulate(
+            dom.config.behavior.model,
+            dom.theta.cpu(),
+            device.cpu(),
+            top.values,
+            torch.zeros_like(top.values),
+            generator(dom.config.seed, self.round_, "ideal-panel"),  # CPU: the metrics' device
+        )
+        ideal = (active.unsqueeze(1) * n_total + ideal_items)[fb.click]
+        if self.round_ < dom.config.policy.startup_rounds:
+            ideal = mine  # the start-up rounds' random slates are shared: the histories part after
+        before = self.state.consumed or (torch.empty(0, dtype=torch.long),) * 2
+        return (
+            torch.unique(torch.cat([before[0], mine])),
+            torch.unique(torch.cat([before[1], ideal])),
+        )
 
     @cached_property
     def panel_truth(self) -> torch.Tensor:
@@ -125,8 +165,11 @@ def gap(v: RoundView, row: dict[str, float]) -> dict[str, float]:
 
 @METRICS("panel")
 def panel(v: RoundView) -> dict[str, float]:
-    """ndcg_truth, jaccard, homogenization, rank_stability on the panel's scores of every
-    available item (or the fixed sample)."""
+    """ndcg_truth, rank_stability on the panel's scores of every available item (or the fixed
+    sample); homogenization (Chaney et al. 2018): the mean Jaccard index of the item sets the panel
+    users have interacted with so far, between nearest neighbours by true taste (``jaccard``),
+    minus the same under the ideal recommender; homogenization_topk and jaccard_topk: the same on
+    this round's top-K lists, against the oracle's lists."""
     dom, world, k = v.domain, v.state.world, v.k
     items, scores = v.panel_items, v.panel_scores
     n_pool = items.shape[1]
@@ -135,11 +178,16 @@ def panel(v: RoundView) -> dict[str, float]:
     ideal = truth.topk(k, dim=1).indices  # the oracle's top-K
     partner = metrics.nearest_neighbours(world.user_factors[dom.panel].cpu())
     jaccard = metrics.mean_jaccard(top, partner, n_pool)
+    mine, by_ideal = v.consumed
+    n_total = world.n_items_total
+    consumed = metrics.mean_jaccard_keys(mine, partner, n_total)
     prev = v.state.panel_scores
     return {
         "ndcg_truth": metrics.ndcg_at_k(truth, scores, k),
-        "jaccard": jaccard,
-        "homogenization": jaccard - metrics.mean_jaccard(ideal, partner, n_pool),
+        "jaccard": consumed,
+        "homogenization": consumed - metrics.mean_jaccard_keys(by_ideal, partner, n_total),
+        "jaccard_topk": jaccard,
+        "homogenization_topk": jaccard - metrics.mean_jaccard(ideal, partner, n_pool),
         "rank_stability": (
             metrics.rank_stability(prev, scores[:, : prev.shape[1]]) if prev is not None else float("nan")
         ),
