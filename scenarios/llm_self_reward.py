@@ -14,6 +14,17 @@ SCENARIO = Scenario(
         "anchored": {"llm": {"rm_mode": "anchored", "anchor_share": 0.25}},
     },
     plot=("gold", "proxy", "gap", "accuracy", "answer_entropy", "length", "sycophancy", "spurious_share"),
-    table=("gold", "proxy", "gap", "accuracy", "answer_entropy", "entropy", "gini", "length", "sycophancy", "spurious_share"),
+    table=(
+        "gold",
+        "proxy",
+        "gap",
+        "accuracy",
+        "answer_entropy",
+        "entropy",
+        "gini",
+        "length",
+        "sycophancy",
+        "spurious_share",
+    ),
     quick=LLM_QUICK,
 )
