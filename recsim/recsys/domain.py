@@ -44,8 +44,8 @@ class RecsysState:
         panel_scores: [P, N_r] the learner's scores of every available item for the panel after
             the last fit (for rank_stability); None before the first measurement.
         train: statistics of the last fit.
-        shown: [3, N_total] float64 per item, accumulated over the rounds so far: impressions,
-            clicks and the sum of the positions it was shown at (what the loop itself did to each
+        shown: [2, N_total] float64 per item, accumulated over the rounds so far: impressions and
+            the sum of the positions it was shown at (what the loop itself did to each
             item: the spurious variables of ``spurious_share``); None before the first round.
         consumed: the panel's interactions so far under this learner and under the ideal
             recommender, as keys ``panel index * N_total + item`` (for ``homogenization``).
@@ -217,21 +217,20 @@ class RecsysDomain:
         self, state: RecsysState, slates: Slates, fb: Feedback, round_: int
     ) -> tuple[dict[str, float], RecsysState]:
         """Every registered metric (:mod:`recsim.recsys.measures`), then the fit's statistics."""
-        state = replace(state, shown=self._count_shown(state, slates, fb))
+        state = replace(state, shown=self._count_shown(state, slates))
         view = RoundView(self, state, slates, fb, round_)
         row = measure(view)
         row.update(state.train or {})
         return row, replace(state, panel_scores=view.panel_scores, consumed=view.consumed)
 
-    def _count_shown(self, state: RecsysState, slates: Slates, fb: Feedback) -> torch.Tensor:
-        """[3, N_total] the items' impressions, clicks and position sums, with this round's."""
+    def _count_shown(self, state: RecsysState, slates: Slates) -> torch.Tensor:
+        """[2, N_total] the items' impressions and position sums, with this round's."""
         n = state.world.n_items_total
         items = slates.items.reshape(-1)
         positions = torch.arange(1, slates.items.shape[1] + 1, device=items.device).expand_as(slates.items)
         now = torch.stack(
             [
                 torch.bincount(items, minlength=n).double(),
-                torch.bincount(items, weights=fb.click.reshape(-1).double(), minlength=n),
                 torch.bincount(items, weights=positions.reshape(-1).double(), minlength=n),
             ]
         )

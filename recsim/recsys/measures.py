@@ -214,7 +214,7 @@ def spurious(v: RoundView) -> dict[str, float]:
         return {}
     items = v.panel_items
     truth = v.panel_truth.double().reshape(-1)
-    count, _, position_sum = shown.cpu()[:, items.reshape(-1).cpu()]
+    count, position_sum = shown.cpu()[:, items.reshape(-1).cpu()]
     mean_position = torch.where(count > 0, position_sum / count.clamp_min(1), float(v.k + 1))
     spurious_share, truth_share = metrics.score_shares(
         v.panel_scores.reshape(-1), truth, [count.log1p(), mean_position]

@@ -67,16 +67,18 @@ class BatchLoss(nn.Module):
         self, logits: torch.Tensor, base: torch.Tensor, cells: torch.Tensor, positions: torch.Tensor
     ) -> torch.Tensor:
         """[M] the learned relevance logit as served (``base``: the shared layer's user + item
-        input): the click head f(x) without the position
-        channel (shallow-tower modes and PAL serve f plus a constant, ``none``/``ips`` have no
-        position input), or, for position as a feature, f(x, position 1 of the user's device),
-        which serving uses.
+        input): the click head f(x) without the position channel (shallow-tower modes and PAL serve
+        f plus a constant, ``none``/``ips`` have no position input), or, for position as a
+        feature, f(x, position 1 of the user's device), which serving uses.
 
         The invariance penalty holds this score's distribution equal across the positions the rows
         were shown at (Wang et al. 2025 constrain the learned reward, not the bias channel): a
         relevance estimate that still depends on where the log showed an item has absorbed the
         position bias the tower is there to take. Conditioned on the click
-        (``invariance_conditional``), it keeps what the click explains."""
+        (``invariance_conditional``), it keeps what the click explains. The served score has no
+        position input, so the penalty acts only through which items the log showed where; on a
+        ranker's own logs that is its earlier score, and the penalty removes relevance with it
+        (measured in the README, under Mitigations)."""
         if self.model.spec.position != "feature":
             return logits[:, 0]
         top = cells - (positions - 1)  # the same device's position-1 cell (cells are 1-based)
