@@ -176,7 +176,7 @@ def test_reward_spurious_share_with_a_constant_feature():
     defined: the score here is all correctness, then all length."""
     from types import SimpleNamespace
 
-    from recsim.llm.domain import reward_spurious_share
+    from recsim.llm.domain import reward_shares
 
     g = torch.Generator().manual_seed(0)
     n = 400
@@ -186,5 +186,5 @@ def test_reward_spurious_share_with_a_constant_feature():
         agree=torch.zeros(n),
         confidence=torch.full((n,), 0.7),
     )
-    assert reward_spurious_share(2.0 * r.correct, r) == pytest.approx(0.0, abs=1e-9)
-    assert reward_spurious_share(0.5 * r.length, r) == pytest.approx(1.0, abs=1e-9)
+    assert reward_shares(2.0 * r.correct, r)["spurious_share"] == pytest.approx(0.0, abs=1e-9)
+    assert reward_shares(0.5 * r.length, r)["spurious_share"] == pytest.approx(1.0, abs=1e-9)

@@ -16,10 +16,10 @@ def test_spurious_share_splits_a_score_into_truth_and_spurious_parts():
     g = torch.Generator().manual_seed(0)
     truth = torch.rand(5000, generator=g)
     z = [torch.rand(5000, generator=g), torch.randint(0, 2, (5000,), generator=g).float()]
-    assert metrics.spurious_share(3.0 * truth + 1.0, truth, z) == pytest.approx(0.0, abs=1e-9)
-    assert metrics.spurious_share(2.0 * z[0] - z[1], truth, z) == pytest.approx(1.0, abs=1e-9)
+    assert metrics.score_shares(3.0 * truth + 1.0, truth, z)[0] == pytest.approx(0.0, abs=1e-9)
+    assert metrics.score_shares(2.0 * z[0] - z[1], truth, z)[0] == pytest.approx(1.0, abs=1e-9)
     # Var(b) / Var(score) with independent uniforms: b = z0 (var 1/12), g = 2 t (var 4/12)
-    assert metrics.spurious_share(2.0 * truth + z[0], truth, z) == pytest.approx(0.2, abs=0.02)
+    assert metrics.score_shares(2.0 * truth + z[0], truth, z)[0] == pytest.approx(0.2, abs=0.02)
     # noise the regressors do not explain enters neither part, but the score's variance:
     # Var(score) = 1/12 + 4/12 + 1
     noisy = 2.0 * truth + z[0] + torch.randn(5000, generator=g)

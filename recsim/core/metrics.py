@@ -21,8 +21,8 @@
 | ece               | expected calibration error of p_hat vs true relevance on served impressions       |
 | brier             | expected Brier score of p_hat on served impressions: E[(p_hat - y)^2], y ~ Bern(rel) |
 | spurious_share    | share of the served score's variance explained by what the loop did to each item    |
-|                   | (impressions, clicks, mean position) rather than by true relevance, on the panel;  |
-|                   | the same fit in the LLM domain (:func:`spurious_share`)                           |
+|                   | (impressions, mean position) rather than by true relevance, on the panel; the     |
+|                   | same fit in the LLM domain (:func:`score_shares`); truth_share: by the truth      |
 | position_share    | share of the training click score's variance carried by its position channel       |
 
 The panel is a fixed random set of users (``metrics.panel_users``) drawn at set-up; it takes part in
@@ -241,17 +241,6 @@ def score_shares(
     if vy <= 0:
         return 0.0, 0.0
     return float((x[:, 1:] @ coef[1:]).var()) / vy, float((x[:, 0] * coef[0]).var()) / vy
-
-
-def spurious_share(scores: torch.Tensor, truth: torch.Tensor, spurious: list[torch.Tensor]) -> float:
-    """The first of :func:`score_shares`: the share of the served score's variance explained by
-    the spurious variables.
-
-    >>> t = torch.tensor([0.0, 1.0, 0.0, 1.0]); z = torch.tensor([0.0, 0.0, 1.0, 1.0])
-    >>> round(spurious_share(2 * t + z, t, [z]), 6)
-    0.2
-    """
-    return score_shares(scores, truth, spurious)[0]
 
 
 def _solve_psd(a: list[list[float]], b: list[float]) -> list[float]:

@@ -39,13 +39,13 @@ from towers.reward_model import RewardModel
 if TYPE_CHECKING:
     from recsim.config import SimConfig
 from recsim.llm.base_policy import BasePolicy
-from recsim.llm.evaluation import Evaluation, reward_spurious_share
+from recsim.llm.evaluation import Evaluation, reward_shares
 from recsim.llm.policy_opt import PolicyOptimization
 from recsim.llm.reward_fit import RewardFit
 from recsim.llm.state import _BASE_POLICIES, BASE_POLICY_CACHE, Batch, Labels, LlmState, gold_pairs
 from recsim.mitigations import describe
 
-__all__ = ["Batch", "Labels", "LlmDomain", "LlmState", "gold_pairs", "reward_spurious_share"]
+__all__ = ["Batch", "Labels", "LlmDomain", "LlmState", "gold_pairs", "reward_shares"]
 
 
 class LlmDomain(BasePolicy, RewardFit, PolicyOptimization, Evaluation):

@@ -163,11 +163,6 @@ def reward_shares(scores: torch.Tensor, r: Rollouts) -> dict[str, float]:
     return {"spurious_share": spurious, "truth_share": truth}
 
 
-def reward_spurious_share(scores: torch.Tensor, r: Rollouts) -> float:
-    """The sum task's spurious_share of reward scores (:func:`reward_shares`)."""
-    return reward_shares(scores, r)["spurious_share"]
-
-
 #: the chain task's spurious variables, one per hacking mode (Wang et al. 2025; confidence besides),
 #: in the order of their columns in :func:`chain_metrics`' least squares.
 MODES = ("length", "sycophancy", "confidence", "concept", "discrimination")
