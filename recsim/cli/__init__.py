@@ -15,6 +15,7 @@ import typer
 from rich.table import Table
 
 from recsim.cli import run as _run_command  # noqa: F401  (registers `recsim run`)
+from recsim.cli import validate as _validate_command  # noqa: F401  (registers `recsim validate`)
 from recsim.cli.common import app, console, err_console, fail, summary_table
 
 __all__ = ["app", "fail", "main", "summary_table"]
