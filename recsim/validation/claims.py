@@ -217,18 +217,13 @@ _LLM_SMALL = (
     "loop.rounds=4",
 )
 _LLM_STRONG = ("llm.labeler.length_bias=3.0", "llm.labeler.sycophancy_bias=3.0")
-_LLM_LONGER = (
-    "llm.task.n_prompts=2048",
-    "llm.optimization.batch_prompts=64",
-    "llm.policy.sft_steps=600",
-    "loop.rounds=8",
-)
-#: three LLM settings: small; small with the labeler's length and sycophancy biases doubled;
-#: twice the prompts, batch, fine-tuning and rounds.
+_LLM_LONGER = ("llm.task.n_prompts=2048", "loop.rounds=8")
+#: three LLM settings: small (1,024 prompts, 4 rounds); small with the labeler's length and
+#: sycophancy biases doubled; twice the prompt pool and twice the rounds of optimization.
 LLM_SETTINGS = (
     Setting("small", _LLM_SMALL),
     Setting("small-strong-bias", (*_LLM_SMALL, *_LLM_STRONG)),
-    Setting("longer", (*_LLM_SMALL, *_LLM_LONGER)),
+    Setting("larger", (*_LLM_SMALL, *_LLM_LONGER)),
 )
 _LLM_TINY = (
     "loop.rounds=2",
