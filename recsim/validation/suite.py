@@ -76,7 +76,9 @@ def settings_of(study: Study, quick: bool) -> list[Setting]:
 
 
 def spec(study: Study, setting: Setting, quick: bool) -> dict[str, Any]:
-    """What a study folder holds, to decide whether a finished one can be re-used."""
+    """What a study folder holds, to decide whether a finished one can be re-used: the study, the
+    setting, the seeds, and a fingerprint of every arm's resolved config (so a changed scenario
+    or default is run again)."""
     return {
         "study": study.id,
         "scenario": study.scenario,
@@ -84,7 +86,26 @@ def spec(study: Study, setting: Setting, quick: bool) -> dict[str, Any]:
         "setting": setting.name,
         "overrides": list(setting.overrides),
         "seeds": list(range(QUICK_SEEDS if quick else study.seeds)),
+        "config": fingerprint(study, setting),
     }
+
+
+def fingerprint(study: Study, setting: Setting) -> str:
+    """sha256 of the resolved configs of the study's arms in ``setting`` (tracking left out)."""
+    import hashlib
+
+    from recsim.scenario import Scenario, load_scenario
+
+    sc = load_scenario(study.scenario)
+    if isinstance(sc, Scenario):
+        sc = replace(sc, arms={a: sc.arms[a] for a in study.arms if a in sc.arms})
+    configs = sc.resolve(list(setting.overrides))
+    dumped = {
+        name: {k: v for k, v in c.model_dump(mode="json").items() if k != "tracking"}
+        for name, c in configs.items()
+        if hasattr(c, "model_dump")
+    }
+    return hashlib.sha256(json.dumps(dumped, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def run_setting(
