@@ -71,6 +71,24 @@ def test_cascade_matches_its_exact_click_probability_and_stops_after_a_click():
     assert torch.allclose(click_probability("cascade", theta[:1], torch.zeros(1, k)), torch.zeros(1, k))
 
 
+def test_choice_picks_exactly_one_item_in_proportion_to_attention_times_relevance():
+    n, k = 200_000, 5
+    rel, sat, device = _slates(n, k, 13)
+    theta = examination_curve(torch.tensor([1.0, 0.5]), k)
+    fb = simulate("choice", theta, device, rel, sat, torch.Generator().manual_seed(6))
+    assert torch.all(fb.click.sum(1) == 1)  # one interaction per slate, always
+    exact = click_probability("choice", theta[device], rel)
+    torch.testing.assert_close(exact.sum(1), torch.ones(n))
+    w = theta[device] * rel
+    torch.testing.assert_close(exact, w / w.sum(1, keepdim=True))
+    for d in (0, 1):
+        rows = device == d
+        rate = fb.click[rows].double().mean(0)
+        expected = exact[rows][0].double()
+        se = (expected * (1 - expected) / rows.sum()).sqrt()
+        assert torch.all((rate - expected).abs() < 5 * se + 1e-4)
+
+
 def test_click_probability_pbm_is_product():
     exam = torch.tensor([[1.0, 0.5]])
     rel = torch.tensor([[0.4, 0.2]])

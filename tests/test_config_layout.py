@@ -10,7 +10,8 @@ the multi-step chain; with ``llm.task.kind=sum`` every earlier value is back at 
 only new keys are the fields the chain task added (:data:`CHAIN_FIELDS`). Two more deliberate
 changes, to keep each LLM scenario under four minutes a seed (:data:`CHANGED`): the binary-reward
 ``llm-negative-reinforcement`` no longer refits its reward model (it only feeds proxy metrics, as
-in ``llm-critique``), and ``llm-critique`` labels 512 prompts a round instead of 1,024.
+in ``llm-critique``), and ``llm-critique`` labels 512 prompts a round instead of 1,024. Fields added
+since, whose defaults keep the earlier behaviour, are :data:`ADDED` (with those defaults).
 """
 
 from __future__ import annotations
@@ -63,6 +64,11 @@ CHAIN_FIELDS = {
     "llm.labeler.gold_checks",
     "mitigations.gate_consistency",
 }
+ADDED = {
+    "policy.repeat_consumption": True,  # items may be shown and clicked again, as before
+    "ranker.negatives": "impressions",  # mf learns clicks against its logged impressions, as before
+    "ranker.negatives_per_click": 4,
+}
 CHANGED = {
     "llm-negative-reinforcement/default": {"llm.rm_refit": False},
     "llm-negative-reinforcement/tiny": {"llm.rm_refit": False},
@@ -93,7 +99,9 @@ def test_every_builtin_scenario_resolves_to_the_same_values(key):
         now = {NEW_TO_OLD.get(k, k): v for k, v in flatten(config).items()}
         old = {**before[arm], **CHANGED.get(key, {})}
         assert {k: now[k] for k in now if k in old} == {k: old[k] for k in now if k in old}, arm
-        assert set(now) <= set(old) | CHAIN_FIELDS, f"{arm}: new keys {set(now) - set(old) - CHAIN_FIELDS}"
+        new = set(now) - set(old)
+        assert new <= CHAIN_FIELDS | set(ADDED), f"{arm}: new keys {new - CHAIN_FIELDS - set(ADDED)}"
+        assert {k: now[k] for k in new & set(ADDED)} == {k: ADDED[k] for k in new & set(ADDED)}
         gone = set(old) - set(now)
         assert gone <= RANKER_FIELDS, f"{arm}: lost {gone - RANKER_FIELDS}"
 

@@ -11,6 +11,10 @@ eta per device; theta(1, d) = 1, so relevance is P(click | examined at the top))
   goes on from k-1 to k with probability theta(k, d) / theta(k-1, d), clicks an examined item with
   probability rel, and stops after the first click. An all-irrelevant slate is examined exactly as
   under ``pbm``; above a click, examination ends.
+- ``choice`` (one interaction per slate, as the users of Chaney et al. 2018 and T-RECS, who weigh
+  true utility by attention to the rank and pick one item): P(choose k) = theta(k, d) rel_k /
+  sum_j theta(j, d) rel_j. Every slate yields exactly one click, so ``gold`` is 1 by construction
+  and the histories of all recommenders grow at the same rate.
 
 Satisfaction is observed only after a click: sat ~ Bernoulli(sat(u, i)) where clicked.
 Everything is vectorized over users: no Python loop over users or positions.
@@ -101,8 +105,24 @@ class Cascade:
         return p * none_above
 
 
+@dataclass(frozen=True)
+class Choice:
+    """``choice``: exactly one item per slate, P(k) = theta_k rel_k / sum_j theta_j rel_j (a
+    multinomial choice weighing relevance by attention to the rank; Chaney et al. 2018)."""
+
+    def clicks(self, exam: torch.Tensor, relevance: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        p = self.click_probability(exam, relevance)
+        pick = (p.cumsum(1) < u[0, :, :1]).sum(1).clamp(max=p.shape[1] - 1)  # [B] inverse CDF
+        return torch.nn.functional.one_hot(pick, p.shape[1]).bool()
+
+    def click_probability(self, exam: torch.Tensor, relevance: torch.Tensor) -> torch.Tensor:
+        w = exam * relevance
+        return w / w.sum(1, keepdim=True).clamp(min=torch.finfo(w.dtype).tiny)
+
+
 CLICK_MODELS.register("pbm", PositionBased())
 CLICK_MODELS.register("cascade", Cascade())
+CLICK_MODELS.register("choice", Choice())
 
 
 def simulate(

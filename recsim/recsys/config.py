@@ -75,7 +75,8 @@ class BehaviorConfig(Section):
     model: str = "pbm"
     """A registered click model (:data:`recsim.recsys.behavior.CLICK_MODELS`): 'pbm', the
     position-based model, click ~ Bernoulli(theta(k, device) * relevance); 'cascade': scan top-down
-    with the same examination decay, stopping after the first click."""
+    with the same examination decay, stopping after the first click; 'choice': exactly one item
+    per slate, chosen with probability proportional to theta(k, device) * relevance."""
     eta: dict[str, float] = Field(default_factory=lambda: {"mobile": 1.2, "desktop": 0.6})
     """Examination exponent per device: theta(k, device) = (1 / k) ** eta[device]."""
 
@@ -123,6 +124,10 @@ class PolicyConfig(Section):
     """Share of users in the randomized bucket: a fixed set of users always served random slates."""
     startup_rounds: int = Field(1, ge=0)
     """Rounds served uniformly at random before the ranker decides (the start-up logs)."""
+    repeat_consumption: bool = True
+    """False: an item a user has clicked is never shown to that user again, by any arm or by the
+    ideal recommender of ``homogenization`` (Chaney et al. 2018's users interact with an item at
+    most once; T-RECS ``repeated_items=False``). True: items may be shown and clicked again."""
 
 
 class RankerConfig(Section):

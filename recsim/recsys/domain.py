@@ -49,6 +49,8 @@ class RecsysState:
             item: the spurious variables of ``spurious_share``); None before the first round.
         consumed: the panel's interactions so far under this learner and under the ideal
             recommender, as keys ``panel index * N_total + item`` (for ``homogenization``).
+        clicked: with ``policy.repeat_consumption=False``, every user's clicks so far as sorted
+            distinct keys ``user * N_total + item`` (those pairs are not shown again); else None.
     """
 
     world: World
@@ -58,6 +60,7 @@ class RecsysState:
     train: dict[str, float] | None = None
     shown: torch.Tensor | None = None
     consumed: tuple[torch.Tensor, torch.Tensor] | None = None
+    clicked: torch.Tensor | None = None
 
 
 class RecsysDomain:
@@ -121,6 +124,7 @@ class RecsysDomain:
             "train": state.train,
             "shown": state.shown,
             "consumed": state.consumed,
+            "clicked": state.clicked,
         }
 
     def restore(self, payload: dict[str, Any]) -> RecsysState:
@@ -134,8 +138,15 @@ class RecsysDomain:
         shown = payload.get("shown")
         shown = None if shown is None else shown.to(self.device)
         consumed = payload.get("consumed")
+        clicked = payload.get("clicked")
         return replace(
-            state, world=world, panel_scores=panel, train=payload["train"], shown=shown, consumed=consumed
+            state,
+            world=world,
+            panel_scores=panel,
+            train=payload["train"],
+            shown=shown,
+            consumed=consumed,
+            clicked=None if clicked is None else clicked.to(self.device),
         )
 
     # 1. act: the learner decides which items each active user sees ---------------------------
@@ -155,6 +166,10 @@ class RecsysDomain:
         scores = self._split(lambda u, c: state.ranker.score(world, u, c, round_), users, cands)  # [B, C]
         forced = self.bucket[users] | (round_ < cfg.policy.startup_rounds)
         p_random = torch.where(forced, 1.0, cfg.policy.epsilon)  # [B]
+        allowed = None
+        if not cfg.policy.repeat_consumption and state.clicked is not None:
+            keys = users.unsqueeze(1) * world.n_items_total + cands  # [B, C]
+            allowed = ~torch.isin(keys, state.clicked)
         return build_slates(
             users,
             world.user_device[users],
@@ -164,6 +179,7 @@ class RecsysDomain:
             p_random,
             self.gen(round_, "policy"),
             lambda u, i: self._split(lambda u_, i_: state.ranker.predict_proba(world, u_, i_), u, i),
+            allowed,
         )
 
     # 2. feedback: users examine, click, and (after a click) are satisfied or not -------------
@@ -294,4 +310,8 @@ class RecsysDomain:
 
     # 7. evolve: the world reacts to what users consumed (interest drift) ----------------------
     def evolve(self, state: RecsysState, slates: Slates, fb: Feedback, round_: int) -> RecsysState:
-        return replace(state, world=state.world.drift(slates.users, slates.items, fb.click))
+        clicked = state.clicked
+        if not self.config.policy.repeat_consumption:
+            now = (slates.users.unsqueeze(1) * state.world.n_items_total + slates.items)[fb.click]
+            clicked = now.unique() if clicked is None else torch.unique(torch.cat([clicked, now]))
+        return replace(state, world=state.world.drift(slates.users, slates.items, fb.click), clicked=clicked)

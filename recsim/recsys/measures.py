@@ -74,22 +74,28 @@ class RoundView:
         p = where[rows].unsqueeze(1).expand_as(clicked)
         mine = (p * n_total + slates.items[rows])[clicked].cpu()
         active = where[rows].cpu()
+        before = self.state.consumed or (torch.empty(0, dtype=torch.long),) * 2
         if self.round_ < dom.config.policy.startup_rounds:
             ideal = mine  # the start-up rounds' random slates are shared: the histories part after
         else:
-            top = self.panel_truth[active].topk(self.k, dim=1)  # [b, K] of the items the panel scores
-            ideal_items = self.panel_items.cpu()[active].gather(1, top.indices)
+            truth = self.panel_truth[active]  # [b, N_r]
+            items = self.panel_items.cpu()[active]
+            if not dom.config.policy.repeat_consumption:  # the ideal too shows no item clicked before
+                seen = torch.isin(active.unsqueeze(1) * n_total + items, before[1])
+                truth = truth.masked_fill(seen, float("-inf"))
+            picked = truth.topk(self.k, dim=1).indices  # [b, K] of the items the panel scores
+            ideal_items = items.gather(1, picked)
+            relevance = self.panel_truth[active].gather(1, picked)
             device = self.state.world.user_device[dom.panel][active.to(dom.device)]
             fb = behavior.simulate(
                 dom.config.behavior.model,
                 dom.theta.cpu(),
                 device.cpu(),
-                top.values,
-                torch.zeros_like(top.values),
+                relevance,
+                torch.zeros_like(relevance),
                 generator(dom.config.seed, self.round_, "ideal-panel"),  # CPU: the metrics' device
             )
             ideal = (active.unsqueeze(1) * n_total + ideal_items)[fb.click]
-        before = self.state.consumed or (torch.empty(0, dtype=torch.long),) * 2
         return (
             torch.unique(torch.cat([before[0], mine])),
             torch.unique(torch.cat([before[1], ideal])),

@@ -79,6 +79,7 @@ def build_slates(
     p_random: torch.Tensor,
     gen: torch.Generator,
     predict: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    allowed: torch.Tensor | None = None,
 ) -> Slates:
     """Top-K or random slates per user, with exact propensities.
 
@@ -89,15 +90,24 @@ def build_slates(
         p_random: [B] probability that each user's slate is random this round (0, epsilon or 1).
         gen: generator of the round's policy stream.
         predict: (users [B], items [B, K]) -> [B, K] the ranker's click probabilities.
+        allowed: [B, C] bool, the candidates each user may be shown (None: all). Greedy and random
+            slates pick from the allowed ones first (a user with fewer than K allowed is shown
+            disallowed ones last).
     """
     n_users, n_cand = candidates.shape
     check_finite("ranker scores", scores)
-    greedy = scores.topk(slate_size, dim=1).indices  # [B, K] positions into candidates
-    random_idx = torch.rand(n_users, n_cand, generator=gen, device=gen.device).topk(slate_size, dim=1).indices
+    keys = torch.rand(n_users, n_cand, generator=gen, device=gen.device)
+    ranked, n_allowed = scores, torch.full((n_users,), float(n_cand), device=scores.device)
+    if allowed is not None:
+        ranked = scores.masked_fill(~allowed, float("-inf"))
+        keys = keys.masked_fill(~allowed, -1.0)
+        n_allowed = allowed.sum(1).clamp(min=1).to(scores.dtype)
+    greedy = ranked.topk(slate_size, dim=1).indices  # [B, K] positions into candidates
+    random_idx = keys.topk(slate_size, dim=1).indices
     explore = torch.rand(n_users, generator=gen, device=gen.device) < p_random  # [B]
     pick = torch.where(explore.unsqueeze(1), random_idx, greedy)  # [B, K]
     is_greedy_here = (pick == greedy).to(scores.dtype)
-    propensity = (1 - p_random).unsqueeze(1) * is_greedy_here + (p_random / n_cand).unsqueeze(1)
+    propensity = (1 - p_random).unsqueeze(1) * is_greedy_here + (p_random / n_allowed).unsqueeze(1)
     items = candidates.gather(1, pick)
     return Slates(
         users=users,

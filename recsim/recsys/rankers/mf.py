@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import polars as pl
 import torch
+from pydantic import Field
 
 from recsim.core.rng import SETUP_ROUND, generator
 from recsim.recsys.config import RankerKind, TrainableConfig
@@ -20,6 +21,14 @@ class MFConfig(TrainableConfig):
     """``mf``: logistic MF, refitted each round with Adam."""
 
     name: Literal["mf"] = "mf"
+    negatives: Literal["impressions", "sampled"] = "impressions"
+    """What the MF learns clicks against. 'impressions': every logged impression, clicked or not
+    (P(click | shown); an item never shown keeps its prior score, above items shown and not
+    clicked, so new items are tried first). 'sampled': implicit feedback, as the MF of Chaney et
+    al. 2018 and T-RECS: clicked (user, item) pairs against ``negatives_per_click`` items drawn
+    uniformly from the catalogue for the same user (a pair never interacted with is a negative)."""
+    negatives_per_click: int = Field(4, gt=0)
+    """'sampled': negatives drawn per clicked pair."""
 
 
 class MFRanker:
@@ -64,6 +73,8 @@ class MFRanker:
         users = column(logs, "user", torch.long).to(dev)
         items = column(logs, "item", torch.long).unsqueeze(1).to(dev)  # [n, 1]
         clicks = column(logs, "click", torch.float32).unsqueeze(1).to(dev)
+        if rc.negatives == "sampled":
+            users, items, clicks = self._implicit(users, items, clicks.bool(), world, round_)
         return train_bce(
             self.model_,
             self.opt_,
@@ -73,6 +84,23 @@ class MFRanker:
             rc.batch,
             generator(self.config.seed, round_, "ranker-fit", dev),
         )
+
+    def _implicit(
+        self, users: torch.Tensor, items: torch.Tensor, clicked: torch.Tensor, world: World, round_: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Clicked pairs (label 1) and, per click, ``negatives_per_click`` uniform items of the
+        catalogue for the same user (label 0): (users [n], items [n, 1], labels [n, 1])."""
+        keep = clicked.squeeze(1)
+        pos_u, pos_i = users[keep], items[keep]
+        m = self.config.ranker.negatives_per_click
+        gen = generator(self.config.seed, round_, "mf-negatives", self.device)
+        neg_i = torch.randint(
+            world.n_available(round_), (len(pos_u) * m, 1), generator=gen, device=self.device
+        )
+        u = torch.cat([pos_u, pos_u.repeat_interleave(m)])
+        i = torch.cat([pos_i, neg_i])
+        labels = torch.cat([torch.ones(len(pos_u), 1), torch.zeros(len(neg_i), 1)]).to(self.device)
+        return u, i, labels
 
 
 KIND = RankerKind(MFConfig, lambda config, world, dist: MFRanker(config, world.n_users, world.n_items_total))
