@@ -28,6 +28,8 @@ RECSYS = [
     "metrics.panel_users=32",
     "--set",
     "arms.oracle.loop.rounds=2",
+    "--set",  # carries every user's clicks in the state (checkpointed, restored)
+    "policy.repeat_consumption=false",
 ]
 LLM = [
     "llm-self-reward",
