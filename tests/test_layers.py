@@ -12,7 +12,8 @@ entries by a "module:attr" string, which is not an import.
 | recsim.mitigations          | core, io                                                           |
 | recsim.recsys, recsim.llm   | core, io, mitigations, towers; not each other, not the composition |
 | recsim.config, .scenario    | core, io, domains' config modules, mitigations (the composition)   |
-| recsim.experiments, .api    | all of the above                                                   |
+| recsim.experiments, .api,   | all of the above                                                   |
+| recsim.validation           |                                                                    |
 | recsim.cli                  | everything                                                         |
 | scenarios                   | recsim.scenario, recsim.experiments (wiring only)                  |
 """
@@ -131,7 +132,7 @@ def allowed(src: str, dst: str) -> bool:
             "recsim.llm.config",
             "scenarios",
         )
-    if _in(src, "recsim.experiments", "recsim.api"):
+    if _in(src, "recsim.experiments", "recsim.api", "recsim.validation"):
         return not _in(dst, "recsim.cli", "scenarios")
     if _in(src, "recsim.cli") or src == "recsim.__main__":
         return True
