@@ -218,11 +218,19 @@ _LLM_SMALL = (
 )
 _LLM_STRONG = ("llm.labeler.length_bias=3.0", "llm.labeler.sycophancy_bias=3.0")
 _LLM_LONGER = ("llm.task.n_prompts=2048", "loop.rounds=8")
-#: three LLM settings: small (1,024 prompts, 4 rounds); small with the labeler's length and
-#: sycophancy biases doubled; twice the prompt pool and twice the rounds of optimization.
+#: three LLM settings where a learned reward model (and so the labeler's biases) is in the loop:
+#: small (1,024 prompts, 4 rounds); small with the labeler's length and sycophancy biases
+#: doubled; twice the prompt pool and twice the rounds of optimization.
 LLM_SETTINGS = (
     Setting("small", _LLM_SMALL),
     Setting("small-strong-bias", (*_LLM_SMALL, *_LLM_STRONG)),
+    Setting("larger", (*_LLM_SMALL, *_LLM_LONGER)),
+)
+#: where the reward is binary correctness (or RLCR) the labeler's biases do not reach the policy,
+#: so the second setting is a harder world instead: chains of up to 6 steps instead of 4.
+LLM_BINARY_SETTINGS = (
+    Setting("small", _LLM_SMALL),
+    Setting("small-harder", (*_LLM_SMALL, "llm.task.max_steps=6")),
     Setting("larger", (*_LLM_SMALL, *_LLM_LONGER)),
 )
 _LLM_TINY = (
@@ -323,12 +331,12 @@ STUDIES: dict[str, Study] = {
             quick=_LLM_TINY,
             about="Best-of-n, n doubling each round, against a reward model fitted once on base samples.",
         ),
-        Study("calibration", "llm-calibration", ("binary", "rlcr"), LLM_SETTINGS, quick=_LLM_TINY),
+        Study("calibration", "llm-calibration", ("binary", "rlcr"), LLM_BINARY_SETTINGS, quick=_LLM_TINY),
         Study(
             "negative-reinforcement",
             "llm-negative-reinforcement",
             ("base", "psr", "nsr"),
-            LLM_SETTINGS,
+            LLM_BINARY_SETTINGS,
             quick=_LLM_TINY,
         ),
         Study(
@@ -339,7 +347,7 @@ STUDIES: dict[str, Study] = {
             quick=_LLM_TINY,
         ),
         Study("reasoning-rm", "llm-reasoning-rm", ("rm-1", "rm-8x4-meta"), LLM_SETTINGS, quick=_LLM_TINY),
-        Study("critique", "llm-critique", ("grpo", "critique-truth"), LLM_SETTINGS, quick=_LLM_TINY),
+        Study("critique", "llm-critique", ("grpo", "critique-truth"), LLM_BINARY_SETTINGS, quick=_LLM_TINY),
         Study(
             "llm-mitigations",
             "cross-domain",
