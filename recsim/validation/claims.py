@@ -327,9 +327,10 @@ STUDIES: dict[str, Study] = {
             "overoptimization",
             "llm-overoptimization",
             ("best-of-n",),
-            LLM_SETTINGS,
+            (*LLM_SETTINGS, Setting("default", ())),
             quick=_LLM_TINY,
-            about="Best-of-n, n doubling each round, against a reward model fitted once on base samples.",
+            about="Best-of-n, n doubling each round, against a reward model fitted once on base samples "
+            "(n up to 8 in the small settings, 128 in larger, 256 at the scenario's default size).",
         ),
         Study("calibration", "llm-calibration", ("binary", "rlcr"), LLM_BINARY_SETTINGS, quick=_LLM_TINY),
         Study(
