@@ -165,11 +165,19 @@ def test_validate_quick_writes_the_report_reuses_studies_and_logs_to_mlflow(tmp_
     [
         (["--only", "no-such-claim"], "unknown claim or study 'no-such-claim'"),
         (["--readme", "missing.md"], "no <!-- validation:start -->"),
+        (["--out", "afile"], "output afile exists and is not a folder"),
     ],
 )
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(args, message, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("keep")
     result = CliRunner().invoke(app, ["validate", "--quick", "--no-tracking", "--out", "v", *args])
     assert result.exit_code == 2
     assert message in result.output and len(result.output.strip().splitlines()) == 1
-    assert not (tmp_path / "v").exists()
+    assert not (tmp_path / "v").exists() and (tmp_path / "afile").read_text() == "keep"
+
+
+def test_list_names_every_claim():
+    result = CliRunner().invoke(app, ["validate", "--list"])
+    assert result.exit_code == 0
+    assert all(cid in result.output for cid in CLAIMS)

@@ -267,6 +267,8 @@ def validate(
 
     claims, studies = plan(only)
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"output {out} exists and is not a folder")
     if readme is not None:
         readme = Path(readme)
         text = readme.read_text() if readme.is_file() else ""
