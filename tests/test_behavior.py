@@ -89,6 +89,19 @@ def test_choice_picks_exactly_one_item_in_proportion_to_attention_times_relevanc
         assert torch.all((rate - expected).abs() < 5 * se + 1e-4)
 
 
+def test_logit_model_adds_log_theta_to_the_click_logit():
+    n, k = 200_000, 5
+    rel, sat, device = _slates(n, k, 17)
+    theta = examination_curve(torch.tensor([1.0, 0.5]), k)
+    exact = click_probability("logit", theta[device], rel)
+    torch.testing.assert_close(torch.logit(exact) - torch.logit(rel), theta[device].log(), atol=1e-4, rtol=0)
+    torch.testing.assert_close(exact[:, 0], rel[:, 0])  # theta(1) = 1: the top shows relevance itself
+    fb = simulate("logit", theta, device, rel, sat, torch.Generator().manual_seed(7))
+    rate = fb.click[device == 0].double().mean(0)
+    expected = exact[device == 0][0].double()
+    assert torch.all((rate - expected).abs() < 5 * (expected * (1 - expected) / (n / 2)).sqrt() + 1e-4)
+
+
 def test_click_probability_pbm_is_product():
     exam = torch.tensor([[1.0, 0.5]])
     rel = torch.tensor([[0.4, 0.2]])

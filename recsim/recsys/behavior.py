@@ -11,6 +11,9 @@ eta per device; theta(1, d) = 1, so relevance is P(click | examined at the top))
   goes on from k-1 to k with probability theta(k, d) / theta(k-1, d), clicks an examined item with
   probability rel, and stops after the first click. An all-irrelevant slate is examined exactly as
   under ``pbm``; above a click, examination ends.
+- ``logit`` (position as an additive offset to the click logit, the shallow tower's own
+  assumption): P(click at k) = sigmoid(logit(rel_k) + log theta(k, d)); at the top it equals rel,
+  as under ``pbm``.
 - ``choice`` (one interaction per slate, as the users of Chaney et al. 2018 and T-RECS, who weigh
   true utility by attention to the rank and pick one item): P(choose k) = theta(k, d) rel_k /
   sum_j theta(j, d) rel_j. Every slate yields exactly one click, so ``gold`` is 1 by construction
@@ -106,6 +109,18 @@ class Cascade:
 
 
 @dataclass(frozen=True)
+class LogitOffset:
+    """``logit``: P(click at k) = sigmoid(logit(rel_k) + log theta_k), each position independently:
+    the position effect is an additive logit offset, as a shallow tower models it."""
+
+    def clicks(self, exam: torch.Tensor, relevance: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        return u[0] < self.click_probability(exam, relevance)
+
+    def click_probability(self, exam: torch.Tensor, relevance: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(torch.logit(relevance, eps=1e-6) + exam.log())
+
+
+@dataclass(frozen=True)
 class Choice:
     """``choice``: exactly one item per slate, P(k) = theta_k rel_k / sum_j theta_j rel_j (a
     multinomial choice weighing relevance by attention to the rank; Chaney et al. 2018)."""
@@ -122,6 +137,7 @@ class Choice:
 
 CLICK_MODELS.register("pbm", PositionBased())
 CLICK_MODELS.register("cascade", Cascade())
+CLICK_MODELS.register("logit", LogitOffset())
 CLICK_MODELS.register("choice", Choice())
 
 

@@ -75,7 +75,8 @@ class BehaviorConfig(Section):
     model: str = "pbm"
     """A registered click model (:data:`recsim.recsys.behavior.CLICK_MODELS`): 'pbm', the
     position-based model, click ~ Bernoulli(theta(k, device) * relevance); 'cascade': scan top-down
-    with the same examination decay, stopping after the first click; 'choice': exactly one item
+    with the same examination decay, stopping after the first click; 'logit': the position as an
+    additive offset log theta(k, device) to the click logit; 'choice': exactly one item
     per slate, chosen with probability proportional to theta(k, device) * relevance."""
     eta: dict[str, float] = Field(default_factory=lambda: {"mobile": 1.2, "desktop": 0.6})
     """Examination exponent per device: theta(k, device) = (1 / k) ** eta[device]."""
