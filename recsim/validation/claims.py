@@ -15,7 +15,6 @@ mechanism, or the boundary of the regime); the report prints it only where the c
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -199,7 +198,7 @@ class Claim:
     paper: str
     claim: str
     study: str
-    statistic: Contrast | Level | Change | Curvature
+    statistic: Statistic
     direction: int
     regime: str = ""
     tags: tuple[str, ...] = field(default=())
@@ -577,6 +576,3 @@ def check_registry(
         if c.direction not in (1, -1):
             problems.append(f"claim {c.id}: direction must be +1 or -1")
     return problems
-
-
-StatisticFn = Callable[[pl.DataFrame], dict[int, float]]
