@@ -225,8 +225,9 @@ LLM_SETTINGS = (
     Setting("small-strong-bias", (*_LLM_SMALL, *_LLM_STRONG)),
     Setting("larger", (*_LLM_SMALL, *_LLM_LONGER)),
 )
-#: where the reward is binary correctness (or RLCR) the labeler's biases do not reach the policy,
-#: so the second setting is a harder world instead: chains of up to 6 steps instead of 4.
+#: where the claims' arms never see the labeler (binary or RLCR rewards; a reward model that labels
+#: its own pairs, with or without gold anchors) its biases do not reach them, so the second setting
+#: is a harder world instead: chains of up to 6 steps instead of 4.
 LLM_BINARY_SETTINGS = (
     Setting("small", _LLM_SMALL),
     Setting("small-harder", (*_LLM_SMALL, "llm.task.max_steps=6")),
@@ -343,7 +344,7 @@ STUDIES: dict[str, Study] = {
             "self-reward",
             "llm-self-reward",
             ("labeler", "self-reward", "anchored"),
-            LLM_SETTINGS,
+            LLM_BINARY_SETTINGS,
             quick=_LLM_TINY,
         ),
         Study("reasoning-rm", "llm-reasoning-rm", ("rm-1", "rm-8x4-meta"), LLM_SETTINGS, quick=_LLM_TINY),
