@@ -119,6 +119,15 @@ def test_a_claim_holds_only_where_the_interval_excludes_zero_on_its_side(effect,
     assert math.isclose(result.mean, effect, abs_tol=0.15)
 
 
+def test_settings_with_identical_values_are_flagged():
+    from recsim.validation.suite import identical_settings
+
+    claim = Claim("c", "p", "s", "st", diff("b", "a", "m"), +1)
+    same, other = _frame(0.5), _frame(0.2)
+    results = evaluate(claim, {"x": (same, "c"), "y": (same, "c"), "z": (other, "c")})
+    assert identical_settings(results) == [["x", "y"]]
+
+
 def test_validate_quick_writes_the_report_reuses_studies_and_logs_to_mlflow(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     readme = tmp_path / "README.md"

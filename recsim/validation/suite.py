@@ -302,6 +302,7 @@ def validate(
         results = evaluate(claim, frames[claim.study])
         report["claims"].append(
             {
+                "identical": identical_settings(results),
                 "id": claim.id,
                 "paper": claim.paper,
                 "claim": claim.claim,
@@ -342,6 +343,16 @@ def validate(
     if tracker is not None:
         log_mlflow(tracker, report, out)
     return report
+
+
+def identical_settings(results: list[SettingResult]) -> list[list[str]]:
+    """Groups of settings whose per-seed values are equal: the knob that tells them apart does not
+    reach the arms the claim reads, so they count as one setting's evidence, not several."""
+    groups: dict[tuple, list[str]] = {}
+    for r in results:
+        if r.values:
+            groups.setdefault(tuple(sorted(r.values.items())), []).append(r.setting)
+    return [names for names in groups.values() if len(names) > 1]
 
 
 def _finite(x: float) -> float | None:
@@ -423,6 +434,12 @@ def render_markdown(report: dict[str, Any]) -> str:
                     f"| {'yes' if r['holds'] else 'no'} | {r['commit'][:8]} |"
                 )
             lines.append("")
+            for names in c.get("identical", []):
+                lines += [
+                    f"Settings {', '.join(names)} give identical values: what tells them apart does not "
+                    "reach the arms this claim reads.",
+                    "",
+                ]
             if c["regime"] and c["held"] < len(c["settings"]):
                 lines += [f"Where it does not hold: {c['regime']}", ""]
             lines += [f"![{c['id']}](figures/{c['id']}.png)", ""]
