@@ -488,6 +488,14 @@ CLAIMS: dict[str, Claim] = {
             "negative-reinforcement",
             diff("nsr", "psr", "pass_at_16"),
             +1,
+            regime=(
+                "Found in the chain world (issue-15 study, 5 seeds): NSR pushes down every token of a "
+                "wrong chain, the right steps before the first error included, so its step accuracy "
+                "falls (-0.045 [-0.075, -0.015]), a credit-assignment cost a one-token answer does not "
+                "have; and the RL budget (tens of updates) barely moves pass@1. The paper's regime, a "
+                "strong base whose wrong samples are mostly right reasoning and hundreds of updates, is "
+                "not reached."
+            ),
         ),
         Claim(
             "zhu-psr-loses-pass-at-k",
@@ -496,6 +504,10 @@ CLAIMS: dict[str, Claim] = {
             "negative-reinforcement",
             diff("psr", "base", "pass_at_16"),
             -1,
+            regime=(
+                "PSR narrows the answer distribution only as far as the RL budget moves the policy; "
+                "compare the larger setting (twice the rounds)."
+            ),
         ),
         Claim(
             "self-reward-gap-grows",
@@ -512,6 +524,12 @@ CLAIMS: dict[str, Claim] = {
             "self-reward",
             diff("anchored", "self-reward", "gold"),
             +1,
+            regime=(
+                "Found in the chain world: the reward model learns the labeler's length bias but not "
+                "correctness, which it would have to recompute the chain to see; 25% gold labels on "
+                "correctness are noise to it, so the anchor cannot pull the reward towards gold. An "
+                "external anchor helps only a reward model that can learn the anchored property."
+            ),
         ),
         Claim(
             "reasoning-rm-accuracy",
@@ -521,6 +539,12 @@ CLAIMS: dict[str, Claim] = {
             "reasoning-rm",
             diff("rm-8x4-meta", "rm-1", "rm_accuracy_heldout"),
             +1,
+            regime=(
+                "Found in the chain world: no budget of weight-tied attention passes learns arithmetic "
+                "verification from a few thousand biased pairs a round (held-out gold accuracy 0.49-0.51, "
+                "chance, at every budget), so more passes have nothing to add; the effect needs a "
+                "verifier that can be learned or a trained one to start from."
+            ),
         ),
         Claim(
             "critique-grpo-unsolved",
@@ -529,6 +553,12 @@ CLAIMS: dict[str, Claim] = {
             "critique",
             diff("critique-truth", "grpo", "unsolved_share_hard"),
             -1,
+            regime=(
+                "Found in the chain world: critiques are usable (refinements succeed 0.37 of the time "
+                "with the ground truth, 0.12 with a binary critique), but what is learned from the "
+                "refinements does not reach the first attempts on the hard prompts within tens of "
+                "updates, the same budget limit as for NSR."
+            ),
         ),
         Claim(
             "wang-invariance-length",
