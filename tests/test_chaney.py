@@ -46,7 +46,7 @@ def test_no_item_is_shown_again_to_a_user_who_clicked_it(paper_run):
     per_slate = logs.group_by("arm", "round", "user").agg(pl.col("click").sum())
     assert per_slate["click"].unique().to_list() == [1]
     # the same world with repeats allowed shows clicked items again (the check above can fail)
-    again = _run(["behavior.model=choice"], rounds=15)
+    again = _run(["policy.repeat_consumption=true", "behavior.model=choice"], rounds=15)
     assert _shown_again_after_a_click(again.logs().collect()).height > 100
     again.close()
 
