@@ -35,7 +35,7 @@ CASES = [
     (["--set", "nonsense=1"], "nonsense: unknown key (allowed: behavior, device, domain"),
     (["--set", "world.devices={mobile: 0.5, desktop: 0.4}"], "world.devices shares must sum to 1"),
     (["--set", "behavior.eta={mobile: 1.0}"], "behavior.eta must give one exponent per device"),
-    (["--set", "behavior.model=dcm"], "behavior.model: must be one of pbm, cascade, logit, choice (got 'dcm')"),
+    (["--set", "behavior.model=dcm"], "behavior.model: must be one of pbm, cascade, logit, choice (got"),
     (["--set", "loop.active_users=999999"], "loop.active_users must be <= world.n_users"),
     (["--set", "ranker.prior_impressions=0.5"], "ranker.prior_impressions must be > ranker.prior_clicks"),
     (["--set", "world.n_users"], "--set expects dotted.key=value"),
