@@ -274,7 +274,8 @@ STUDIES: dict[str, Study] = {
             _TOWER_GRID,
             quick=_REC_TINY,
             about="MMoE rankers retrained on their own position-biased logs (1,000 users x 500 items, "
-            "6 rounds): bias strength x share of randomized slates x slate size.",
+            "6 rounds): bias strength x share of randomized users x slate size. The arms are the "
+            "scenario's explore0 arms; each setting sets the share of randomized users itself.",
         ),
         Study(
             "ma-tasks",
@@ -409,7 +410,7 @@ CLAIMS: dict[str, Claim] = {
         Claim(
             "ma-mmoe-robust-to-correlation",
             "Ma et al., KDD 2018",
-            "MMoE's loss changes less between correlation 1.0 and 0.5 than one-gate MoE's.",
+            "When the task correlation falls from 1.0 to 0.5, MMoE's loss rises less than one-gate MoE's.",
             "ma-tasks",
             Contrast(
                 "train_loss", (("mmoe@0.5", 1.0), ("mmoe@1", -1.0), ("omoe@0.5", -1.0), ("omoe@1", 1.0))
