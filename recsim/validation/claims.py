@@ -333,7 +333,13 @@ STUDIES: dict[str, Study] = {
             about="Best-of-n, n doubling each round, against a reward model fitted once on base samples "
             "(n up to 8 in the small settings, 128 in larger, 256 at the scenario's default size).",
         ),
-        Study("calibration", "llm-calibration", ("binary", "rlcr"), LLM_BINARY_SETTINGS, quick=_LLM_TINY),
+        Study(
+            "calibration",
+            "llm-calibration",
+            ("binary", "rlcr"),
+            (*LLM_BINARY_SETTINGS, Setting("default", ())),
+            quick=_LLM_TINY,
+        ),
         Study(
             "negative-reinforcement",
             "llm-negative-reinforcement",
@@ -345,7 +351,7 @@ STUDIES: dict[str, Study] = {
             "self-reward",
             "llm-self-reward",
             ("labeler", "self-reward", "anchored"),
-            LLM_BINARY_SETTINGS,
+            (*LLM_BINARY_SETTINGS, Setting("default", ())),
             quick=_LLM_TINY,
         ),
         Study("reasoning-rm", "llm-reasoning-rm", ("rm-1", "rm-8x4-meta"), LLM_SETTINGS, quick=_LLM_TINY),
