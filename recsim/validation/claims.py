@@ -546,10 +546,11 @@ CLAIMS: dict[str, Claim] = {
             diff("anchored", "self-reward", "gold"),
             +1,
             regime=(
-                "Found in the chain world: the reward model learns the labeler's length bias but not "
-                "correctness, which it would have to recompute the chain to see; 25% gold labels on "
-                "correctness are noise to it, so the anchor cannot pull the reward towards gold. An "
-                "external anchor helps only a reward model that can learn the anchored property."
+                "Holds only at the scenario's default size (10 rounds, 4,096 prompts, a base policy "
+                "fine-tuned 900 steps). In the 4- and 8-round settings on a 300-step base the two "
+                "loops stay within 0.02 of each other: there (issue-15 study, 5 rounds) the reward "
+                "model learns the labeler's length bias but not correctness, so gold labels on "
+                "correctness are noise to it. What changes at the default size was not studied."
             ),
         ),
         Claim(
