@@ -15,13 +15,14 @@ mechanism, or the boundary of the regime); the report prints it only where the c
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 import polars as pl
 
 from recsim.core.stats import per_seed
+from recsim.llm.config import QUICK as LLM_QUICK
 
 # ---------------------------------------------------------------------------------------------
 # Statistics: one value per seed from a study's metrics frame (arm, seed, round, metrics...)
@@ -104,6 +105,13 @@ class Level:
         return f"{self.metric}[{self.arm}] (final round)"
 
 
+def _by_seed(frame: pl.DataFrame, arm: str):
+    """(seed, that seed's rows of ``arm`` in round order) for each seed, first seen first."""
+    part = frame.filter(pl.col("arm") == arm).sort("round")
+    for (seed,), rows in part.group_by("seed", maintain_order=True):
+        yield int(seed), rows
+
+
 @dataclass(frozen=True)
 class Change:
     """Per seed: the metric of one arm in the final round minus its value in round ``start``."""
@@ -116,13 +124,12 @@ class Change:
         return (self.arm,)
 
     def values(self, frame: pl.DataFrame) -> dict[int, float]:
-        part = frame.filter(pl.col("arm") == self.arm).sort("round")
         out = {}
-        for (seed,), rows in part.group_by("seed", maintain_order=True):
+        for seed, rows in _by_seed(frame, self.arm):
             first = rows.filter(pl.col("round") == self.start)[self.metric]
             last = rows[self.metric][-1]
             if first.len() and first[0] is not None and last is not None and rows.height > 1:
-                out[int(seed)] = float(last) - float(first[0])
+                out[seed] = float(last) - float(first[0])
         return dict(sorted(out.items()))
 
     def text(self) -> str:
@@ -146,13 +153,12 @@ class Curvature:
     def values(self, frame: pl.DataFrame) -> dict[int, float]:
         from recsim.experiments.overoptimization import fit_gold_curve
 
-        part = frame.filter(pl.col("arm") == self.arm).sort("round")
         out = {}
-        for (seed,), rows in part.group_by("seed", maintain_order=True):
+        for seed, rows in _by_seed(frame, self.arm):
             d, y = rows["sqrt_kl"].to_numpy(), rows[self.metric].to_numpy() - 0.5
             ok = np.isfinite(d) & np.isfinite(y)
             if ok.sum() >= 3:
-                out[int(seed)] = fit_gold_curve(d[ok], y[ok], self.form)[1]
+                out[seed] = fit_gold_curve(d[ok], y[ok], self.form)[1]
         return dict(sorted(out.items()))
 
     def text(self) -> str:
@@ -201,20 +207,11 @@ class Claim:
     statistic: Statistic
     direction: int
     regime: str = ""
-    tags: tuple[str, ...] = field(default=())
 
 
 # --- settings shared by several studies ---------------------------------------------------------
 
-_LLM_SMALL = (
-    "llm.task.n_prompts=1024",
-    "llm.task.n_eval_prompts=64",
-    "llm.labeler.label_prompts=64",
-    "llm.optimization.batch_prompts=32",
-    "llm.evaluation.pass_k_samples=16",
-    "llm.policy.sft_steps=300",
-    "loop.rounds=4",
-)
+_LLM_SMALL = LLM_QUICK  # the LLM scenarios' small preset (`recsim run NAME --quick`)
 _LLM_STRONG = ("llm.labeler.length_bias=3.0", "llm.labeler.sycophancy_bias=3.0")
 _LLM_LONGER = ("llm.task.n_prompts=2048", "loop.rounds=8")
 #: three LLM settings where a learned reward model (and so the labeler's biases) is in the loop:
