@@ -81,15 +81,57 @@ def bench(
     quick: Annotated[bool, typer.Option("--quick", help="Small sizes (each group under a minute).")] = False,
     only: Annotated[
         str | None,
-        typer.Option(help="Run one group: scale, sharded (2-process training), core or study (Ray)."),
+        typer.Option(help="Run one group: peer, loop, startup, scale, sharded, core or study."),
+    ] = None,
+    profile: Annotated[
+        str | None,
+        typer.Option(
+            help="Instead: run one arm of this scenario (name or .yaml) on one seed and print where "
+            "its rounds' time goes, stage by stage (act, feedback, log, fit, measure, track, evolve, "
+            "checkpoint)."
+        ),
+    ] = None,
+    arm: Annotated[str | None, typer.Option(help="--profile: the arm (default: the first).")] = None,
+    rounds: Annotated[int | None, typer.Option(help="--profile: override loop.rounds.")] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="--profile: dotted.key=value overrides.")
+    ] = None,
+    threads: Annotated[int | None, typer.Option(help="--profile: torch threads.")] = None,
+    peer_python: Annotated[
+        str | None,
+        typer.Option(help="peer: a Python with T-RECS installed, to time it beside recsim on this machine."),
     ] = None,
 ) -> None:
     """Print benchmark results, one JSON object per line."""
-    from recsim.cli.bench import run_benchmarks
+    from recsim.cli.bench import GROUPS, run_benchmarks
 
-    if only is not None and only not in ("scale", "sharded", "core", "study"):
-        fail(f"--only must be scale, sharded, core or study, got {only!r}")
-    for line in run_benchmarks(quick, only):
+    if profile is not None:
+        _profile(profile, arm, rounds, set_ or [], threads)
+        return
+    if only is not None and only not in GROUPS:
+        fail(f"--only must be one of {', '.join(GROUPS)}, got {only!r}")
+    for line in run_benchmarks(quick, only, peer_python):
+        print(line, flush=True)
+
+
+def _profile(
+    scenario: str, arm: str | None, rounds: int | None, overrides: list[str], threads: int | None
+) -> None:
+    from recsim.cli.bench import profile_lines, profile_unit
+    from recsim.cli.run import _resolve
+    from recsim.core.units import Unit
+    from recsim.scenario import Scenario
+
+    sc, configs = _resolve(scenario, ["tracking.enabled=false", *overrides], rounds, None)
+    if not isinstance(sc, Scenario):
+        fail(f"scenario '{sc.name}' is not a loop scenario; --profile times round loops")
+    name = arm if arm is not None else next(iter(configs))
+    if name not in configs:
+        fail(f"--arm {name!r} is not an arm of '{sc.name}' (arms: {', '.join(configs)})")
+    config = configs[name]
+    unit = Unit(name, config.seed, config)
+    label = {"scenario": sc.name, "arm": name, "threads": threads}
+    for line in profile_lines(profile_unit(unit, threads), label):
         print(line, flush=True)
 
 

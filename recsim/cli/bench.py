@@ -296,23 +296,135 @@ def bench_study(quick: bool) -> dict[str, float]:
     return {"units": units, "workers": cores, "one": units / seconds[0], "all": units / seconds[cores]}
 
 
-def run_benchmarks(quick: bool = False, only: str | None = None) -> Iterator[str]:
-    """Yield one JSON line per benchmark (``only``: the groups whose name starts with it)."""
+#: the benchmark groups, in the order a full ``recsim bench`` runs them
+GROUPS = ("peer", "startup", "loop", "scale", "sharded", "core", "study")
+
+
+def run_benchmarks(
+    quick: bool = False, only: str | None = None, peer_python: str | None = None
+) -> Iterator[str]:
+    """Yield one JSON line per benchmark (``only``: one group of :data:`GROUPS`; ``peer_python``: a
+    Python with T-RECS installed, for the ``peer`` group's ratios)."""
     machine = {
         "machine": platform.machine(),
         "cpus": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "quick": quick,
     }
-    groups = (
-        ("scale", _scale_lines),
-        ("sharded", _sharded_lines),
-        ("core", _core_lines),
-        ("study", _study_lines),
-    )
-    for group, lines in groups:
-        if only is None or group.startswith(only):
-            yield from lines(quick, machine)
+    groups = {
+        "peer": lambda: _peer_lines(quick, machine, peer_python),
+        "startup": lambda: _startup_lines(quick, machine),
+        "loop": lambda: _loop_lines(quick, machine),
+        "scale": lambda: _scale_lines(quick, machine),
+        "sharded": lambda: _sharded_lines(quick, machine),
+        "core": lambda: _core_lines(quick, machine),
+        "study": lambda: _study_lines(quick, machine),
+    }
+    for group in GROUPS:
+        if only is None or group == only:
+            yield from groups[group]()
+
+
+#: T-RECS 0.2.1's ContentFiltering at the size of its own examples: 1,000 users x 1,000 items,
+#: 20 attributes, slates of 10, STARTUP random steps then STEPS steps retrained after each one.
+TRECS_SCRIPT = """
+import sys
+from trecs.models import ContentFiltering
+startup, steps = int(sys.argv[1]), int(sys.argv[2])
+cf = ContentFiltering(num_users=1000, num_items=1000, num_attributes=20, num_items_per_iter=10, seed=0)
+cf.startup_and_train(timesteps=startup)
+cf.run(timesteps=steps, train_between_steps=True, disable_tqdm=True)
+"""
+
+
+def peer_scenario(ranker: dict[str, Any], startup: int, steps: int) -> dict[str, Any]:
+    """The same size as :data:`TRECS_SCRIPT` in recsim: every user active every round, every item
+    scored, ``startup`` rounds of random slates then ``steps`` rounds, every default metric, log
+    and checkpoint on."""
+    return {
+        "name": "peer-size",
+        "description": "T-RECS ContentFiltering's size",
+        "base": {
+            "world": {"n_users": 1000, "n_items": 1000},
+            "policy": {"slate_size": 10, "startup_rounds": startup},
+            "loop": {"rounds": startup + steps},
+        },
+        "arms": {ranker["name"]: {"ranker": ranker}},
+    }
+
+
+def _timed_process(cmd: list[str]) -> float:
+    """Wall seconds of a child process, its start included (raises if it fails)."""
+    import subprocess
+
+    t0 = time.perf_counter()
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    seconds = time.perf_counter() - t0
+    if res.returncode != 0:
+        tail = (res.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError(f"{' '.join(cmd[:4])} ... failed ({res.returncode}): {tail}")
+    return seconds
+
+
+def time_recsim_run(scenario: dict[str, Any], extra: tuple[str, ...] = ()) -> float:
+    """Wall seconds of ``recsim run SCENARIO.yaml --no-tracking -q`` in a child process."""
+    import sys
+
+    import yaml
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "scenario.yaml"
+        path.write_text(yaml.safe_dump(scenario))
+        cmd = [sys.executable, "-m", "recsim", "run", str(path), "--no-tracking", "-q", "--out", f"{tmp}/run"]
+        return _timed_process([*cmd, *extra])
+
+
+def _peer_lines(quick: bool, machine: dict[str, Any], peer_python: str | None) -> Iterator[str]:
+    startup, steps = (10, 10) if quick else (10, 50)
+    size = {"users": 1000, "items": 1000, "slate": 10, "startup": startup, "steps": steps}
+    mf = time_recsim_run(peer_scenario({"name": "mf"}, startup, steps))
+    mmoe = time_recsim_run(peer_scenario({"name": "mmoe", "window": 5}, startup, steps))
+    yield _line("peer_size_recsim_mf_s", mf, "s", **size, **machine)
+    yield _line("peer_size_recsim_mmoe_s", mmoe, "s", window=5, **size, **machine)
+    if peer_python is None:
+        return
+    trecs = _timed_process([peer_python, "-c", TRECS_SCRIPT, str(startup), str(steps)])
+    yield _line("peer_size_trecs_s", trecs, "s", model="ContentFiltering", **size, **machine)
+    yield _line("peer_mf_speedup_vs_trecs", trecs / mf, "ratio", target=5, **size, **machine)
+    yield _line("peer_mmoe_time_vs_trecs", mmoe / trecs, "ratio", target=1.5, **size, **machine)
+
+
+def _startup_lines(quick: bool, machine: dict[str, Any]) -> Iterator[str]:
+    """One round, 300 users, process start included: an MF world, and the default scenario."""
+    mf = peer_scenario({"name": "mf"}, 1, 0)
+    mf["base"]["world"]["n_users"] = 300
+    mf["base"]["loop"]["rounds"] = 1
+    yield _line("startup_one_round_mf_s", time_recsim_run(mf), "s", users=300, target=2.5, **machine)
+    import sys
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "recsim", "run", "feedback-loop", "--rounds", "1", "--no-tracking", "-q"]
+        cmd += ["--set", "world.n_users=300", "--out", f"{tmp}/run"]
+        seconds = _timed_process(cmd)
+    yield _line("startup_one_round_feedback_loop_s", seconds, "s", users=300, target=2.5, **machine)
+
+
+def _loop_lines(quick: bool, machine: dict[str, Any]) -> Iterator[str]:
+    """Per-round cost at round 10 and at the last round of a long run (MF, a 5-round window)."""
+    from recsim.core.units import Unit
+    from recsim.scenario import _from_mapping
+
+    rounds = 30 if quick else 100
+    sc = _from_mapping(peer_scenario({"name": "mf", "window": 5}, 10, rounds - 10), "peer-size")
+    config = sc.resolve(["tracking.enabled=false"])["mf"]
+    prof = profile_unit(Unit("mf", config.seed, config))
+    by_round = {r["round"]: sum(v for k, v in r.items() if k != "round") for r in prof["rounds"]}
+    first = sum(by_round[r] for r in range(10, 15)) / 5
+    last = sum(by_round[r] for r in range(rounds - 5, rounds)) / 5
+    extra = {"rounds": rounds, "window": 5, "ranker": "mf", "averaged_rounds": 5}
+    yield _line("loop_rounds_per_s_at_round_10", 1 / first, "rounds/s", **extra, **machine)
+    yield _line(f"loop_rounds_per_s_at_round_{rounds - 5}", 1 / last, "rounds/s", **extra, **machine)
+    yield _line("loop_late_vs_early_round_cost", last / first, "ratio", target=1.0, **extra, **machine)
 
 
 def _scale_lines(quick: bool, machine: dict[str, Any]) -> Iterator[str]:
@@ -387,6 +499,82 @@ def _core_lines(quick: bool, machine: dict[str, Any]) -> Iterator[str]:
         scenario="feedback-loop",
         **machine,
     )
+
+
+def process_age() -> float | None:
+    """Seconds since this process started (Linux ``/proc``; None elsewhere)."""
+    try:
+        ticks = os.sysconf("SC_CLK_TCK")
+        start = float(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19]) / ticks
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return uptime - start
+
+
+def profile_unit(unit: Any, threads: int | None = None) -> dict[str, Any]:
+    """Run ``unit`` (one arm, one seed) as ``recsim run --no-tracking`` runs it, in a temporary
+    folder, timing every stage of every round (:class:`recsim.core.loop.StageTimes`).
+
+    Returns ``rounds`` (one dict per round: ``round`` and each stage's seconds), ``setup`` (seconds
+    from the call to round 0: the domain, world and learner built), ``total`` (the call's wall
+    seconds) and ``before`` (seconds from process start to the call: interpreter, imports, config).
+    """
+    from recsim.core.loop import StageTimes
+    from recsim.core.units import run_unit
+
+    before = process_age()
+    timer = StageTimes()
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        first: list[float] = []
+        start = timer.start
+
+        def start_round(round_: int) -> None:
+            if not first:
+                first.append(time.perf_counter() - t0)
+            start(round_)
+
+        timer.start = start_round  # type: ignore[method-assign]
+        run_unit(unit, Path(tmp), threads=threads, timer=timer)
+        total = time.perf_counter() - t0
+    return {"rounds": timer.rounds, "setup": first[0] if first else total, "total": total, "before": before}
+
+
+def profile_lines(profile: dict[str, Any], label: dict[str, Any]) -> Iterator[str]:
+    """One JSON line per stage: total seconds, share of the rounds' time, mean milliseconds per
+    round, and the milliseconds at round 10 (or the first) and at the last round; then the set-up."""
+    from recsim.core.loop import STAGES
+
+    rounds = profile["rounds"]
+    in_rounds = sum(sum(r[s] for s in STAGES) for r in rounds)
+    early = rounds[min(10, len(rounds) - 1)]
+    last = rounds[-1]
+    for stage in STAGES:
+        total = sum(r[stage] for r in rounds)
+        yield _line(
+            f"profile_{stage}_s",
+            total,
+            "s",
+            share=round(total / in_rounds, 4) if in_rounds else None,
+            ms_per_round=round(1e3 * total / len(rounds), 2),
+            **{f"ms_round_{early['round']}": round(1e3 * early[stage], 2)},
+            **{f"ms_round_{last['round']}": round(1e3 * last[stage], 2)},
+            **label,
+        )
+    per_round = {r["round"]: sum(r[s] for s in STAGES) for r in rounds}
+    yield _line(
+        "profile_rounds_per_s",
+        len(rounds) / in_rounds,
+        "rounds/s",
+        **{f"round_{early['round']}": round(1 / per_round[early["round"]], 3)},
+        **{f"round_{last['round']}": round(1 / per_round[last["round"]], 3)},
+        **label,
+    )
+    yield _line("profile_setup_s", profile["setup"], "s", **label)
+    if profile["before"] is not None:
+        yield _line("profile_process_start_to_run_s", profile["before"], "s", **label)
+    yield _line("profile_total_s", profile["total"], "s", rounds=len(rounds), **label)
 
 
 if __name__ == "__main__":  # python -m recsim.cli.bench ROWS USERS ITEMS (under torchrun: sharded)

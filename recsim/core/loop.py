@@ -16,7 +16,9 @@ written by :mod:`recsim.core.runner`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import polars as pl
@@ -26,9 +28,40 @@ from recsim.core.domain import DOMAINS, Domain, make_domain
 from recsim.core.errors import NonFiniteError, check_finite
 from recsim.io.logs import LogStore
 
-__all__ = ["DOMAINS", "Domain", "OnRound", "make_domain", "metrics_frame", "run_arm"]
+__all__ = ["DOMAINS", "STAGES", "Domain", "OnRound", "StageTimes", "make_domain", "metrics_frame", "run_arm"]
 
 OnRound = Callable[[str, int, dict[str, Any]], None]
+
+#: the stages of a round, in order, as :class:`StageTimes` names them (``checkpoint``: ``save``)
+STAGES = ("act", "feedback", "log", "fit", "measure", "track", "evolve", "checkpoint")
+
+
+class StageTimes:
+    """Wall seconds of each stage of each round (``recsim bench --profile``): ``rounds[i]`` maps
+    ``round`` and every name of :data:`STAGES` to its seconds in that round."""
+
+    def __init__(self) -> None:
+        self.rounds: list[dict[str, float]] = []
+
+    def start(self, round_: int) -> None:
+        self.rounds.append({"round": round_, **dict.fromkeys(STAGES, 0.0)})
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.rounds[-1][name] += time.perf_counter() - t0
+
+
+class _NoTimes(StageTimes):
+    def start(self, round_: int) -> None:
+        pass
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        yield
 
 
 def run_arm(
@@ -41,23 +74,32 @@ def run_arm(
     on_tables: Callable[[int, dict[str, pl.DataFrame]], None] | None = None,
     save: Callable[[int, Any], None] | None = None,
     seed: int | None = None,
+    timer: StageTimes | None = None,
 ) -> list[dict[str, Any]]:
     """Run one arm up to ``rounds`` rounds; returns its metric rows (``arm``, ``seed`` when given,
     ``domain``, ``round``, then the domain's metrics).
 
     ``start`` = (first round, state entering it) continues a checkpointed arm; ``on_tables``
-    receives each round's domain tables; ``save(r, state)`` checkpoints the state entering r + 1.
+    receives each round's domain tables; ``save(r, state)`` checkpoints the state entering r + 1;
+    ``timer`` records each stage's wall time.
     """
     first, state = start if start is not None else (0, domain.initial_state())
+    times = timer if timer is not None else _NoTimes()
     rows = []
     for r in range(first, rounds):
+        times.start(r)
         try:
-            batch = domain.act(state, r)  # 1
-            fb = domain.feedback(state, batch, r)  # 2
-            logs.append(r, arm, domain.log_frame(state, batch, fb))  # 3
+            with times.stage("act"):
+                batch = domain.act(state, r)  # 1
+            with times.stage("feedback"):
+                fb = domain.feedback(state, batch, r)  # 2
+            with times.stage("log"):
+                logs.append(r, arm, domain.log_frame(state, batch, fb))  # 3
             faults.point("fit")
-            state = domain.fit(state, logs, arm, r)  # 4
-            row, state = domain.measure(state, batch, fb, r)  # 5
+            with times.stage("fit"):
+                state = domain.fit(state, logs, arm, r)  # 4
+            with times.stage("measure"):
+                row, state = domain.measure(state, batch, fb, r)  # 5
             for key in domain.finite_keys:
                 if key in row:
                     check_finite(key, row[key])
@@ -65,15 +107,19 @@ def run_arm(
             raise NonFiniteError(f"round {r}, arm '{arm}': {exc}; rounds before {r} are complete") from None
         head = {"arm": arm} if seed is None else {"arm": arm, "seed": seed}
         row = {**head, "domain": domain.name, "round": r, **row}
-        if on_tables is not None:
-            on_tables(
-                r, {n: t.with_columns(pl.lit(arm).alias("arm")) for n, t in domain.tables(state, r).items()}
-            )
-        on_round(arm, r, row)  # 6
+        with times.stage("track"):
+            if on_tables is not None:
+                on_tables(
+                    r,
+                    {n: t.with_columns(pl.lit(arm).alias("arm")) for n, t in domain.tables(state, r).items()},
+                )
+            on_round(arm, r, row)  # 6
         rows.append(row)
-        state = domain.evolve(state, batch, fb, r)  # 7
+        with times.stage("evolve"):
+            state = domain.evolve(state, batch, fb, r)  # 7
         if save is not None:
-            save(r, state)  # the round is complete once its checkpoint is on disk
+            with times.stage("checkpoint"):
+                save(r, state)  # the round is complete once its checkpoint is on disk
     return rows
 
 

@@ -35,8 +35,6 @@ import math
 
 import numpy as np
 import torch
-from scipy import stats
-from sklearn.metrics import brier_score_loss, ndcg_score
 
 
 def gini(exposure: torch.Tensor) -> float:
@@ -59,13 +57,19 @@ def gini(exposure: torch.Tensor) -> float:
 
 
 def entropy(exposure: torch.Tensor) -> float:
-    """Shannon entropy in nats of ``exposure / exposure.sum()`` (log n for uniform exposure).
+    """Shannon entropy in nats of ``exposure / exposure.sum()`` (log n for uniform exposure):
+    H = -sum_i p_i log p_i, 0 log 0 = 0 (``scipy.stats.entropy``'s definition, in torch; equal to
+    it up to float rounding).
 
     >>> round(entropy(torch.ones(8)), 6) == round(float(np.log(8)), 6)
     True
     """
-    x = exposure.double().numpy()
-    return float(stats.entropy(x)) if x.sum() > 0 else 0.0
+    x = exposure.double().flatten()
+    total = x.sum()
+    if total <= 0:
+        return 0.0
+    p = x / total
+    return float(-torch.special.xlogy(p, p).sum())
 
 
 def coverage(exposure: torch.Tensor) -> float:
@@ -135,31 +139,148 @@ def ece(pred: torch.Tensor, truth: torch.Tensor, bins: int = 10) -> float:
 
 
 def brier(pred: torch.Tensor, truth: torch.Tensor) -> float:
-    """Expected Brier score E[(p_hat - y)^2] with y ~ Bernoulli(q) (Brier 1950).
+    """Expected Brier score E[(p_hat - y)^2] with y ~ Bernoulli(q) (Brier 1950), in closed form:
+    mean(q (1 - p_hat)^2 + (1 - q) p_hat^2) = mean((p_hat - q)^2 + q (1 - q)).
 
-    Computed exactly with scikit-learn's ``brier_score_loss`` on each prediction twice, as a
-    positive weighted q and a negative weighted 1 - q; equals mean((p_hat - q)^2 + q (1 - q)).
+    >>> brier(torch.tensor([0.5]), torch.tensor([1.0]))
+    0.25
     """
-    p = pred.flatten().double().numpy()
-    q = truth.flatten().double().numpy()
-    y = np.concatenate([np.ones_like(p), np.zeros_like(p)])
-    return float(brier_score_loss(y, np.concatenate([p, p]), sample_weight=np.concatenate([q, 1 - q])))
+    p = pred.flatten().double()
+    q = truth.flatten().double()
+    if p.numel() == 0:
+        return float("nan")
+    return float((q * (1 - p) ** 2 + (1 - q) * p**2).mean())
 
 
 def ndcg_at_k(truth: torch.Tensor, scores: torch.Tensor, k: int) -> float:
-    """Mean NDCG@k of each row's ``scores`` order, with ``truth`` as graded gains (sklearn)."""
-    return float(ndcg_score(truth.double().numpy(), scores.double().numpy(), k=k))
+    """Mean NDCG@k of each row's ``scores`` order, with ``truth`` [P, N] as graded gains.
+
+    DCG@k = sum_i g_(i) / log2(i + 1) over the first k positions of the score order (Jarvelin and
+    Kekalainen 2002); tied scores share the mean gain of their tie group, so the value does not
+    depend on how ties are broken (McSherry and Najork 2008); divided by the DCG@k of the truth's own
+    order, 0 for a row with no positive gain. scikit-learn's ``ndcg_score`` (``ignore_ties=False``)
+    by definition, batched in torch (equal up to float rounding; ``tests/test_speed.py``).
+
+    >>> ndcg_at_k(torch.tensor([[3.0, 2.0, 0.0]]), torch.tensor([[0.9, 0.5, 0.1]]), 2)
+    1.0
+    >>> round(ndcg_at_k(torch.tensor([[3.0, 2.0, 0.0]]), torch.tensor([[0.5, 0.5, 0.5]]), 2), 6)
+    0.637801
+    """
+    t, s = truth.double(), scores.double()
+    n = t.shape[1]
+    discount = 1 / (torch.log(torch.arange(n, dtype=torch.float64) + 2) / math.log(2))
+    discount[k:] = 0
+    sorted_s, order = torch.sort(s, dim=1, descending=True)
+    gains = torch.gather(t, 1, order)
+    new = torch.ones_like(sorted_s, dtype=torch.bool)
+    new[:, 1:] = sorted_s[:, 1:] != sorted_s[:, :-1]
+    group = new.long().cumsum(1) - 1  # [P, N] tie group of each position
+    group_gain = torch.zeros_like(gains).scatter_add_(1, group, gains)
+    group_size = torch.zeros_like(gains).scatter_add_(1, group, torch.ones_like(gains))
+    group_discount = torch.zeros_like(gains).scatter_add_(1, group, discount.expand_as(gains))
+    dcg = (group_gain / group_size.clamp_min(1) * group_discount).sum(1)
+    ideal = (torch.sort(t, dim=1, descending=True).values * discount).sum(1)
+    ndcg = torch.where(ideal > 0, dcg / torch.where(ideal > 0, ideal, 1.0), 0.0)
+    return float(ndcg.mean())
 
 
 def rank_stability(prev: torch.Tensor, now: torch.Tensor) -> float:
-    """Mean Kendall tau-b (scipy) between two score vectors per row. prev, now [P, N].
+    """Mean Kendall tau-b between two score vectors per row. prev, now [P, N].
 
-    Bounded by the panel size (a metric of the round, not the serving path).
+    Each row's tau is scipy's ``kendalltau(prev[i], now[i]).statistic``, bit for bit (the same
+    integer counts and the same float64 operations; ``tests/test_speed.py`` checks it), computed for
+    all rows at once by :func:`kendall_tau_b`; rows whose tau is undefined (a constant row, or a
+    NaN score) are left out of the mean, as before.
+
+    >>> a = torch.tensor([[1.0, 2.0, 3.0], [1.0, 2.0, 3.0]])
+    >>> rank_stability(a, torch.tensor([[1.0, 2.0, 3.0], [3.0, 2.0, 1.0]]))
+    0.0
     """
-    a, b = prev.double().numpy(), now.double().numpy()
-    taus = [stats.kendalltau(x, y).statistic for x, y in zip(a, b, strict=True)]
-    taus = [t for t in taus if np.isfinite(t)]
-    return float(np.mean(taus)) if taus else float("nan")
+    taus = kendall_tau_b(prev, now).numpy()
+    taus = taus[np.isfinite(taus)]
+    return float(np.mean(taus)) if len(taus) else float("nan")
+
+
+def kendall_tau_b(x: torch.Tensor, y: torch.Tensor, chunk_elements: int = 1 << 22) -> torch.Tensor:
+    """Kendall's tau-b of each row pair (x [P, N], y [P, N]) -> [P] float64, NaN where undefined.
+
+    tau_b = (n0 - n1 - n2 + n3 - 2 n_d) / sqrt((n0 - n1)(n0 - n2)), with n0 = N(N - 1)/2 pairs,
+    n1 / n2 the pairs tied in x / y, n3 those tied in both, n_d the discordant pairs (Kendall 1945;
+    the formula and operation order of ``scipy.stats.kendalltau``). n_d is counted as the
+    inversions of y's ranks in (x, y) order, by a bottom-up merge: log2 N levels, each a batched
+    sort and ``searchsorted`` over every row at once, O(P N log N). Rows go in chunks of about
+    ``chunk_elements`` values.
+
+    >>> kendall_tau_b(torch.tensor([[1.0, 2.0, 3.0, 4.0]]), torch.tensor([[1.0, 3.0, 2.0, 4.0]]))
+    tensor([0.6667], dtype=torch.float64)
+    """
+    if x.shape != y.shape or x.dim() != 2:
+        shapes = f"{tuple(x.shape)}, {tuple(y.shape)}"
+        raise ValueError(f"kendall_tau_b: x and y must both be [P, N], got {shapes}")
+    rows = max(1, chunk_elements // max(x.shape[1], 1))
+    parts = [_tau_b(x[i : i + rows], y[i : i + rows]) for i in range(0, x.shape[0], rows)]
+    return torch.cat(parts) if parts else torch.empty(0, dtype=torch.float64)
+
+
+def _dense_ranks(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row, 1 + the number of distinct smaller values ([P, N] float -> int64), in place and
+    sorted."""
+    sorted_v, order = torch.sort(v, dim=1)
+    new = torch.ones_like(sorted_v, dtype=torch.bool)
+    new[:, 1:] = sorted_v[:, 1:] != sorted_v[:, :-1]
+    ranks = new.long().cumsum(1)
+    return torch.empty_like(order).scatter_(1, order, ranks), ranks
+
+
+def _tied_pairs(sorted_v: torch.Tensor) -> torch.Tensor:
+    """Per row of a row-sorted [P, N] tensor: the pairs of equal values, sum over runs of c(c-1)/2."""
+    n = sorted_v.shape[1]
+    pos = torch.arange(n, device=sorted_v.device).expand_as(sorted_v)
+    new = torch.ones_like(sorted_v, dtype=torch.bool)
+    new[:, 1:] = sorted_v[:, 1:] != sorted_v[:, :-1]
+    start = torch.where(new, pos, torch.zeros_like(pos)).cummax(dim=1).values
+    return (pos - start).sum(1)  # each value counts the equal values before it
+
+
+def _inversions(seq: torch.Tensor) -> torch.Tensor:
+    """Per row of an int64 [P, N] tensor: pairs i < j with seq[i] > seq[j] (bottom-up merge count)."""
+    p, n = seq.shape
+    m = 1 << max(n - 1, 0).bit_length()
+    cur = torch.cat([seq, seq.new_full((p, m - n), int(seq.max()) + 1 if n else 0)], dim=1)
+    # Blocks of up to 16 by direct comparison of every pair (i < j), then merge levels upward.
+    s = min(m, 16)
+    blocks = cur.view(p, m // s, s)
+    later = torch.ones(s, s, dtype=torch.bool, device=seq.device).triu(1)
+    count = ((blocks.unsqueeze(-1) > blocks.unsqueeze(-2)) & later).sum((1, 2, 3))
+    cur = torch.sort(blocks, dim=-1).values.view(p, m)
+    # Each level merges sorted pairs of blocks (left L, right R) by one sort of 2 * value + side,
+    # which puts L before R on equal values; an R element then has s - (L elements before it)
+    # elements of L above it.
+    while s < m:
+        side = torch.arange(2, device=seq.device).repeat_interleave(s).repeat(m // (2 * s))
+        key = torch.sort((cur * 2 + side).view(p, m // (2 * s), 2 * s), dim=-1).values
+        from_left = (key & 1) == 0
+        left_before = from_left.cumsum(-1)
+        count += torch.where(from_left, 0, s - left_before).sum((1, 2))
+        cur = (key >> 1).view(p, m)
+        s *= 2
+    return count
+
+
+def _tau_b(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    n = x.shape[1]
+    (rx, sorted_rx), (ry, sorted_ry) = _dense_ranks(x), _dense_ranks(y)  # ranks: no float64 needed
+    key, order = torch.sort(rx * (n + 1) + ry, dim=1)  # (x, y) order
+    dis = _inversions(torch.gather(ry, 1, order))
+    xtie = _tied_pairs(sorted_rx)
+    ytie = _tied_pairs(sorted_ry)
+    ntie = _tied_pairs(key)
+    tot = n * (n - 1) // 2
+    con_minus_dis = tot - xtie - ytie + ntie - 2 * dis
+    tau = con_minus_dis.double() / (tot - xtie).double().sqrt() / (tot - ytie).double().sqrt()
+    tau = tau.clamp(-1.0, 1.0)
+    undefined = (xtie == tot) | (ytie == tot) | x.isnan().any(1) | y.isnan().any(1)
+    return tau.masked_fill(undefined, float("nan"))
 
 
 def position_curve_error(learned: torch.Tensor, true: torch.Tensor) -> float:

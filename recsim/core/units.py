@@ -26,8 +26,8 @@ import polars as pl
 
 from recsim.core import faults
 from recsim.core.domain import make_domain
-from recsim.core.loop import metrics_frame, run_arm
-from recsim.io.checkpoint import CheckpointError, CheckpointStore
+from recsim.core.loop import StageTimes, metrics_frame, run_arm
+from recsim.io.checkpoint import CheckpointError, CheckpointStore, CheckpointWriter
 from recsim.io.logs import LogStore, safe_name, write_atomic
 
 
@@ -89,13 +89,14 @@ def run_unit(
     dist: Any = None,
     on_round: Callable[[Unit, int, dict[str, Any]], None] | None = None,
     threads: int | None = None,
+    timer: StageTimes | None = None,
 ) -> UnitResult:
     """Run ``unit`` (or continue it from its last complete round with ``resume``) on its files.
 
     ``on_round(unit, r, row)`` sees each new row once it is in the unit's metrics file;
     ``threads`` sets torch's intra-op threads for the unit (results depend on it: float sums are
-    split by thread). Under ``--distributed`` (``dist``) every rank runs it and writes its log
-    rows; rank 0 writes the rest.
+    split by thread); ``timer`` records each round's stage times. Under ``--distributed``
+    (``dist``) every rank runs it and writes its log rows; rank 0 writes the rest.
     """
     import torch
 
@@ -103,12 +104,14 @@ def run_unit(
     if threads is not None:
         torch.set_num_threads(threads)
     try:
-        return _run(unit, out, resume, dist, on_round)
+        return _run(unit, out, resume, dist, on_round, timer)
     finally:
         torch.set_num_threads(saved)
 
 
-def _run(unit: Unit, out: Path, resume: bool, dist: Any, on_round: Any) -> UnitResult:
+def _run(
+    unit: Unit, out: Path, resume: bool, dist: Any, on_round: Any, timer: StageTimes | None
+) -> UnitResult:
     config, arm = unit.config, unit.arm
     domain = make_domain(config, dist)
     ranks = (dist.rank, dist.world_size) if dist is not None else (0, 1)
@@ -149,9 +152,11 @@ def _run(unit: Unit, out: Path, resume: bool, dist: Any, on_round: Any) -> UnitR
             result.tables[name] = pl.concat([result.tables[name], table]) if name in result.tables else table
             write_atomic(result.tables[name], unit.table_path(out, name))
 
-    def save(r: int, state: Any) -> None:
-        payload = {"domain": domain.name, "config": config.model_dump(mode="json")}
-        ckpts.save(r, arm, {**payload, **domain.checkpoint(state)})
+    with CheckpointWriter(ckpts) as writer:  # each round's checkpoint is written during the next
 
-    run_arm(domain, arm, config.loop.rounds, logs, track, start, keep_tables, save, seed=unit.seed)
+        def save(r: int, state: Any) -> None:
+            payload = {"domain": domain.name, "config": config.model_dump(mode="json")}
+            writer.submit(r, arm, {**payload, **domain.checkpoint(state)})
+
+        run_arm(domain, arm, config.loop.rounds, logs, track, start, keep_tables, save, unit.seed, timer)
     return result

@@ -8,12 +8,19 @@ stream). Files are written to a temporary name, fsynced and moved into place, so
 is complete or absent; they are read with ``torch.load(weights_only=True)`` (tensors, numbers,
 strings, lists and dicts only, never arbitrary objects). The newest ``loop.keep_checkpoints``
 of each arm are kept.
+
+:class:`CheckpointWriter` takes the write off the round's critical path: the state is copied (a
+memory copy, so the next round may change it), then serialized, fsynced and moved into place on a
+background thread while the next round runs. One write is in flight at a time, in round order; a
+process that dies mid-write leaves the previous checkpoint, from which ``--resume`` redoes the
+rounds after it, exactly as when it dies before a synchronous write.
 """
 
 from __future__ import annotations
 
 import os
 import re
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -90,3 +97,49 @@ class CheckpointStore:
         if payload.get("config") != config:
             raise CheckpointError(f"checkpoint {path} was written under another config of arm '{arm}'")
         return payload
+
+
+def snapshot(value: Any) -> Any:
+    """A copy of a checkpoint payload whose tensors no later in-place update can reach (tensors
+    cloned; dicts, lists and tuples rebuilt; other values shared, as they are immutable here)."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().clone()
+    if isinstance(value, dict):
+        return {k: snapshot(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(snapshot(v) for v in value)
+    return value
+
+
+class CheckpointWriter:
+    """:meth:`CheckpointStore.save` on a background thread, one write in flight at a time.
+
+    ``submit`` waits for the previous write, copies the payload (:func:`snapshot`) and starts the
+    next; ``wait`` blocks until the last one is on disk and raises what it raised. Use as a
+    context manager: leaving it waits (an exception already on its way is not masked).
+    """
+
+    def __init__(self, store: CheckpointStore) -> None:
+        self.store = store
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
+        self._pending: Future[Path] | None = None
+
+    def submit(self, round_: int, arm: str, payload: dict[str, Any]) -> None:
+        self.wait()
+        self._pending = self._pool.submit(self.store.save, round_, arm, snapshot(payload))
+
+    def wait(self) -> Path | None:
+        pending, self._pending = self._pending, None
+        return pending.result() if pending is not None else None
+
+    def __enter__(self) -> CheckpointWriter:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *_: Any) -> None:
+        try:
+            if kind is None:
+                self.wait()
+            elif self._pending is not None:
+                self._pending.exception()  # let it finish (or fail) before the folder is touched
+        finally:
+            self._pool.shutdown(wait=True)

@@ -147,8 +147,19 @@ class World:
         base: float,
     ) -> torch.Tensor:
         """sigmoid(a <x_u, f_i> + offset_i + base) for users [B], items [B, C] -> [B, C], in chunks
-        of users so that the gathered [b, C, D] factors stay small whatever B and C."""
+        of users so that the gathered [b, C, D] factors stay small whatever B and C. Where every
+        row of ``items`` is the same row (:func:`shared_row`: all items, the panel), a matrix
+        product instead of a gather (equal up to float rounding)."""
         out = torch.empty(items.shape, dtype=factors.dtype, device=factors.device)
+        row = shared_row(items)
+        if row is not None:  # every user scores the same items: one [B, D] x [D, C] product
+            step = max(1, PAIR_CHUNK // max(row.shape[0], 1))
+            f = factors[row].T.contiguous()
+            extra = offset[row] + base if offset is not None else base
+            for s in range(0, items.shape[0], step):
+                affinity = self.user_factors[users[s : s + step]] @ f
+                out[s : s + step] = torch.sigmoid(self.affinity_scale * affinity + extra)
+            return out
         step = max(1, PAIR_CHUNK // max(items.shape[1], 1))
         for s in range(0, items.shape[0], step):  # chunks of users
             it = items[s : s + step]
@@ -174,3 +185,12 @@ class World:
         factors = self.user_factors.clone()
         factors[users] = torch.where(keep, self.user_factors[users], moved)
         return replace(self, user_factors=factors)
+
+
+def shared_row(items: torch.Tensor) -> torch.Tensor | None:
+    """The one row of ``items`` [B, C] when it is a row expanded over B (stride 0: every user
+    scores the same candidates, as :func:`recsim.recsys.policy.sample_candidates` gives for all
+    items and the metrics panel does); None otherwise."""
+    if items.dim() == 2 and items.shape[0] > 1 and items.stride(0) == 0:
+        return items[0]
+    return None

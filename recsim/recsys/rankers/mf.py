@@ -10,7 +10,7 @@ from pydantic import Field
 
 from recsim.core.rng import SETUP_ROUND, generator
 from recsim.recsys.config import RankerKind, TrainableConfig
-from recsim.recsys.rankers.training import column, train_bce
+from recsim.recsys.rankers.training import FlatAdam, column, train_bce
 from recsim.recsys.world import World
 
 if TYPE_CHECKING:
@@ -45,9 +45,9 @@ class MFRanker:
         self.model_ = self._make(SETUP_ROUND)
         self.opt_ = self._optimizer()
 
-    def _optimizer(self) -> torch.optim.Optimizer:
+    def _optimizer(self) -> FlatAdam:
         rc = self.config.ranker
-        return torch.optim.Adam(self.model_.parameters(), lr=rc.learning_rate, weight_decay=rc.weight_decay)
+        return FlatAdam(self.model_.parameters(), lr=rc.learning_rate, weight_decay=rc.weight_decay)
 
     def state_dict(self) -> dict[str, Any]:
         return {"model": self.model_.state_dict(), "opt": self.opt_.state_dict()}
@@ -83,6 +83,7 @@ class MFRanker:
             rc.epochs,
             rc.batch,
             generator(self.config.seed, round_, "ranker-fit", dev),
+            backward=lambda inputs, labels: self.model_.bce_backward(*inputs, labels),
         )
 
     def _implicit(

@@ -26,7 +26,7 @@ from recsim.recsys.distributed import ADAGRAD_EPS, Dist, ShardedTrainer, private
 from recsim.recsys.rankers.features import ClickFeatures, append_history
 from recsim.recsys.rankers.multitask_loss import BatchLoss, TrainBatch
 from recsim.recsys.rankers.training import Optimizers
-from recsim.recsys.world import World
+from recsim.recsys.world import World, shared_row
 
 if TYPE_CHECKING:
     from recsim.config import SimConfig
@@ -183,8 +183,11 @@ class MultiTaskRanker:
             n_users, n_cand = items.shape
             out = torch.empty(n_users, n_cand, spec.n_tasks, device=self.device)
             step = max(1, SCORE_CHUNK // max(n_cand, 1))
+            row = shared_row(items)
+            ip_row = ip[row][None] if row is not None else None  # [1, C, H]: every user's candidates
             for s in range(0, n_users, step):  # chunks of users, not a per-user loop
-                pre = up[s : s + step, None] + ip[items[s : s + step]]  # [b, C, H]
+                item_part = ip_row if ip_row is not None else ip[items[s : s + step]]
+                pre = up[s : s + step, None] + item_part  # [b, C, H]
                 if not isinstance(pos, float):
                     pre = pre + pos[s : s + step, None]
                 with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.rc.serve_bf16):
