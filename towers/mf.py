@@ -41,12 +41,15 @@ class LogisticMF(nn.Module):
     @torch.no_grad()
     def bce_backward(self, users: torch.Tensor, items: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Mean binary cross-entropy of ``forward(users, items)`` ([B], [B, 1]) against ``labels``
-        [B, 1], with its gradient added into every parameter's ``.grad`` (which must exist).
+        [B, 1], with its gradient added into every parameter's ``.grad`` (zeros where it is None).
 
         The gradient in closed form, d loss / d logit = (sigmoid(logit) - y) / B, scattered to the
         rows the batch touched: the same operations autograd runs for this model, in the same
         order, so the same numbers (``tests/test_speed.py`` checks it), without building the graph.
         """
+        for param in self.parameters():
+            if param.grad is None:  # after zero_grad(set_to_none=True)
+                param.grad = torch.zeros_like(param)
         idx = items.squeeze(1)
         p, q = self.user.weight.index_select(0, users), self.item.weight.index_select(0, idx)
         dot = torch.bmm(p.unsqueeze(1), q.unsqueeze(2)).squeeze(2)  # what forward's einsum runs

@@ -552,25 +552,19 @@ def profile_lines(profile: dict[str, Any], label: dict[str, Any]) -> Iterator[st
     last = rounds[-1]
     for stage in STAGES:
         total = sum(r[stage] for r in rounds)
+        at = {f"ms_round_{r['round']}": round(1e3 * r[stage], 2) for r in (early, last)}
         yield _line(
             f"profile_{stage}_s",
             total,
             "s",
             share=round(total / in_rounds, 4) if in_rounds else None,
             ms_per_round=round(1e3 * total / len(rounds), 2),
-            **{f"ms_round_{early['round']}": round(1e3 * early[stage], 2)},
-            **{f"ms_round_{last['round']}": round(1e3 * last[stage], 2)},
+            **at,
             **label,
         )
     per_round = {r["round"]: sum(r[s] for s in STAGES) for r in rounds}
-    yield _line(
-        "profile_rounds_per_s",
-        len(rounds) / in_rounds,
-        "rounds/s",
-        **{f"round_{early['round']}": round(1 / per_round[early["round"]], 3)},
-        **{f"round_{last['round']}": round(1 / per_round[last["round"]], 3)},
-        **label,
-    )
+    at = {f"round_{r['round']}": round(1 / per_round[r["round"]], 3) for r in (early, last)}
+    yield _line("profile_rounds_per_s", len(rounds) / in_rounds, "rounds/s", **at, **label)
     yield _line("profile_setup_s", profile["setup"], "s", **label)
     if profile["before"] is not None:
         yield _line("profile_process_start_to_run_s", profile["before"], "s", **label)

@@ -1,0 +1,245 @@
+"""The fast paths compute what the slow ones did: bit for bit where the change claims it (the MF
+gradient and flat Adam, Kendall's tau), up to float rounding where it says so (NDCG, Brier,
+entropy, shared-row products, the serving softmax); checkpoints written in the background are the
+state of their round; the stage timer and ``recsim bench --profile``."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import subprocess
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+from sklearn.metrics import brier_score_loss, ndcg_score
+
+from recsim.core import metrics
+from recsim.io.checkpoint import CheckpointStore, CheckpointWriter
+from recsim.recsys.rankers.training import FlatAdam, train_bce
+from towers.mf import LogisticMF
+
+
+def _mf_data(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    users = torch.randint(300, (n,), generator=g)
+    items = torch.randint(200, (n, 1), generator=g)
+    return users, items, (torch.rand(n, 1, generator=g) < 0.3).float()
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 1e-3])
+def test_mf_closed_form_gradient_and_flat_adam_match_autograd_and_torch_adam_bit_for_bit(weight_decay):
+    users, items, labels = _mf_data(5_003, 0)  # a ragged last batch
+    base = LogisticMF(300, 200, 8, torch.Generator().manual_seed(1))
+    ref, fast = copy.deepcopy(base), copy.deepcopy(base)
+    ref_opt = torch.optim.Adam(ref.parameters(), lr=0.02, weight_decay=weight_decay)
+    fast_opt = FlatAdam(fast.parameters(), lr=0.02, weight_decay=weight_decay)
+    for epoch in range(3):  # several calls: the flat state carries over as torch's does
+        gen = lambda e=epoch: torch.Generator().manual_seed(10 + e)  # noqa: E731
+        a = train_bce(ref, ref_opt, (users, items), labels, 2, 256, gen())
+        b = train_bce(
+            fast,
+            fast_opt,
+            (users, items),
+            labels,
+            2,
+            256,
+            gen(),
+            backward=lambda x, y: fast.bce_backward(*x, y),
+        )
+        assert a == b
+    for (name, x), y in zip(ref.state_dict().items(), fast.state_dict().values(), strict=True):
+        assert torch.equal(x, y), name
+    # and the closed form alone equals autograd's gradient, under torch's own optimizer too
+    other = copy.deepcopy(base)
+    other_opt = torch.optim.Adam(other.parameters(), lr=0.02, weight_decay=weight_decay)
+    for p in other.parameters():
+        p.grad = torch.zeros_like(p)
+    train_bce(
+        other, other_opt, (users, items), labels, 1, 256, torch.Generator().manual_seed(3),
+        backward=lambda x, y: other.bce_backward(*x, y),
+    )  # fmt: skip
+    auto = copy.deepcopy(base)
+    auto_opt = torch.optim.Adam(auto.parameters(), lr=0.02, weight_decay=weight_decay)
+    train_bce(auto, auto_opt, (users, items), labels, 1, 256, torch.Generator().manual_seed(3))
+    assert all(
+        torch.equal(x, y)
+        for x, y in zip(auto.state_dict().values(), other.state_dict().values(), strict=True)
+    )
+
+
+def test_flat_adam_state_round_trip_continues_identically():
+    users, items, labels = _mf_data(2_000, 1)
+    base = LogisticMF(300, 200, 8, torch.Generator().manual_seed(2))
+    a = copy.deepcopy(base)
+    opt_a = FlatAdam(a.parameters(), lr=0.01, weight_decay=1e-4)
+    step = lambda m, o, s: train_bce(  # noqa: E731
+        m, o, (users, items), labels, 1, 128, torch.Generator().manual_seed(s),
+        backward=lambda x, y: m.bce_backward(*x, y),
+    )  # fmt: skip
+    step(a, opt_a, 0)
+    saved = copy.deepcopy({"model": a.state_dict(), "opt": opt_a.state_dict()})
+    step(a, opt_a, 1)
+    b = LogisticMF(300, 200, 8, torch.Generator().manual_seed(99))
+    opt_b = FlatAdam(b.parameters(), lr=0.01, weight_decay=1e-4)
+    b.load_state_dict(saved["model"])
+    opt_b.load_state_dict(saved["opt"])
+    step(b, opt_b, 1)
+    assert all(
+        torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True)
+    )
+
+
+def _scipy_taus(x: torch.Tensor, y: torch.Tensor) -> np.ndarray:
+    with warnings.catch_warnings():  # scipy warns on rows it cannot rank
+        warnings.simplefilter("ignore")
+        pairs = zip(x.double().numpy(), y.double().numpy(), strict=True)
+        return np.array([stats.kendalltau(a, b).statistic for a, b in pairs])
+
+
+@pytest.mark.parametrize(
+    ("rows", "n", "levels"),
+    [(64, 1000, None), (40, 37, 4), (20, 2, 1), (9, 513, 2), (3, 4096, None), (5, 1, None)],
+)
+def test_kendall_tau_b_is_scipys_bit_for_bit(rows, n, levels):
+    g = torch.Generator().manual_seed(n)
+    x = torch.randn(rows, n, generator=g)
+    y = x + torch.randn(rows, n, generator=g)
+    if levels is not None:  # ties in x, in y and in both
+        x, y = (x * levels).round(), (y * levels).round()
+    x[0] = 1.0  # a constant row: undefined
+    if rows > 2 and n > 1:
+        y[2, 0] = float("nan")  # a NaN score: undefined
+    want = _scipy_taus(x, y)
+    got = metrics.kendall_tau_b(x, y).numpy()
+    assert np.array_equal(want, got, equal_nan=True)
+    finite = want[np.isfinite(want)]
+    expected = float(np.mean(finite)) if len(finite) else float("nan")
+    got_mean = metrics.rank_stability(x, y)
+    assert got_mean == expected or (math.isnan(got_mean) and math.isnan(expected))
+
+
+def test_kendall_tau_b_in_row_chunks_equals_one_pass():
+    g = torch.Generator().manual_seed(5)
+    x, y = torch.randn(50, 300, generator=g), torch.randn(50, 300, generator=g)
+    assert torch.equal(metrics.kendall_tau_b(x, y, chunk_elements=900), metrics.kendall_tau_b(x, y))
+    with pytest.raises(ValueError, match=r"\[P, N\]"):
+        metrics.kendall_tau_b(x, y[:, :10])
+
+
+@pytest.mark.parametrize(
+    ("rows", "n", "k", "levels"), [(128, 500, 10, None), (40, 60, 5, 3), (10, 30, 30, 1)]
+)
+def test_ndcg_equals_sklearn_with_and_without_ties(rows, n, k, levels):
+    g = torch.Generator().manual_seed(k)
+    truth = torch.rand(rows, n, generator=g)
+    scores = truth + torch.randn(rows, n, generator=g)
+    if levels is not None:
+        scores = (scores * levels).round()
+    truth[0] = 0.0  # a row with no gain counts 0
+    want = float(ndcg_score(truth.double().numpy(), scores.double().numpy(), k=k))
+    assert metrics.ndcg_at_k(truth, scores, k) == pytest.approx(want, rel=1e-12, abs=1e-15)
+
+
+def test_brier_and_entropy_equal_sklearn_and_scipy():
+    g = torch.Generator().manual_seed(0)
+    p, q = torch.rand(3_000, generator=g), torch.rand(3_000, generator=g)
+    pn, qn = p.double().numpy(), q.double().numpy()
+    y = np.concatenate([np.ones_like(pn), np.zeros_like(pn)])
+    want = brier_score_loss(y, np.concatenate([pn, pn]), sample_weight=np.concatenate([qn, 1 - qn]))
+    assert metrics.brier(p, q) == pytest.approx(float(want), rel=1e-12)
+    counts = torch.randint(0, 6, (1_000,), generator=g).double()
+    assert metrics.entropy(counts) == pytest.approx(float(stats.entropy(counts.numpy())), rel=1e-12)
+
+
+def test_shared_row_products_equal_the_gathered_ones():
+    from recsim.config import validate
+    from recsim.recsys.world import World, shared_row
+
+    world = World.create(validate({"world": {"n_users": 300, "n_items": 300}}))
+    users = torch.arange(0, 200, 3)
+    row = torch.arange(300)
+    shared = row.expand(len(users), 300)
+    assert shared_row(shared) is not None and shared_row(shared.clone()) is None
+    assert torch.allclose(world.relevance(users, shared), world.relevance(users, shared.clone()), atol=1e-6)
+    assert torch.allclose(
+        world.satisfaction(users, shared), world.satisfaction(users, shared.clone()), atol=1e-6
+    )
+    mf = LogisticMF(200, 300, 16, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.allclose(mf(users, shared), mf(users, shared.clone()), atol=1e-5)
+
+
+def test_serving_softmax_equals_torch_softmax():
+    from towers.mmoe import MultiTaskNet
+
+    net = MultiTaskNet(32, 2, torch.Generator().manual_seed(0)).eval()
+    logits = torch.randn(500, net.n_gates * net.n_experts, generator=torch.Generator().manual_seed(1)) * 20
+    with torch.inference_mode():
+        fast = net.gates(logits)
+    slow = net.gates(logits.requires_grad_())  # the training path: torch.softmax
+    assert torch.allclose(fast, slow.detach(), rtol=1e-6, atol=1e-7)
+    assert torch.allclose(fast.sum(-1), torch.ones(500, 2))
+
+
+def test_background_checkpoint_holds_the_state_of_its_round(tmp_path):
+    store = CheckpointStore(tmp_path, keep=2)
+    weights = torch.zeros(4)
+    with CheckpointWriter(store) as writer:
+        for r in range(3):
+            weights += 1  # the state changes in place after each submit
+            writer.submit(r, "a", {"w": weights, "nested": [weights, {"r": r}]})
+    assert store.rounds("a") == [1, 2]
+    for r in (1, 2):
+        payload = torch.load(store.path(r, "a"), weights_only=True)
+        assert payload["round"] == r and payload["w"].tolist() == [r + 1.0] * 4
+        assert payload["nested"][0].tolist() == [r + 1.0] * 4 and payload["nested"][1] == {"r": r}
+    assert not list(tmp_path.rglob("*.tmp-*"))
+
+
+def test_background_checkpoint_errors_surface(tmp_path):
+    (tmp_path / "round=0").write_text("a file where the round's folder goes")
+    with pytest.raises(OSError), CheckpointWriter(CheckpointStore(tmp_path)) as writer:
+        writer.submit(0, "a", {"w": torch.ones(2)})
+
+
+def test_stage_timer_covers_every_round_and_stage(small):
+    from recsim.core.loop import STAGES, StageTimes
+    from recsim.core.units import Unit, run_unit
+    from recsim.scenario import load_scenario
+
+    configs = load_scenario("feedback-loop").resolve([*small, "loop.rounds=3", "tracking.enabled=false"])
+    config = configs["oracle"]
+    timer = StageTimes()
+    with tempfile.TemporaryDirectory() as tmp:
+        run_unit(Unit("oracle", config.seed, config), Path(tmp), timer=timer)
+    assert [r["round"] for r in timer.rounds] == [0, 1, 2]
+    assert all(set(r) == {"round", *STAGES} and all(r[s] >= 0 for s in STAGES) for r in timer.rounds)
+    assert all(r["act"] > 0 and r["checkpoint"] > 0 for r in timer.rounds)
+
+
+def test_bench_profile_prints_stages_and_refuses_bad_input(small):
+    from recsim.core.loop import STAGES
+
+    cmd = [sys.executable, "-m", "recsim", "bench", "--profile", "feedback-loop", "--arm", "oracle"]
+    sets = [a for s in small for a in ("--set", s)]
+    res = subprocess.run([*cmd, "--rounds", "2", *sets], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    lines = {d["name"]: d for d in map(json.loads, res.stdout.splitlines())}
+    for stage in STAGES:
+        assert lines[f"profile_{stage}_s"]["value"] >= 0
+    shares = [lines[f"profile_{stage}_s"]["share"] for stage in STAGES]
+    assert sum(shares) == pytest.approx(1, abs=1e-3)
+    assert lines["profile_total_s"]["rounds"] == 2
+    bad = subprocess.run([*cmd[:-1], "nope", "--rounds", "1"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "not an arm" in bad.stderr and bad.stderr.count("\n") == 1
+    bad = subprocess.run(
+        [sys.executable, "-m", "recsim", "bench", "--only", "nope"], capture_output=True, text=True
+    )
+    assert bad.returncode == 2 and "--only" in bad.stderr
