@@ -193,14 +193,73 @@ def test_background_checkpoint_holds_the_state_of_its_round(tmp_path):
     weights = torch.zeros(4)
     with CheckpointWriter(store) as writer:
         for r in range(3):
-            weights += 1  # the state changes in place after each submit
-            writer.submit(r, "a", {"w": weights, "nested": [weights, {"r": r}]})
+            writer.wait()  # as the loop does before fit: then the state may change in place
+            weights += 1
+            writer.submit(r, "a", {"w": weights, "nested": [weights.clone(), {"r": r}]})
     assert store.rounds("a") == [1, 2]
     for r in (1, 2):
         payload = torch.load(store.path(r, "a"), weights_only=True)
         assert payload["round"] == r and payload["w"].tolist() == [r + 1.0] * 4
         assert payload["nested"][0].tolist() == [r + 1.0] * 4 and payload["nested"][1] == {"r": r}
     assert not list(tmp_path.rglob("*.tmp-*"))
+
+
+@pytest.mark.parametrize("scenario", ["feedback-loop", "llm-self-reward"])
+def test_checkpoints_written_late_equal_checkpoints_written_at_once(tmp_path, monkeypatch, scenario, small):
+    """The loop's contract: act, feedback and log do not change the state in place, so a write
+    that runs as late as the loop allows (when fit waits for it) stores the same tensors as one
+    that ran the moment the round ended. Checked by deferring every write to that wait."""
+    import recsim.core.units as units
+    from recsim.core.units import Unit, run_unit
+    from recsim.scenario import load_scenario
+
+    sc = load_scenario(scenario)
+    if scenario == "feedback-loop":
+        overrides = [*small, "loop.rounds=3"]
+    else:
+        overrides = [*sc.quick, "loop.rounds=3", "tracking.enabled=false"]
+    arm, config = next(iter(sc.resolve(overrides).items()))
+
+    class Deferred(CheckpointWriter):
+        def submit(self, round_, arm, payload):  # noqa: ANN001
+            self.wait()
+            self._late = (round_, arm, payload)
+
+        def wait(self):  # noqa: ANN201
+            late, self._late = getattr(self, "_late", None), None
+            return self.store.save(*late) if late is not None else None
+
+    class AtOnce(CheckpointWriter):
+        def submit(self, round_, arm, payload):  # noqa: ANN001
+            self.store.save(round_, arm, payload)
+
+    for name, writer in (("late", Deferred), ("now", AtOnce)):
+        monkeypatch.setattr(units, "CheckpointWriter", writer)
+        config_keep = config.model_copy(
+            update={"loop": config.loop.model_copy(update={"keep_checkpoints": 5})}
+        )
+        run_unit(Unit(arm, config.seed, config_keep), tmp_path / name, threads=1)
+    files = sorted(p.relative_to(tmp_path / "now") for p in (tmp_path / "now").rglob("*.ckpt.pt"))
+    assert len(files) == 3
+    for rel in files:
+        a = torch.load(tmp_path / "now" / rel, weights_only=True)
+        b = torch.load(tmp_path / "late" / rel, weights_only=True)
+        _same_tree(a, b, str(rel))
+
+
+def _same_tree(a: object, b: object, where: str) -> None:
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys(), where
+        for k in a:
+            _same_tree(a[k], b[k], f"{where}/{k}")
+    elif isinstance(a, list | tuple):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            _same_tree(x, y, f"{where}/{i}")
+    else:
+        assert a == b or (a != a and b != b), where
 
 
 def test_background_checkpoint_errors_surface(tmp_path):

@@ -105,8 +105,9 @@ class MultiTaskNet(nn.Module):
         if torch.is_grad_enabled() or self.training:
             weights = torch.softmax(grouped, dim=-1)
         else:  # serving: torch's softmax over a last dim of E (8) is slow on the CPU
-            exp = (grouped - grouped.amax(-1, keepdim=True)).exp()
-            weights = exp / exp.sum(-1, keepdim=True)
+            wide = grouped.float()  # in float32 as torch's softmax computes (bf16 serving too)
+            exp = (wide - wide.amax(-1, keepdim=True)).exp()
+            weights = (exp / exp.sum(-1, keepdim=True)).to(grouped.dtype)
         weights = weights.expand(b, self.n_tasks, self.n_experts)
         if self.training and self.gate_dropout > 0:
             if self.rng is None:

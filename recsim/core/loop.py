@@ -75,13 +75,16 @@ def run_arm(
     save: Callable[[int, Any], None] | None = None,
     seed: int | None = None,
     timer: StageTimes | None = None,
+    before_fit: Callable[[], object] | None = None,
 ) -> list[dict[str, Any]]:
     """Run one arm up to ``rounds`` rounds; returns its metric rows (``arm``, ``seed`` when given,
     ``domain``, ``round``, then the domain's metrics).
 
     ``start`` = (first round, state entering it) continues a checkpointed arm; ``on_tables``
     receives each round's domain tables; ``save(r, state)`` checkpoints the state entering r + 1;
-    ``timer`` records each stage's wall time.
+    ``timer`` records each stage's wall time; ``before_fit()`` runs before each fit (the background
+    checkpoint write of the round before must be done before the learner changes in place; its
+    wait counts as ``checkpoint`` time). Act, feedback and log only read the state.
     """
     first, state = start if start is not None else (0, domain.initial_state())
     times = timer if timer is not None else _NoTimes()
@@ -96,6 +99,9 @@ def run_arm(
             with times.stage("log"):
                 logs.append(r, arm, domain.log_frame(state, batch, fb))  # 3
             faults.point("fit")
+            if before_fit is not None:
+                with times.stage("checkpoint"):
+                    before_fit()
             with times.stage("fit"):
                 state = domain.fit(state, logs, arm, r)  # 4
             with times.stage("measure"):

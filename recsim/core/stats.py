@@ -24,6 +24,7 @@ round (or its mean over a window of rounds). Then, over the n seeds:
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
@@ -51,10 +52,17 @@ def per_seed(
     return picked.sort(pl.col("arm").replace_strict(order, return_dtype=pl.Int64), "seed")
 
 
-def interval(values: np.ndarray) -> tuple[float, float, int, float, float]:
-    """(mean, sd, n, low, high) of the finite ``values``, with the 95% t-interval (NaN if n < 2)."""
+@functools.cache
+def t_quantile(df: int) -> float:
+    """The t distribution's ``0.5 + LEVEL / 2`` quantile with ``df`` degrees of freedom (scipy;
+    cached: a run's curves ask for the same few thousands of times)."""
     from scipy import stats
 
+    return float(stats.t.ppf(0.5 + LEVEL / 2, df))
+
+
+def interval(values: np.ndarray) -> tuple[float, float, int, float, float]:
+    """(mean, sd, n, low, high) of the finite ``values``, with the 95% t-interval (NaN if n < 2)."""
     x = values[np.isfinite(values)]
     n = len(x)
     if n == 0:
@@ -63,7 +71,7 @@ def interval(values: np.ndarray) -> tuple[float, float, int, float, float]:
     if n < 2:
         return mean, math.nan, n, math.nan, math.nan
     sd = float(x.std(ddof=1))
-    half = float(stats.t.ppf(0.5 + LEVEL / 2, n - 1)) * sd / math.sqrt(n)
+    half = t_quantile(n - 1) * sd / math.sqrt(n)
     return mean, sd, n, mean - half, mean + half
 
 

@@ -158,5 +158,17 @@ def _run(
             payload = {"domain": domain.name, "config": config.model_dump(mode="json")}
             writer.submit(r, arm, {**payload, **domain.checkpoint(state)})
 
-        run_arm(domain, arm, config.loop.rounds, logs, track, start, keep_tables, save, unit.seed, timer)
+        run_arm(
+            domain,
+            arm,
+            config.loop.rounds,
+            logs,
+            track,
+            start,
+            keep_tables,
+            save,
+            unit.seed,
+            timer,
+            writer.wait,
+        )
     return result

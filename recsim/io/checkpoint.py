@@ -9,11 +9,13 @@ is complete or absent; they are read with ``torch.load(weights_only=True)`` (ten
 strings, lists and dicts only, never arbitrary objects). The newest ``loop.keep_checkpoints``
 of each arm are kept.
 
-:class:`CheckpointWriter` takes the write off the round's critical path: the state is copied (a
-memory copy, so the next round may change it), then serialized, fsynced and moved into place on a
-background thread while the next round runs. One write is in flight at a time, in round order; a
-process that dies mid-write leaves the previous checkpoint, from which ``--resume`` redoes the
-rounds after it, exactly as when it dies before a synchronous write.
+:class:`CheckpointWriter` takes the write off the round's critical path: the state entering round
+R + 1 is serialized, fsynced and moved into place on a background thread while round R + 1 acts,
+observes and logs, which only read it; the loop waits for the write before it fits (the first
+step that changes the learner in place), so the file holds exactly the state of its round and no
+copy of it is made. One write is in flight at a time, in round order; a process that dies
+mid-write leaves the previous checkpoint, from which ``--resume`` redoes the rounds after it,
+exactly as when it dies before a synchronous write.
 """
 
 from __future__ import annotations
@@ -99,24 +101,13 @@ class CheckpointStore:
         return payload
 
 
-def snapshot(value: Any) -> Any:
-    """A copy of a checkpoint payload whose tensors no later in-place update can reach (tensors
-    cloned; dicts, lists and tuples rebuilt; other values shared, as they are immutable here)."""
-    if isinstance(value, torch.Tensor):
-        return value.detach().clone()
-    if isinstance(value, dict):
-        return {k: snapshot(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return type(value)(snapshot(v) for v in value)
-    return value
-
-
 class CheckpointWriter:
     """:meth:`CheckpointStore.save` on a background thread, one write in flight at a time.
 
-    ``submit`` waits for the previous write, copies the payload (:func:`snapshot`) and starts the
-    next; ``wait`` blocks until the last one is on disk and raises what it raised. Use as a
-    context manager: leaving it waits (an exception already on its way is not masked).
+    ``submit`` waits for the previous write and starts the next; the payload's tensors are written
+    as they are when the thread reaches them, so nothing may change them in place until ``wait``
+    has returned (the loop calls it before ``fit``). ``wait`` raises what the write raised. Use as
+    a context manager: leaving it waits (an exception already on its way is not masked).
     """
 
     def __init__(self, store: CheckpointStore) -> None:
@@ -126,7 +117,7 @@ class CheckpointWriter:
 
     def submit(self, round_: int, arm: str, payload: dict[str, Any]) -> None:
         self.wait()
-        self._pending = self._pool.submit(self.store.save, round_, arm, snapshot(payload))
+        self._pending = self._pool.submit(self.store.save, round_, arm, payload)
 
     def wait(self) -> Path | None:
         pending, self._pending = self._pending, None

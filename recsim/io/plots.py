@@ -8,6 +8,28 @@ from pathlib import Path
 import polars as pl
 
 
+def _margins(
+    fig: object,
+    left: float,
+    right: float,
+    top: float,
+    bottom: float,
+    wspace: float = 0.28,
+    hspace: float = 0.5,
+) -> None:
+    """Fixed margins in inches (``tight_layout`` draws the whole figure once more to measure it,
+    as long again as writing the PNG)."""
+    width, height = fig.get_size_inches()  # type: ignore[attr-defined]
+    fig.subplots_adjust(  # type: ignore[attr-defined]
+        left=left / width,
+        right=1 - right / width,
+        top=1 - top / height,
+        bottom=bottom / height,
+        wspace=wspace,
+        hspace=hspace,
+    )
+
+
 def plot_curves(frame: pl.DataFrame, metrics: Sequence[str], path: Path, title: str = "") -> Path:
     """One panel per metric, one line per arm, rounds on x: the mean over seeds, with its 95%
     interval as a band where there are several seeds. ``frame``: columns arm, round, metrics (and
@@ -38,10 +60,12 @@ def plot_curves(frame: pl.DataFrame, metrics: Sequence[str], path: Path, title: 
     for ax in list(axes.flat)[len(metrics) :]:
         ax.set_visible(False)
     handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 5) or 1, frameon=False)
+    ncol = min(len(labels), 5) or 1
+    fig.legend(handles, labels, loc="lower center", ncol=ncol, frameon=False)
     if title:
         fig.suptitle(title)
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    legend_rows = -(-max(len(labels), 1) // ncol)
+    _margins(fig, left=0.7, right=0.25, top=0.85 if title else 0.45, bottom=0.55 + 0.25 * legend_rows)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -107,7 +131,8 @@ def plot_intervals(stats: pl.DataFrame, path: Path) -> Path:
         ax.set_visible(False)
     axes[0, 0].set_yticks(range(len(arms)), arms)
     axes[0, 0].invert_yaxis()
-    fig.tight_layout()
+    longest = max((len(str(a)) for a in arms), default=4)
+    _margins(fig, left=0.3 + 0.075 * longest, right=0.2, top=0.35, bottom=0.45, wspace=0.12)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
