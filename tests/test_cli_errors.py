@@ -173,4 +173,7 @@ def test_distributed_refuses_non_loop_scenarios(tmp_path, monkeypatch):
     result = CliRunner().invoke(app, ["run", "mmoe-tasks", "--distributed", "--out", "out"])
     assert result.exit_code == 2 and "is not a loop scenario" in result.stderr
     result = CliRunner().invoke(app, ["bench", "--only", "gpu"])
-    assert result.exit_code == 2 and "--only must be scale, sharded, core or study" in result.stderr
+    assert (
+        result.exit_code == 2
+        and "--only must be one of peer, startup, loop, scale, sharded, core, study" in result.stderr
+    )
