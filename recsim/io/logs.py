@@ -66,12 +66,19 @@ def write_atomic(frame: pl.DataFrame, path: Path, fault: str | None = None) -> N
 
 
 class LogStore:
-    """The round-partitioned log of one run directory."""
+    """The round-partitioned log of one run directory.
+
+    A partition is read from disk once: :meth:`read` keeps what it read for the next call and
+    drops the rounds before the window it was asked for (windows only move forward), so a round's
+    fit reads one new partition whatever the window's length. Partitions are immutable once
+    written (:meth:`drop_after` forgets what it removes).
+    """
 
     def __init__(self, root: Path, rank: int = 0, world_size: int = 1) -> None:
         self.root = Path(root)
         self.rank, self.world_size = rank, world_size
         self._latest: dict[str, tuple[int, pl.DataFrame]] = {}
+        self._read: dict[tuple[str, int], pl.DataFrame] = {}  # (arm, round) -> as read from disk
 
     def path(self, round_: int, arm: str) -> Path:
         part = f".rank-{self.rank}" if self.world_size > 1 else ""
@@ -103,6 +110,7 @@ class LogStore:
                 continue
             if r <= last_round:
                 continue
+            self._read.pop((arm, r), None)
             for path in [folder / name, *folder.glob(f".{name}.tmp-*")]:
                 if path.exists():
                     path.unlink()
@@ -122,16 +130,15 @@ class LogStore:
         """All impressions of ``arm`` in rounds ``[first_round, last_round]``, in round order."""
         frames = []
         for r in range(first_round, last_round + 1):
-            path = self.path(r, arm)
-            if not path.exists():
-                raise LogError(f"missing log partition {path}")
-            try:
-                frame = pl.read_parquet(path)
-            except (pl.exceptions.PolarsError, OSError) as exc:
-                raise LogError(
-                    f"log partition {path} is unreadable (truncated or not Parquet): {exc}"
-                ) from None
-            frames.append(frame.with_columns(pl.lit(r, dtype=pl.Int32).alias("round")))
+            frame = self._read.get((arm, r))
+            if frame is None:
+                frame = self._read_partition(r, arm)
+            frames.append(frame)
+        for key in [k for k in self._read if k[0] == arm and not first_round <= k[1] <= last_round]:
+            del self._read[key]
+        self._read.update(
+            {(arm, r): f for r, f in zip(range(first_round, last_round + 1), frames, strict=True)}
+        )
         # The newest partition was written by this run a moment ago: every other must match it.
         want = frames[-1].schema
         for r, frame in zip(range(first_round, last_round + 1), frames, strict=True):
@@ -148,6 +155,16 @@ class LogStore:
             raise LogError(
                 f"log partitions of arm '{arm}' in {self.root} disagree in schema: {exc}"
             ) from None
+
+    def _read_partition(self, round_: int, arm: str) -> pl.DataFrame:
+        path = self.path(round_, arm)
+        if not path.exists():
+            raise LogError(f"missing log partition {path}")
+        try:
+            frame = pl.read_parquet(path)
+        except (pl.exceptions.PolarsError, OSError) as exc:
+            raise LogError(f"log partition {path} is unreadable (truncated or not Parquet): {exc}") from None
+        return frame.with_columns(pl.lit(round_, dtype=pl.Int32).alias("round"))
 
     def scan(self) -> pl.LazyFrame:
         """Every partition of every arm as one lazy frame (for analysis)."""
