@@ -132,6 +132,9 @@ def bench_mmoe(n_examples: int) -> dict[str, float]:
         "gflops": flops / seconds / 1e9,
         "batch": config.ranker.batch,
         "score_s": score_s,
+        # per pair only the network above the shared layer runs (its user and item halves are
+        # computed once per user and once per item)
+        "score_gflops": 2 * ranker.model_.net.macs_per_example(ranker.spec.hidden) * 1e6 / score_s / 1e9,
         "score_bf16_s": score_bf16_s,
     }
 
@@ -470,9 +473,18 @@ def _core_lines(quick: bool, machine: dict[str, Any]) -> Iterator[str]:
     gflops = round(mmoe["gflops"], 2)
     ratio = mmoe["gflops"] / peak
     yield _line(
-        "mmoe_train_peak_ratio", ratio, "ratio", train_gflops=gflops, batch=batch, target=0.25, **machine
+        "mmoe_train_peak_ratio", ratio, "ratio", train_gflops=gflops, batch=batch, target=0.5, **machine
     )
     yield _line("mmoe_score_1000x1000_s", mmoe["score_s"], "s", pairs=1_000_000, dtype="float32", **machine)
+    score_gflops = round(mmoe["score_gflops"], 2)
+    yield _line(
+        "mmoe_score_peak_ratio",
+        mmoe["score_gflops"] / peak,
+        "ratio",
+        score_gflops=score_gflops,
+        target=0.5,
+        **machine,
+    )
     bf16 = mmoe["score_bf16_s"]
     yield _line("mmoe_score_1000x1000_bf16_s", bf16, "s", pairs=1_000_000, dtype="bfloat16", **machine)
     for kind, suffix in (("chain", ""), ("sum", "_sum_task")):  # the chain policy beside the old one
