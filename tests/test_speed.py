@@ -204,8 +204,22 @@ def test_background_checkpoint_holds_the_state_of_its_round(tmp_path):
     assert not list(tmp_path.rglob("*.tmp-*"))
 
 
-@pytest.mark.parametrize("scenario", ["feedback-loop", "llm-self-reward"])
-def test_checkpoints_written_late_equal_checkpoints_written_at_once(tmp_path, monkeypatch, scenario, small):
+TWO_TOWER = ["policy.retrieval=two_tower", "policy.ivf_lists=8", "policy.n_candidates=50", "ranker.window=1"]
+
+
+@pytest.mark.parametrize(
+    ("scenario", "extra"),
+    [
+        ("feedback-loop", []),
+        ("feedback-loop", TWO_TOWER),
+        ("llm-self-reward", []),
+        ("llm-critique", []),
+        ("llm-reasoning-rm", []),
+    ],
+)
+def test_checkpoints_written_late_equal_checkpoints_written_at_once(
+    tmp_path, monkeypatch, scenario, extra, small
+):
     """The loop's contract: act, feedback and log do not change the state in place, so a write
     that runs as late as the loop allows (when fit waits for it) stores the same tensors as one
     that ran the moment the round ended. Checked by deferring every write to that wait."""
@@ -215,9 +229,9 @@ def test_checkpoints_written_late_equal_checkpoints_written_at_once(tmp_path, mo
 
     sc = load_scenario(scenario)
     if scenario == "feedback-loop":
-        overrides = [*small, "loop.rounds=3"]
+        overrides = [*small, "loop.rounds=3", *extra]
     else:
-        overrides = [*sc.quick, "loop.rounds=3", "tracking.enabled=false"]
+        overrides = [*sc.quick, "loop.rounds=3", "tracking.enabled=false", *extra]
     arm, config = next(iter(sc.resolve(overrides).items()))
 
     class Deferred(CheckpointWriter):

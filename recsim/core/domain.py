@@ -33,7 +33,10 @@ class Domain(Protocol):
         ...
 
     def act(self, state: Any, round_: int) -> Any:
-        """1. The learner decides: slates for the round's users / rollouts for its prompts."""
+        """1. The learner decides: slates for the round's users / rollouts for its prompts.
+
+        Steps 1-3 read ``state`` and never change it in place: the checkpoint of the round before
+        is being written meanwhile (the loop waits for it before ``fit``)."""
         ...
 
     def feedback(self, state: Any, batch: Any, round_: int) -> Any:
