@@ -316,3 +316,22 @@ def test_bench_profile_prints_stages_and_refuses_bad_input(small):
         [sys.executable, "-m", "recsim", "bench", "--only", "nope"], capture_output=True, text=True
     )
     assert bad.returncode == 2 and "--only" in bad.stderr
+
+
+def test_peer_size_scenario_and_the_loop_group_run(tmp_path):
+    from recsim.cli.bench import _loop_lines, peer_scenario, time_recsim_run
+
+    sc = peer_scenario({"name": "mf"}, 1, 1)
+    assert sc["base"]["world"] == {"n_users": 1000, "n_items": 1000} and sc["base"]["loop"]["rounds"] == 2
+    assert time_recsim_run(sc) > 0
+    lines = {d["name"]: d for d in map(json.loads, _loop_lines(True, {}))}
+    assert lines["loop_rounds_per_s_at_round_10"]["value"] > 0
+    assert lines["loop_rounds_per_s_at_round_25"]["value"] > 0
+    assert lines["loop_late_vs_early_round_cost"]["value"] > 0
+
+
+def test_peer_python_without_trecs_is_refused_in_one_line():
+    cmd = [sys.executable, "-m", "recsim", "bench", "--only", "peer", "--peer-python", sys.executable]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and "cannot import T-RECS" in res.stderr and res.stderr.count("\n") == 1
+    assert res.stdout == ""

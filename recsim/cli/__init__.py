@@ -110,8 +110,25 @@ def bench(
         return
     if only is not None and only not in GROUPS:
         fail(f"--only must be one of {', '.join(GROUPS)}, got {only!r}")
+    if peer_python is not None:
+        _check_peer(peer_python)
     for line in run_benchmarks(quick, only, peer_python):
         print(line, flush=True)
+
+
+def _check_peer(python: str) -> None:
+    """--peer-python must run and import T-RECS (one line and exit 2 otherwise)."""
+    import subprocess
+
+    try:
+        res = subprocess.run(
+            [python, "-c", "import trecs.models"], capture_output=True, text=True, timeout=120
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        fail(f"--peer-python {python}: cannot run it ({exc})")
+    if res.returncode != 0:
+        last = (res.stderr.strip().splitlines() or ["no output"])[-1]
+        fail(f"--peer-python {python} cannot import T-RECS (pip install trecs there): {last}")
 
 
 def _profile(
