@@ -536,21 +536,13 @@ def profile_unit(unit: Any, threads: int | None = None) -> dict[str, Any]:
     from recsim.core.units import run_unit
 
     before = process_age()
-    timer = StageTimes()
     with tempfile.TemporaryDirectory() as tmp:
+        timer = StageTimes()
         t0 = time.perf_counter()
-        first: list[float] = []
-        start = timer.start
-
-        def start_round(round_: int) -> None:
-            if not first:
-                first.append(time.perf_counter() - t0)
-            start(round_)
-
-        timer.start = start_round  # type: ignore[method-assign]
         run_unit(unit, Path(tmp), threads=threads, timer=timer)
         total = time.perf_counter() - t0
-    return {"rounds": timer.rounds, "setup": first[0] if first else total, "total": total, "before": before}
+    setup = timer.setup if timer.setup is not None else total
+    return {"rounds": timer.rounds, "setup": setup, "total": total, "before": before}
 
 
 def profile_lines(profile: dict[str, Any], label: dict[str, Any]) -> Iterator[str]:

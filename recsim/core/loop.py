@@ -38,12 +38,17 @@ STAGES = ("act", "feedback", "log", "fit", "measure", "track", "evolve", "checkp
 
 class StageTimes:
     """Wall seconds of each stage of each round (``recsim bench --profile``): ``rounds[i]`` maps
-    ``round`` and every name of :data:`STAGES` to its seconds in that round."""
+    ``round`` and every name of :data:`STAGES` to its seconds in that round; ``setup`` is the
+    seconds from this timer's creation to the start of the first round it saw."""
 
     def __init__(self) -> None:
         self.rounds: list[dict[str, float]] = []
+        self.setup: float | None = None
+        self._created = time.perf_counter()
 
     def start(self, round_: int) -> None:
+        if self.setup is None:
+            self.setup = time.perf_counter() - self._created
         self.rounds.append({"round": round_, **dict.fromkeys(STAGES, 0.0)})
 
     @contextmanager
