@@ -72,6 +72,13 @@ def test_mf_closed_form_gradient_and_flat_adam_match_autograd_and_torch_adam_bit
         torch.equal(x, y)
         for x, y in zip(auto.state_dict().values(), other.state_dict().values(), strict=True)
     )
+    # and flat Adam under autograd (which adds into the flat gradient's views) equals torch's Adam
+    flat = copy.deepcopy(base)
+    flat_opt = FlatAdam(flat.parameters(), lr=0.02, weight_decay=weight_decay)
+    train_bce(flat, flat_opt, (users, items), labels, 1, 256, torch.Generator().manual_seed(3))
+    assert all(
+        torch.equal(x, y) for x, y in zip(auto.state_dict().values(), flat.state_dict().values(), strict=True)
+    )
 
 
 def test_flat_adam_state_round_trip_continues_identically():
