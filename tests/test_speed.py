@@ -218,6 +218,7 @@ TWO_TOWER = ["policy.retrieval=two_tower", "policy.ivf_lists=8", "policy.n_candi
     ("scenario", "extra"),
     [
         ("feedback-loop", []),
+        ("feedback-loop", ["ranker.name=mf"]),  # flat Adam: the state's tensors are its views
         ("feedback-loop", TWO_TOWER),
         ("llm-self-reward", []),
         ("llm-critique", []),
