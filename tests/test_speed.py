@@ -333,8 +333,14 @@ def test_peer_size_scenario_and_the_loop_group_run(tmp_path):
     assert sc["base"]["world"] == {"n_users": 1000, "n_items": 1000} and sc["base"]["loop"]["rounds"] == 2
     assert time_recsim_run(sc) > 0
     lines = {d["name"]: d for d in map(json.loads, _loop_lines(True, {}))}
-    assert lines["loop_rounds_per_s_at_round_10"]["value"] > 0
-    assert lines["loop_rounds_per_s_at_round_25"]["value"] > 0
+    assert (
+        lines["loop_rounds_per_s_early"]["value"] > 0
+        and lines["loop_rounds_per_s_early"]["averaged"] == "10-14"
+    )
+    assert (
+        lines["loop_rounds_per_s_late"]["value"] > 0
+        and lines["loop_rounds_per_s_late"]["averaged"] == "25-29"
+    )
     assert lines["loop_late_vs_early_round_cost"]["value"] > 0
 
 
