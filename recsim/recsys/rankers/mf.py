@@ -83,7 +83,11 @@ class MFRanker:
             rc.epochs,
             rc.batch,
             generator(self.config.seed, round_, "ranker-fit", dev),
-            backward=lambda inputs, labels: self.model_.bce_backward(*inputs, labels),
+            # the closed form on the CPU only: CUDA's index_add_ is not deterministic (PyTorch's
+            # use_deterministic_algorithms lists it), so there autograd's embedding backward stays
+            backward=(lambda inputs, labels: self.model_.bce_backward(*inputs, labels))
+            if dev.type == "cpu"
+            else None,
         )
 
     def _implicit(
