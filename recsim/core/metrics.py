@@ -207,9 +207,9 @@ def kendall_tau_b(x: torch.Tensor, y: torch.Tensor, chunk_elements: int = 1 << 2
     tau_b = (n0 - n1 - n2 + n3 - 2 n_d) / sqrt((n0 - n1)(n0 - n2)), with n0 = N(N - 1)/2 pairs,
     n1 / n2 the pairs tied in x / y, n3 those tied in both, n_d the discordant pairs (Kendall 1945;
     the formula and operation order of ``scipy.stats.kendalltau``). n_d is counted as the
-    inversions of y's ranks in (x, y) order, by a bottom-up merge: log2 N levels, each a batched
-    sort and ``searchsorted`` over every row at once, O(P N log N). Rows go in chunks of about
-    ``chunk_elements`` values.
+    inversions of y's ranks in (x, y) order, by a bottom-up merge: blocks of 16 compared pair by
+    pair, then log2(N / 16) levels, each one batched sort over every row at once, O(P N log N).
+    Rows go in chunks of about ``chunk_elements`` values.
 
     >>> kendall_tau_b(torch.tensor([[1.0, 2.0, 3.0, 4.0]]), torch.tensor([[1.0, 3.0, 2.0, 4.0]]))
     tensor([0.6667], dtype=torch.float64)
@@ -223,8 +223,8 @@ def kendall_tau_b(x: torch.Tensor, y: torch.Tensor, chunk_elements: int = 1 << 2
 
 
 def _dense_ranks(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per row, 1 + the number of distinct smaller values ([P, N] float -> int64), in place and
-    sorted."""
+    """Per row, 1 + the number of distinct smaller values ([P, N] float -> int64): (the ranks in
+    the values' places, the same ranks in ascending order)."""
     sorted_v, order = torch.sort(v, dim=1)
     new = torch.ones_like(sorted_v, dtype=torch.bool)
     new[:, 1:] = sorted_v[:, 1:] != sorted_v[:, :-1]
