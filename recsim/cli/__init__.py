@@ -119,11 +119,13 @@ def bench(
 def _check_peer(python: str) -> None:
     """--peer-python must run and import T-RECS (one line and exit 2 otherwise)."""
     import subprocess
+    import tempfile
 
     try:
-        res = subprocess.run(
-            [python, "-c", "import trecs.models"], capture_output=True, text=True, timeout=120
-        )
+        with tempfile.TemporaryDirectory() as cwd:  # nothing T-RECS writes lands here
+            res = subprocess.run(
+                [python, "-c", "import trecs.models"], capture_output=True, text=True, timeout=120, cwd=cwd
+            )
     except (OSError, subprocess.TimeoutExpired) as exc:
         fail(f"--peer-python {python}: cannot run it ({exc})")
     if res.returncode != 0:

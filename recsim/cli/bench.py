@@ -186,21 +186,13 @@ def bench_scale(quick: bool) -> dict[str, float]:
     process, tracking off: wall seconds, rounds and impressions per second, and the child's peak
     resident memory (``getrusage(RUSAGE_CHILDREN).ru_maxrss``, the largest child so far)."""
     import resource
-    import subprocess
-    import sys
 
     from recsim.scenario import load_scenario
 
     sc = load_scenario("scale")
     overrides = list(_scale_quick()) if quick else []
     config = next(iter(sc.resolve(overrides).values()))
-    with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "recsim", "run", "scale", "--no-tracking", "-q", "--out", f"{tmp}/run"]
-        for o in overrides:
-            cmd += ["--set", o]
-        t0 = time.perf_counter()
-        subprocess.run(cmd, check=True, capture_output=True)
-        seconds = time.perf_counter() - t0
+    seconds = time_recsim_run("scale", tuple(a for o in overrides for a in ("--set", o)))
     rounds = config.loop.rounds
     impressions = rounds * (config.loop.active_users or config.world.n_users) * config.policy.slate_size
     peak_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1e6  # kB on Linux
@@ -357,28 +349,33 @@ def peer_scenario(ranker: dict[str, Any], startup: int, steps: int) -> dict[str,
 
 
 def _timed_process(cmd: list[str]) -> float:
-    """Wall seconds of a child process, its start included (raises if it fails)."""
+    """Wall seconds of a child process, its start included (raises if it fails). It runs in a
+    temporary folder: T-RECS writes ``trecs.log`` into its working directory."""
     import subprocess
 
-    t0 = time.perf_counter()
-    res = subprocess.run(cmd, capture_output=True, text=True)
-    seconds = time.perf_counter() - t0
+    with tempfile.TemporaryDirectory() as cwd:
+        t0 = time.perf_counter()
+        res = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd)
+        seconds = time.perf_counter() - t0
     if res.returncode != 0:
         tail = (res.stderr.strip().splitlines() or ["no output"])[-1]
         raise RuntimeError(f"{' '.join(cmd[:4])} ... failed ({res.returncode}): {tail}")
     return seconds
 
 
-def time_recsim_run(scenario: dict[str, Any], extra: tuple[str, ...] = ()) -> float:
-    """Wall seconds of ``recsim run SCENARIO.yaml --no-tracking -q`` in a child process."""
+def time_recsim_run(scenario: dict[str, Any] | str, extra: tuple[str, ...] = ()) -> float:
+    """Wall seconds of ``recsim run SCENARIO --no-tracking -q EXTRA`` in a child process, process
+    start included: ``scenario`` a built-in name, or a mapping written to a YAML file first."""
     import sys
 
     import yaml
 
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "scenario.yaml"
-        path.write_text(yaml.safe_dump(scenario))
-        cmd = [sys.executable, "-m", "recsim", "run", str(path), "--no-tracking", "-q", "--out", f"{tmp}/run"]
+        if isinstance(scenario, dict):
+            path = Path(tmp) / "scenario.yaml"
+            path.write_text(yaml.safe_dump(scenario))
+            scenario = str(path)
+        cmd = [sys.executable, "-m", "recsim", "run", scenario, "--no-tracking", "-q", "--out", f"{tmp}/run"]
         return _timed_process([*cmd, *extra])
 
 
@@ -399,16 +396,11 @@ def _peer_lines(quick: bool, machine: dict[str, Any], peer_python: str | None) -
 
 def _startup_lines(quick: bool, machine: dict[str, Any]) -> Iterator[str]:
     """One round, 300 users, process start included: an MF world, and the default scenario."""
-    import sys
-
     mf = peer_scenario({"name": "mf"}, 1, 0)
     mf["base"]["world"]["n_users"] = 300
     mf["base"]["loop"]["rounds"] = 1
     yield _line("startup_one_round_mf_s", time_recsim_run(mf), "s", users=300, target=2.5, **machine)
-    with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "recsim", "run", "feedback-loop", "--rounds", "1", "--no-tracking", "-q"]
-        cmd += ["--set", "world.n_users=300", "--out", f"{tmp}/run"]
-        seconds = _timed_process(cmd)
+    seconds = time_recsim_run("feedback-loop", ("--rounds", "1", "--set", "world.n_users=300"))
     yield _line("startup_one_round_feedback_loop_s", seconds, "s", users=300, target=2.5, **machine)
 
 

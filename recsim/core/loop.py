@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import polars as pl
@@ -60,15 +60,6 @@ class StageTimes:
             self.rounds[-1][name] += time.perf_counter() - t0
 
 
-class _NoTimes(StageTimes):
-    def start(self, round_: int) -> None:
-        pass
-
-    @contextmanager
-    def stage(self, name: str) -> Iterator[None]:
-        yield
-
-
 def run_arm(
     domain: Domain,
     arm: str,
@@ -92,24 +83,25 @@ def run_arm(
     wait counts as ``checkpoint`` time). Act, feedback and log only read the state.
     """
     first, state = start if start is not None else (0, domain.initial_state())
-    times = timer if timer is not None else _NoTimes()
+    stage = timer.stage if timer is not None else lambda name: nullcontext()
     rows = []
     for r in range(first, rounds):
-        times.start(r)
+        if timer is not None:
+            timer.start(r)
         try:
-            with times.stage("act"):
+            with stage("act"):
                 batch = domain.act(state, r)  # 1
-            with times.stage("feedback"):
+            with stage("feedback"):
                 fb = domain.feedback(state, batch, r)  # 2
-            with times.stage("log"):
+            with stage("log"):
                 logs.append(r, arm, domain.log_frame(state, batch, fb))  # 3
             faults.point("fit")
             if before_fit is not None:
-                with times.stage("checkpoint"):
+                with stage("checkpoint"):
                     before_fit()
-            with times.stage("fit"):
+            with stage("fit"):
                 state = domain.fit(state, logs, arm, r)  # 4
-            with times.stage("measure"):
+            with stage("measure"):
                 row, state = domain.measure(state, batch, fb, r)  # 5
             for key in domain.finite_keys:
                 if key in row:
@@ -118,7 +110,7 @@ def run_arm(
             raise NonFiniteError(f"round {r}, arm '{arm}': {exc}; rounds before {r} are complete") from None
         head = {"arm": arm} if seed is None else {"arm": arm, "seed": seed}
         row = {**head, "domain": domain.name, "round": r, **row}
-        with times.stage("track"):
+        with stage("track"):
             if on_tables is not None:
                 on_tables(
                     r,
@@ -126,10 +118,10 @@ def run_arm(
                 )
             on_round(arm, r, row)  # 6
         rows.append(row)
-        with times.stage("evolve"):
+        with stage("evolve"):
             state = domain.evolve(state, batch, fb, r)  # 7
         if save is not None:
-            with times.stage("checkpoint"):
+            with stage("checkpoint"):
                 save(r, state)  # the round is complete once its checkpoint is on disk
     return rows
 

@@ -172,9 +172,7 @@ def ndcg_at_k(truth: torch.Tensor, scores: torch.Tensor, k: int) -> float:
     discount[k:] = 0
     sorted_s, order = torch.sort(s, dim=1, descending=True)
     gains = torch.gather(t, 1, order)
-    new = torch.ones_like(sorted_s, dtype=torch.bool)
-    new[:, 1:] = sorted_s[:, 1:] != sorted_s[:, :-1]
-    group = new.long().cumsum(1) - 1  # [P, N] tie group of each position
+    group = _run_starts(sorted_s).long().cumsum(1) - 1  # [P, N] tie group of each position
     group_gain = torch.zeros_like(gains).scatter_add_(1, group, gains)
     group_size = torch.zeros_like(gains).scatter_add_(1, group, torch.ones_like(gains))
     group_discount = torch.zeros_like(gains).scatter_add_(1, group, discount.expand_as(gains))
@@ -222,13 +220,18 @@ def kendall_tau_b(x: torch.Tensor, y: torch.Tensor, chunk_elements: int = 1 << 2
     return torch.cat(parts) if parts else torch.empty(0, dtype=torch.float64)
 
 
+def _run_starts(sorted_v: torch.Tensor) -> torch.Tensor:
+    """[P, N] bool: where each run of equal values of a row-sorted tensor begins."""
+    new = torch.ones_like(sorted_v, dtype=torch.bool)
+    new[:, 1:] = sorted_v[:, 1:] != sorted_v[:, :-1]
+    return new
+
+
 def _dense_ranks(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per row, 1 + the number of distinct smaller values ([P, N] float -> int64): (the ranks in
     the values' places, the same ranks in ascending order)."""
     sorted_v, order = torch.sort(v, dim=1)
-    new = torch.ones_like(sorted_v, dtype=torch.bool)
-    new[:, 1:] = sorted_v[:, 1:] != sorted_v[:, :-1]
-    ranks = new.long().cumsum(1)
+    ranks = _run_starts(sorted_v).long().cumsum(1)
     return torch.empty_like(order).scatter_(1, order, ranks), ranks
 
 
@@ -236,9 +239,7 @@ def _tied_pairs(sorted_v: torch.Tensor) -> torch.Tensor:
     """Per row of a row-sorted [P, N] tensor: the pairs of equal values, sum over runs of c(c-1)/2."""
     n = sorted_v.shape[1]
     pos = torch.arange(n, device=sorted_v.device).expand_as(sorted_v)
-    new = torch.ones_like(sorted_v, dtype=torch.bool)
-    new[:, 1:] = sorted_v[:, 1:] != sorted_v[:, :-1]
-    start = torch.where(new, pos, torch.zeros_like(pos)).cummax(dim=1).values
+    start = torch.where(_run_starts(sorted_v), pos, torch.zeros_like(pos)).cummax(dim=1).values
     return (pos - start).sum(1)  # each value counts the equal values before it
 
 
