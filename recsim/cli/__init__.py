@@ -16,6 +16,7 @@ from rich.table import Table
 
 from recsim.cli import run as _run_command  # noqa: F401  (registers `recsim run`)
 from recsim.cli import validate as _validate_command  # noqa: F401  (registers `recsim validate`)
+from recsim.cli import world as _world_command  # noqa: F401  (registers `recsim world fit`)
 from recsim.cli.common import app, console, err_console, fail, summary_table
 
 __all__ = ["app", "fail", "main", "summary_table"]

@@ -55,6 +55,26 @@ class WorldConfig(Section):
     """Step of a user's taste toward the mean appeal of the items they clicked (0 = static)."""
     devices: dict[str, float] = Field(default_factory=lambda: {"mobile": 0.6, "desktop": 0.4})
     """Device name -> share of users on it (shares must sum to 1)."""
+    source: str | None = None
+    """A world fitted to an interaction log (a folder written by ``recsim world fit``; see
+    :mod:`recsim.recsys.worldfit`); None = drawn. A fitted world sets n_users, n_items, dim,
+    n_clusters (its categories), affinity_scale, base_logit and satisfaction_logit from its card,
+    whatever else gives them; cluster_spread, popularity_scale and satisfaction_correlation do not
+    apply; drift_rate and devices do."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fitted(cls, data: Any) -> Any:
+        """A fitted world's fields from its card (ValueError when the folder is not a world)."""
+        if not isinstance(data, dict) or data.get("source") is None:
+            return data
+        from recsim.recsys.worldfit import config_fields, read_card
+
+        if data.get("new_items_per_round"):
+            raise ValueError(
+                "world.new_items_per_round must be 0 with world.source (a fitted catalogue is fixed)"
+            )
+        return {**data, **config_fields(read_card(data["source"]))}
 
     @model_validator(mode="after")
     def _shares(self) -> WorldConfig:

@@ -153,7 +153,10 @@ class RecsysDomain:
     def act(self, state: RecsysState, round_: int) -> Slates:
         cfg, world = self.config, state.world
         n_active = cfg.loop.active_users or world.n_users
-        users = torch.randperm(world.n_users, generator=self.gen(round_, "active"), device=self.device)
+        if world.user_activity is not None and n_active < world.n_users:  # a fitted world's activity
+            users = torch.multinomial(world.user_activity, n_active, generator=self.gen(round_, "active"))
+        else:
+            users = torch.randperm(world.n_users, generator=self.gen(round_, "active"), device=self.device)
         users = users[:n_active].sort().values
         if state.retriever is not None:
             cands = state.retriever.candidates(

@@ -59,6 +59,10 @@ class World:
         item_popularity: [N] log-popularity prior pop_i (click logit offset).
         item_category: [N] long, the item's cluster.
         item_birth: [N] long, round at which the item joins the catalogue (non-decreasing).
+        satisfaction_scale: a_s, the affinity weight of the satisfaction logit (None: a, as drawn
+            worlds have it; fitted worlds fit their own).
+        user_activity: [U] how often each user comes back (fitted worlds): the loop samples its
+            active users with probability proportional to it; None: uniformly.
     """
 
     user_factors: torch.Tensor
@@ -74,11 +78,18 @@ class World:
     base_logit: float
     satisfaction_logit: float
     drift_rate: float
+    satisfaction_scale: float | None = None
+    user_activity: torch.Tensor | None = None
 
     @classmethod
     def create(cls, config: SimConfig) -> World:
-        """Draw the world of ``config`` from the stream (seed, setup, "world")."""
+        """Draw the world of ``config`` from the stream (seed, setup, "world"), or load the fitted
+        world of ``world.source`` (:func:`recsim.recsys.worldfit.load_world`)."""
         w = config.world
+        if w.source is not None:
+            from recsim.recsys.worldfit import load_world
+
+            return load_world(config)
         g = generator(config.seed, SETUP_ROUND, "world")
         n_total = w.n_items + w.new_items_per_round * max(config.loop.rounds - 1, 0)
         centres = _unit(torch.randn(w.n_clusters, w.dim, generator=g))
@@ -132,11 +143,14 @@ class World:
 
     def relevance(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """True P(click | examined). users [B], items [B, C] -> [B, C]."""
-        return self._pairs(users, items, self.item_factors, self.item_popularity, self.base_logit)
+        return self._pairs(
+            users, items, self.item_factors, self.item_popularity, self.base_logit, self.affinity_scale
+        )
 
     def satisfaction(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """True P(satisfied | clicked). users [B], items [B, C] -> [B, C]."""
-        return self._pairs(users, items, self.item_sat_factors, None, self.satisfaction_logit)
+        scale = self.affinity_scale if self.satisfaction_scale is None else self.satisfaction_scale
+        return self._pairs(users, items, self.item_sat_factors, None, self.satisfaction_logit, scale)
 
     def _pairs(
         self,
@@ -145,8 +159,9 @@ class World:
         factors: torch.Tensor,
         offset: torch.Tensor | None,
         base: float,
+        scale: float,
     ) -> torch.Tensor:
-        """sigmoid(a <x_u, f_i> + offset_i + base) for users [B], items [B, C] -> [B, C], in chunks
+        """sigmoid(scale <x_u, f_i> + offset_i + base) for users [B], items [B, C] -> [B, C], in chunks
         of users so that the gathered [b, C, D] factors stay small whatever B and C. Where every
         row of ``items`` is the same row (:func:`shared_row`: all items, the panel), a matrix
         product instead of a gather (equal up to float rounding)."""
@@ -158,13 +173,13 @@ class World:
             extra = offset[row] + base if offset is not None else base
             for s in range(0, items.shape[0], step):
                 affinity = self.user_factors[users[s : s + step]] @ f
-                out[s : s + step] = torch.sigmoid(self.affinity_scale * affinity + extra)
+                out[s : s + step] = torch.sigmoid(scale * affinity + extra)
             return out
         step = max(1, PAIR_CHUNK // max(items.shape[1], 1))
         for s in range(0, items.shape[0], step):  # chunks of users
             it = items[s : s + step]
             affinity = torch.einsum("bd,bcd->bc", self.user_factors[users[s : s + step]], factors[it])
-            logit = self.affinity_scale * affinity
+            logit = scale * affinity
             logit = logit + offset[it] + base if offset is not None else logit + base
             out[s : s + step] = torch.sigmoid(logit)
         return out
