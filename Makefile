@@ -6,9 +6,25 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 
-.PHONY: setup run test lint bench clean
+# MovieLens-100k as the recbole 1.2.1 wheel ships it (its terms forbid redistribution, so it is
+# fetched here, never committed) and the world fitted to it, refitted when the fitting code changes.
+DATA := data
+ML_WHEEL := $(DATA)/recbole-1.2.1-py3-none-any.whl
+ML_WORLD := $(DATA)/worlds/ml-100k
+FIT_CODE := recsim/recsys/worldfit.py recsim/recsys/datasets.py
+
+.PHONY: setup run test lint bench clean data
 
 setup: $(STAMP)
+
+data: $(ML_WORLD)/card.json
+
+$(ML_WHEEL): | $(STAMP)
+	$(PY) -m pip download --quiet --disable-pip-version-check --no-deps --dest $(DATA) recbole==1.2.1
+
+$(ML_WORLD)/card.json: $(ML_WHEEL) $(FIT_CODE) $(STAMP)
+	rm -rf $(ML_WORLD)
+	$(VENV)/bin/recsim world fit $(ML_WHEEL) --preset movielens --out $(ML_WORLD)
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,7 +38,7 @@ $(STAMP): pyproject.toml Makefile
 run: $(STAMP)
 	$(VENV)/bin/recsim run feedback-loop --seeds 3
 
-test: $(STAMP)
+test: $(STAMP) data
 	$(VENV)/bin/ruff check recsim towers scenarios tests
 	$(VENV)/bin/pytest -q tests --doctest-modules recsim towers
 	$(VENV)/bin/pytest -q --nbmake notebooks
@@ -31,4 +47,4 @@ bench: $(STAMP)
 	$(VENV)/bin/recsim bench
 
 clean:
-	rm -rf $(VENV) runs mlflow.db mlartifacts
+	rm -rf $(VENV) runs mlflow.db mlartifacts $(DATA)
