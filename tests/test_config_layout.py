@@ -68,6 +68,7 @@ ADDED = {
     "policy.repeat_consumption": True,  # items may be shown and clicked again, as before
     "ranker.negatives": "impressions",  # mf learns clicks against its logged impressions, as before
     "ranker.negatives_per_click": 4,
+    "world.source": None,  # a drawn world, as before
 }
 CHANGED = {
     "llm-negative-reinforcement/default": {"llm.rm_refit": False},

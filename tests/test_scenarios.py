@@ -37,6 +37,7 @@ TINY = {
     "mmoe-tasks": TINY_MA,
     "utility-weighted": TINY_MA[:4] + ["tracking.enabled=false"],
     "scale": TINY_SCALE,
+    "movielens": TINY_LOOP + ["loop.active_users=40"],
 }
 
 

@@ -205,9 +205,10 @@ def _recbole(inter: bytes, item: bytes | None) -> tuple[pl.DataFrame, pl.DataFra
 def _grouplens(path: Path) -> tuple[pl.DataFrame, pl.DataFrame | None, str, str]:
     """GroupLens' ``u.data`` (user, item, rating, timestamp; tab-separated, no header) and ``u.item``."""
     data = path.read_bytes()
-    raw = pl.read_csv(io.BytesIO(data), separator="\t", has_header=False, new_columns=["u", "i", "r", "t"])
+    raw = pl.read_csv(io.BytesIO(data), separator="\t", has_header=False, infer_schema_length=0)
     if raw.width != 4:
         raise LogError(f"{path}: expected u.data's 4 tab-separated columns, got {raw.width}")
+    raw.columns = ["u", "i", "r", "t"]
     frame = raw.select(
         pl.col("u").cast(pl.String).alias("user"),
         pl.col("i").cast(pl.String).alias("item"),

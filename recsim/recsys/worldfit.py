@@ -56,6 +56,7 @@ __all__ = ["FitOptions", "FittedWorld", "fit_world", "load_world", "read_card", 
 
 FORMAT = 1
 PAIR_CHUNK = 1 << 22  # (user, item) pairs per chunk of the dense fit
+VALID_SHARE = 0.1  # cells (click fit) or rated pairs (satisfaction fit) that choose the epochs
 TENSORS = ("user_factors", "item_factors", "item_sat_factors", "item_popularity", "item_category")
 TENSORS += ("user_cluster", "user_activity")
 
@@ -86,18 +87,18 @@ class FitOptions:
     """Largest users x items the dense fit takes."""
 
     def __post_init__(self) -> None:
-        checks = {
-            "dim": self.dim > 0,
-            "epochs": self.epochs > 0,
-            "lr": self.lr > 0,
-            "clusters": self.clusters > 0,
-            "holdout": 0 <= self.holdout < 1,
-            "click_rate": self.click_rate is None or 0 < self.click_rate < 1,
-            "activity": self.activity in ("interactions", "days"),
+        checks = {  # field -> (valid, what is allowed)
+            "dim": (self.dim > 0, "> 0"),
+            "epochs": (self.epochs > 0, "> 0"),
+            "lr": (self.lr > 0, "> 0"),
+            "clusters": (self.clusters > 0, "> 0"),
+            "holdout": (0 <= self.holdout < 1, "in [0, 1)"),
+            "click_rate": (self.click_rate is None or 0 < self.click_rate < 1, "in (0, 1)"),
+            "activity": (self.activity in ("interactions", "days"), "interactions or days"),
         }
-        bad = [k for k, ok in checks.items() if not ok]
-        if bad:
-            raise ValueError(f"{bad[0]} out of range: got {getattr(self, bad[0])}")
+        for name, (ok, allowed) in checks.items():
+            if not ok:
+                raise ValueError(f"{name} must be {allowed}, got {getattr(self, name)!r}")
 
 
 @dataclass(frozen=True)
@@ -149,9 +150,11 @@ def fit_world(log: InteractionLog, options: FitOptions | None = None) -> FittedW
         "affinity_scale": click["a"],
         "base_logit": base,
         "click_loss": click["loss"],
+        "click_epochs": click["epochs"],
         "satisfaction_scale": sat["a"],
         "satisfaction_logit": sat["b"],
         "satisfaction_loss": sat["loss"],
+        "satisfaction_epochs": sat.get("epochs"),
         "satisfied_share": sat["share"],
         "has_ratings": log.has_ratings,
         "categories": names,
@@ -182,7 +185,19 @@ def _unit(raw: torch.Tensor) -> torch.Tensor:
 
 
 def _fit_click(clicked: torch.Tensor, opt: FitOptions) -> dict[str, Any]:
-    """Dense logistic MF of clicked [U, N] -> unit x [U, D], y [N, D], a, pop [N], final loss."""
+    """Dense logistic MF of clicked [U, N] -> unit x [U, D], y [N, D], a, pop [N], final loss,
+    trained for the number of epochs at which a held-out tenth of the cells scored best."""
+    g = generator(opt.seed, SETUP_ROUND, "world-fit-valid")
+    valid = torch.rand(clicked.shape, generator=g) < VALID_SHARE
+    epochs = _click_steps(clicked, opt, opt.epochs, valid)["best_epoch"]
+    return {**_click_steps(clicked, opt, epochs, None), "epochs": epochs}
+
+
+def _click_steps(
+    clicked: torch.Tensor, opt: FitOptions, epochs: int, valid: torch.Tensor | None
+) -> dict[str, Any]:
+    """``epochs`` full-batch Adam steps on the cells of clicked [U, N] outside ``valid`` (None:
+    all); with ``valid``, also the step after which its loss was lowest (``best_epoch``)."""
     n_users, n_items = clicked.shape
     g = generator(opt.seed, SETUP_ROUND, "world-fit")
     x_raw = torch.randn(n_users, opt.dim, generator=g).requires_grad_()
@@ -191,25 +206,28 @@ def _fit_click(clicked: torch.Tensor, opt: FitOptions) -> dict[str, Any]:
     rate = clicked.float().mean(1).clamp(1e-4, 1 - 1e-4)
     user_off = torch.logit(rate).requires_grad_()  # c_u, started at each user's own rate
     pop = torch.zeros(n_items, requires_grad=True)
-    params = [x_raw, y_raw, log_a, user_off, pop]
-    adam = torch.optim.Adam(params, lr=opt.lr)
+    adam = torch.optim.Adam([x_raw, y_raw, log_a, user_off, pop], lr=opt.lr)
     step = max(1, PAIR_CHUNK // n_items)
     target = clicked.float()
-    loss_value = float("nan")
-    for _ in range(opt.epochs):
+    train = torch.ones_like(target) if valid is None else (~valid).float()
+    n_train = float(train.sum())
+    n_valid = clicked.numel() - n_train
+    loss_value, best, best_epoch = float("nan"), math.inf, epochs
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+    for epoch in range(1, epochs + 1):
         adam.zero_grad(set_to_none=True)
-        total = 0.0
+        total, held = 0.0, 0.0
         for s in range(0, n_users, step):  # chunks of users: the [b, N] logits stay small
             x, y = _unit(x_raw[s : s + step]), _unit(y_raw)
             logit = log_a.exp() * (x @ y.T) + pop + user_off[s : s + step, None]
-            loss = (
-                torch.nn.functional.binary_cross_entropy_with_logits(
-                    logit, target[s : s + step], reduction="sum"
-                )
-                / clicked.numel()
-            )
+            cell = bce(logit, target[s : s + step], reduction="none")  # [b, N]
+            loss = (cell * train[s : s + step]).sum() / n_train
             loss.backward()
             total += float(loss.detach())
+            if valid is not None:
+                held += float((cell.detach() * valid[s : s + step]).sum()) / n_valid
+        if valid is not None and held < best:  # the loss of the parameters before this step
+            best, best_epoch = held, epoch - 1
         adam.step()
         loss_value = total
     with torch.no_grad():
@@ -219,6 +237,7 @@ def _fit_click(clicked: torch.Tensor, opt: FitOptions) -> dict[str, Any]:
             "a": float(log_a.detach().exp()),
             "pop": pop.detach().clone(),
             "loss": loss_value,
+            "best_epoch": max(best_epoch, 1),
         }
 
 
@@ -249,22 +268,44 @@ def _fit_satisfaction(
     u, i = _col(rated, "user"), _col(rated, "item")
     label = torch.from_numpy((rated["rating"] >= opt.satisfied_at).to_numpy(writable=True)).float()
     share = float(label.mean())
-    z_raw = y.clone().requires_grad_()
-    log_a = torch.tensor(math.log(3.0), requires_grad=True)
-    user_off = torch.zeros(log.n_users, requires_grad=True)
-    adam = torch.optim.Adam([z_raw, log_a, user_off], lr=opt.lr)
-    loss = torch.tensor(float("nan"))
-    for _ in range(opt.epochs):
-        adam.zero_grad(set_to_none=True)
-        logit = log_a.exp() * (x[u] * _unit(z_raw)[i]).sum(-1) + user_off[u]
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(logit, label)
-        loss.backward()
-        adam.step()
-    z, a = _unit(z_raw).detach(), float(log_a.detach().exp())
+    g = generator(opt.seed, SETUP_ROUND, "world-fit-valid")
+    valid = torch.rand(len(label), generator=g) < VALID_SHARE
+    epochs = _sat_steps(u, i, label, x, y, opt, opt.epochs, valid)[2]
+    z, a, _, loss = _sat_steps(u, i, label, x, y, opt, epochs, None)
     with torch.no_grad():
         affinity = a * (x[u] * z[i]).sum(-1)
     b = _calibrate(lambda b: float(torch.sigmoid(affinity + b).mean()), share)
-    return {"z": z, "a": a, "b": b, "loss": float(loss), "share": share}
+    return {"z": z, "a": a, "b": b, "loss": loss, "share": share, "epochs": epochs}
+
+
+def _sat_steps(
+    u: torch.Tensor,
+    i: torch.Tensor,
+    label: torch.Tensor,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    opt: FitOptions,
+    epochs: int,
+    valid: torch.Tensor | None,
+) -> tuple[torch.Tensor, float, int, float]:
+    """``epochs`` Adam steps of the satisfaction logit on the rated pairs outside ``valid`` ->
+    (unit z [N, D], a_s, the step after which ``valid``'s loss was lowest, the training loss)."""
+    z_raw = y.clone().requires_grad_()
+    log_a = torch.tensor(math.log(3.0), requires_grad=True)
+    user_off = torch.zeros(len(x), requires_grad=True)
+    adam = torch.optim.Adam([z_raw, log_a, user_off], lr=opt.lr)
+    train = torch.ones_like(label, dtype=torch.bool) if valid is None else ~valid
+    loss, best, best_epoch = torch.tensor(float("nan")), math.inf, epochs
+    for epoch in range(1, epochs + 1):
+        adam.zero_grad(set_to_none=True)
+        logit = log_a.exp() * (x[u] * _unit(z_raw)[i]).sum(-1) + user_off[u]
+        cell = torch.nn.functional.binary_cross_entropy_with_logits(logit, label, reduction="none")
+        if valid is not None and float(cell[valid].mean()) < best:
+            best, best_epoch = float(cell[valid].mean()), epoch - 1
+        loss = cell[train].mean()
+        loss.backward()
+        adam.step()
+    return _unit(z_raw).detach(), float(log_a.detach().exp()), max(best_epoch, 1), float(loss.detach())
 
 
 def _categories(log: InteractionLog, y: torch.Tensor, opt: FitOptions) -> tuple[torch.Tensor, list[str], str]:
