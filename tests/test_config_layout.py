@@ -69,6 +69,7 @@ ADDED = {
     "ranker.negatives": "impressions",  # mf learns clicks against its logged impressions, as before
     "ranker.negatives_per_click": 4,
     "world.source": None,  # a drawn world, as before
+    "policy.log_candidates": False,  # the log's columns as before
 }
 CHANGED = {
     "llm-negative-reinforcement/default": {"llm.rm_refit": False},

@@ -149,6 +149,10 @@ class PolicyConfig(Section):
     """False: an item a user has clicked is never shown to that user again, by any arm or by the
     ideal recommender of ``homogenization`` (Chaney et al. 2018's users interact with an item at
     most once; T-RECS ``repeated_items=False``). True: items may be shown and clicked again."""
+    log_candidates: bool = False
+    """Also log each slate's candidate set and their true relevance at the round (list columns
+    ``candidates`` and ``candidate_relevance`` on the slate's position-1 row), which off-policy
+    evaluation needs (``recsim export obp``, the ``ope`` scenario); C values per slate."""
 
 
 class RankerConfig(Section):

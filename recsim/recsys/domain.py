@@ -216,7 +216,24 @@ class RecsysDomain:
             }
         ).with_columns(
             satisfaction=pl.when(pl.col("click")).then(pl.col("satisfaction")),
+            **(self._candidate_columns(state, slates) if self.config.policy.log_candidates else {}),
         )
+
+    def _candidate_columns(self, state: RecsysState, slates: Slates) -> dict[str, pl.Expr]:
+        """The slates' candidates [B, C] and their true relevance, as list columns on each slate's
+        position-1 row (null on the others)."""
+        k = slates.items.shape[1]
+        rel = state.world.relevance(slates.users, slates.candidates)  # [B, C]
+        per_row = torch.arange(len(slates.users)).repeat_interleave(k).numpy()  # [B*K] -> slate
+        first = pl.col("position") == 1
+        return {
+            "candidates": pl.when(first).then(
+                pl.Series(slates.candidates.cpu().numpy()).gather(per_row).arr.to_list()
+            ),
+            "candidate_relevance": pl.when(first).then(
+                pl.Series(rel.float().cpu().numpy()).gather(per_row).arr.to_list()
+            ),
+        }
 
     # 4. fit: the learner retrains on the logs its own slates produced -------------------------
     def fit(self, state: RecsysState, logs: LogStore, arm: str, round_: int) -> RecsysState:
