@@ -14,6 +14,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from recsim.cli import export as _export_command  # noqa: F401  (registers `recsim export obp`)
 from recsim.cli import run as _run_command  # noqa: F401  (registers `recsim run`)
 from recsim.cli import validate as _validate_command  # noqa: F401  (registers `recsim validate`)
 from recsim.cli import world as _world_command  # noqa: F401  (registers `recsim world fit`)
