@@ -11,7 +11,7 @@ PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 DATA := data
 ML_WHEEL := $(DATA)/recbole-1.2.1-py3-none-any.whl
 ML_WORLD := $(DATA)/worlds/ml-100k
-FIT_CODE := recsim/recsys/worldfit.py recsim/recsys/datasets.py
+FIT_CODE := recsim/recsys/worldfit.py recsim/recsys/datasets.py recsim/experiments/fitted.py
 
 .PHONY: setup run test lint bench clean data
 

@@ -10,11 +10,9 @@ both: a much sharper taste), skewed activity, and real genres as categories. Com
 across worlds by its ``ml-`` / ``drawn-`` pair.
 """
 
-from recsim.recsys.datasets import data_dir
+from recsim.experiments.fitted import MOVIELENS_WORLD
 from recsim.scenario import Scenario
 
-#: the world ``make data`` fits to MovieLens-100k
-WORLD = str(data_dir() / "worlds" / "ml-100k")
 _MMOE = {"name": "mmoe", "window": 5}
 _ARMS = {
     "mmoe": {"ranker": {**_MMOE, "position": "none"}},
@@ -29,7 +27,7 @@ SCENARIO = Scenario(
     description="feedback-loop's arms on a world fitted to MovieLens-100k (make data) and on a "
     "drawn world of the same size.",
     base={
-        "world": {"source": WORLD, "drift_rate": 0.05},
+        "world": {"source": MOVIELENS_WORLD, "drift_rate": 0.05},
         "policy": {"slate_size": 10, "n_candidates": 200},
         "loop": {"rounds": 20, "active_users": 400},
     },

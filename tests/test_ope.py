@@ -13,7 +13,7 @@ import pytest
 
 import recsim
 from recsim.config import ConfigError
-from recsim.io.obp import load_obp
+from recsim.experiments.obp import load_obp
 from recsim.recsys import ope
 from recsim.scenario import builtin_scenarios
 

@@ -269,7 +269,7 @@ def test_active_users_follow_the_fitted_activity(tiny_world, tmp_path):
 
 
 def test_the_fit_report_compares_the_log_and_the_simulation(tiny_world):
-    from recsim.recsys.fitreport import fit_report
+    from recsim.experiments.fitted import fit_report
 
     path, log, _ = tiny_world
     report = fit_report(path, log, rounds=3, active_share=0.3)

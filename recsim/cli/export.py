@@ -1,4 +1,5 @@
-"""``recsim export obp``: a run's logs as Open Bandit Pipeline bandit feedback (:mod:`recsim.io.obp`).
+"""``recsim export obp``: a run's logs as Open Bandit Pipeline bandit feedback
+(:mod:`recsim.experiments.obp`).
 
 Bad input (not a run folder, an unknown arm, seed or round, an output that exists) prints one line
 and exits with status 2 before anything is written.
@@ -28,7 +29,7 @@ def obp(
     """Write ARM's logged impressions in the Open Bandit Pipeline's bandit-feedback layout, with the
     simulator's truth (expected rewards) and each round's logging policy, plus a schema card."""
     from recsim.core.config import ConfigError
-    from recsim.io.obp import export_obp
+    from recsim.experiments.obp import export_obp
 
     try:
         card = export_obp(run, arm, out, seed, round_)

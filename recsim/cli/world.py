@@ -86,7 +86,7 @@ def fit(
         highlight=False,
     )
     if report:
-        from recsim.recsys.fitreport import fit_report
+        from recsim.experiments.fitted import fit_report
 
         fit_report(out, data, rounds=report_rounds, seed=seed)
         console.print((out / "report.md").read_text(), highlight=False, markup=False)

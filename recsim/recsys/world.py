@@ -84,12 +84,12 @@ class World:
     @classmethod
     def create(cls, config: SimConfig) -> World:
         """Draw the world of ``config`` from the stream (seed, setup, "world"), or load the fitted
-        world of ``world.source`` (:func:`recsim.recsys.worldfit.load_world`)."""
+        world of ``world.source`` (:func:`recsim.recsys.worldfit.world_fields`)."""
         w = config.world
         if w.source is not None:
-            from recsim.recsys.worldfit import load_world
+            from recsim.recsys.worldfit import world_fields
 
-            return load_world(config)
+            return cls(**world_fields(config))
         g = generator(config.seed, SETUP_ROUND, "world")
         n_total = w.n_items + w.new_items_per_round * max(config.loop.rounds - 1, 0)
         centres = _unit(torch.randn(w.n_clusters, w.dim, generator=g))

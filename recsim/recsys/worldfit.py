@@ -50,9 +50,8 @@ from recsim.recsys.datasets import InteractionLog
 
 if TYPE_CHECKING:
     from recsim.config import SimConfig
-    from recsim.recsys.world import World
 
-__all__ = ["FitOptions", "FittedWorld", "fit_world", "load_world", "read_card", "save_world"]
+__all__ = ["FitOptions", "FittedWorld", "fit_world", "read_card", "save_world", "world_fields"]
 
 FORMAT = 1
 PAIR_CHUNK = 1 << 22  # (user, item) pairs per chunk of the dense fit
@@ -454,11 +453,10 @@ def config_fields(card: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def load_world(config: SimConfig) -> World:
-    """The fitted world of ``config.world.source`` on the config's device (devices are drawn from
-    ``world.devices`` as in a synthetic world: the logs have none)."""
-    from recsim.recsys.world import World
-
+def world_fields(config: SimConfig) -> dict[str, Any]:
+    """The :class:`recsim.recsys.world.World` fields of ``config.world.source``'s fitted world, on
+    the config's device (devices are drawn from ``world.devices`` as in a drawn world: the logs
+    have none)."""
     w = config.world
     card = read_card(w.source)
     t = torch.load(Path(w.source) / "world.pt", weights_only=True)
@@ -468,7 +466,7 @@ def load_world(config: SimConfig) -> World:
     device = torch.multinomial(shares, card["n_users"], replacement=True, generator=g)
     dev = torch.device(config.device)
     sat_scale = card["satisfaction_scale"]
-    return World(
+    return dict(
         user_factors=t["user_factors"].to(dev),
         user_cluster=t["user_cluster"].to(dev),
         user_device=device.to(dev),

@@ -31,9 +31,12 @@ import polars as pl
 import torch
 
 from recsim.core.metrics import gini
-from recsim.recsys.datasets import InteractionLog
+from recsim.recsys.datasets import InteractionLog, data_dir
 
-__all__ = ["fit_report"]
+__all__ = ["MOVIELENS_WORLD", "fit_report"]
+
+#: the world ``make data`` fits to MovieLens-100k (the ``movielens`` scenario's)
+MOVIELENS_WORLD = str(data_dir() / "worlds" / "ml-100k")
 
 ARMS = {"random": {"ranker": {"name": "random"}}, "popularity": {"ranker": {"name": "popularity"}}}
 
