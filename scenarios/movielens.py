@@ -5,9 +5,9 @@ Both worlds run the ``feedback-loop`` arms (MMoE without and with the shallow po
 the oracle) under the same click model, policy and drift; 400 of the 943 users act each round,
 drawn by their fitted activity in the MovieLens world and uniformly in the drawn one. What the
 fitted world changes: relevance learned from real co-interactions (mean relevance 0.063
-against 0.298 in the drawn world, while each user's ten most relevant items average 0.92 in
-both: a much sharper taste), skewed activity, and real genres as categories. Compare an arm
-across worlds by its ``ml-`` / ``drawn-`` pair.
+against 0.298 in the drawn world, while each user's ten most relevant items average 0.90 and
+0.92: a much sharper taste, few items worth showing), skewed activity, and real genres as
+categories. Compare an arm across worlds by its ``ml-`` / ``drawn-`` pair.
 """
 
 from recsim.experiments.fitted import MOVIELENS_WORLD

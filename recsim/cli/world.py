@@ -86,7 +86,11 @@ def fit(
         highlight=False,
     )
     if report:
+        from recsim.core.config import ConfigError
         from recsim.experiments.fitted import fit_report
 
-        fit_report(out, data, rounds=report_rounds, seed=seed)
+        try:
+            fit_report(out, data, rounds=report_rounds, seed=seed)
+        except ConfigError as exc:
+            fail(f"the world is in {out}, but its fit report cannot run: {exc}")
         console.print((out / "report.md").read_text(), highlight=False, markup=False)

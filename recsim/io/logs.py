@@ -25,6 +25,10 @@ Schema of a recommender log row (one impression):
 | true_relevance    | Float32 | true P(click | examined) (hidden from learners)             |
 | true_satisfaction | Float32 | true P(satisfied | click) (hidden from learners)            |
 | exploration       | Boolean | the slate was a random (exploration) slate                  |
+
+With ``policy.log_candidates: true`` two list columns more, on each slate's position-1 row (null on
+the others): ``candidates`` (List(Int64), the slate's candidate set) and ``candidate_relevance``
+(List(Float32), their true relevance at the round), for off-policy evaluation.
 """
 
 from __future__ import annotations

@@ -123,7 +123,12 @@ def fit_world(log: InteractionLog, options: FitOptions | None = None) -> FittedW
             f"{n_users} users x {n_items} items = {n_users * n_items:,} pairs exceeds max_pairs "
             f"{opt.max_pairs:,}: filter the log (e.g. users and items with enough interactions)"
         )
-    pairs = log.frame.unique(["user", "item"], keep="last", maintain_order=True)
+    pairs = (  # one row per (user, item): clicked if ever, its latest rating
+        log.frame.sort("timestamp", nulls_last=True, maintain_order=True)
+        .group_by("user", "item", maintain_order=True)
+        .agg(pl.col("click").any(), pl.col("rating").drop_nulls().last(), pl.col("timestamp").max())
+        .sort("user", "item")
+    )
     hit = _col(pairs, "click")
     clicked = torch.zeros(n_users, n_items, dtype=torch.bool)
     clicked[_col(pairs, "user")[hit], _col(pairs, "item")[hit]] = True
@@ -431,7 +436,7 @@ def read_card(source: str | Path) -> dict[str, Any]:
     if not path.is_file() or not (Path(source) / "world.pt").is_file():
         raise ValueError(
             f"world.source {str(source)!r} is not a fitted world (no card.json and world.pt): "
-            "make one with `recsim world fit`"
+            "make one with `recsim world fit` (`make data` makes the movielens scenario's)"
         )
     card = json.loads(path.read_text())
     if card.get("format") != FORMAT:
