@@ -328,3 +328,16 @@ def test_world_fit_writes_a_world_that_runs(tmp_path):
     assert json.loads((out / "card.json").read_text())["categories"] == ["0", "1", "2"]
     again = _cli(str(log), "--out", str(out), "--columns", cols)
     assert again.returncode == 2 and "exists" in again.stderr
+
+
+def test_the_movielens_fit_repeats_bit_for_bit():
+    """100,000 rated pairs: enough for torch to split a gather's backward over threads, whose
+    summation order then varies between runs; the dense fits do not."""
+    try:
+        wheel = movielens_wheel()
+    except LogError:
+        pytest.skip("make data has not fetched MovieLens-100k")
+    log = read_log(wheel, "movielens")
+    a, b = (fit_world(log, FitOptions(epochs=30, holdout=0.0)) for _ in range(2))
+    assert all(torch.equal(a.tensors[k], b.tensors[k]) for k in a.tensors)
+    assert a.card == b.card

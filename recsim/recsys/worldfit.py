@@ -270,12 +270,19 @@ def _fit_satisfaction(
     if rated.height == 0:  # a click log: satisfaction appeal = click appeal, no data to say otherwise
         return {"z": y.clone(), "a": None, "b": None, "loss": None, "share": None}
     u, i = _col(rated, "user"), _col(rated, "item")
-    label = torch.from_numpy((rated["rating"] >= opt.satisfied_at).to_numpy(writable=True)).float()
-    share = float(label.mean())
+    happy = torch.from_numpy((rated["rating"] >= opt.satisfied_at).to_numpy(writable=True)).float()
+    share = float(happy.mean())
+    # Dense [U, N] label and masks: a gather's backward (index_put with accumulate) sums in a
+    # thread-dependent order, a matrix product does not, so the fit repeats bit for bit.
+    label = torch.zeros(len(x), len(y))
+    label[u, i] = happy
     g = generator(opt.seed, SETUP_ROUND, "world-fit-valid")
-    valid = torch.rand(len(label), generator=g) < VALID_SHARE
-    epochs = _sat_steps(u, i, label, x, y, opt, opt.epochs, valid)[2]
-    z, a, _, loss = _sat_steps(u, i, label, x, y, opt, epochs, None)
+    held = torch.zeros(len(x), len(y), dtype=torch.bool)
+    held[u, i] = torch.rand(len(u), generator=g) < VALID_SHARE
+    rated_cells = torch.zeros(len(x), len(y), dtype=torch.bool)
+    rated_cells[u, i] = True
+    epochs = _sat_steps(label, rated_cells & ~held, x, y, opt, opt.epochs, rated_cells & held)[2]
+    z, a, _, loss = _sat_steps(label, rated_cells, x, y, opt, epochs, None)
     with torch.no_grad():
         affinity = a * (x[u] * z[i]).sum(-1)
     b = _calibrate(lambda b: float(torch.sigmoid(affinity + b).mean()), share)
@@ -283,33 +290,41 @@ def _fit_satisfaction(
 
 
 def _sat_steps(
-    u: torch.Tensor,
-    i: torch.Tensor,
     label: torch.Tensor,
+    train: torch.Tensor,
     x: torch.Tensor,
     y: torch.Tensor,
     opt: FitOptions,
     epochs: int,
     valid: torch.Tensor | None,
 ) -> tuple[torch.Tensor, float, int, float]:
-    """``epochs`` Adam steps of the satisfaction logit on the rated pairs outside ``valid`` ->
+    """``epochs`` Adam steps of the satisfaction logit on the ``train`` cells of label [U, N] ->
     (unit z [N, D], a_s, the step after which ``valid``'s loss was lowest, the training loss)."""
     z_raw = y.clone().requires_grad_()
     log_a = torch.tensor(math.log(3.0), requires_grad=True)
     user_off = torch.zeros(len(x), requires_grad=True)
     adam = torch.optim.Adam([z_raw, log_a, user_off], lr=opt.lr)
-    train = torch.ones_like(label, dtype=torch.bool) if valid is None else ~valid
-    loss, best, best_epoch = torch.tensor(float("nan")), math.inf, epochs
+    weight = train.float()
+    n_train, n_valid = float(weight.sum()), float(valid.sum()) if valid is not None else 0.0
+    step = max(1, PAIR_CHUNK // len(y))
+    loss_value, best, best_epoch = float("nan"), math.inf, epochs
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
     for epoch in range(1, epochs + 1):
         adam.zero_grad(set_to_none=True)
-        logit = log_a.exp() * (x[u] * _unit(z_raw)[i]).sum(-1) + user_off[u]
-        cell = torch.nn.functional.binary_cross_entropy_with_logits(logit, label, reduction="none")
-        if valid is not None and float(cell[valid].mean()) < best:
-            best, best_epoch = float(cell[valid].mean()), epoch - 1
-        loss = cell[train].mean()
-        loss.backward()
+        total, held = 0.0, 0.0
+        for s in range(0, len(x), step):  # chunks of users, as the click fit
+            logit = log_a.exp() * (x[s : s + step] @ _unit(z_raw).T) + user_off[s : s + step, None]
+            cell = bce(logit, label[s : s + step], reduction="none")  # [b, N]
+            loss = (cell * weight[s : s + step]).sum() / n_train
+            loss.backward()
+            total += float(loss.detach())
+            if valid is not None:
+                held += float((cell.detach() * valid[s : s + step]).sum()) / n_valid
+        if valid is not None and held < best:  # the loss of the parameters before this step
+            best, best_epoch = held, epoch - 1
         adam.step()
-    return _unit(z_raw).detach(), float(log_a.detach().exp()), max(best_epoch, 1), float(loss.detach())
+        loss_value = total
+    return _unit(z_raw).detach(), float(log_a.detach().exp()), max(best_epoch, 1), loss_value
 
 
 def _categories(log: InteractionLog, y: torch.Tensor, opt: FitOptions) -> tuple[torch.Tensor, list[str], str]:
