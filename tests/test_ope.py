@@ -109,6 +109,10 @@ def test_the_ope_scenario_writes_its_report_and_refuses_non_separable_clicks(ope
         sc.resolve([*SMALL_OPE, "behavior.model=cascade"])
     with pytest.raises(ConfigError, match="policy.log_candidates must be true"):
         sc.resolve([*SMALL_OPE, "policy.log_candidates=false"])
+    with pytest.raises(ConfigError, match="policy.repeat_consumption must be true"):
+        sc.resolve([*SMALL_OPE, "policy.repeat_consumption=false"])
+    with pytest.raises(ConfigError, match="loop.rounds must be >= 2"):
+        sc.resolve([*SMALL_OPE, "loop.rounds=1"])
 
 
 # -- the export ------------------------------------------------------------------------------------

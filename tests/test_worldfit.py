@@ -341,3 +341,55 @@ def test_the_movielens_fit_repeats_bit_for_bit():
     a, b = (fit_world(log, FitOptions(epochs=30, holdout=0.0)) for _ in range(2))
     assert all(torch.equal(a.tensors[k], b.tensors[k]) for k in a.tensors)
     assert a.card == b.card
+
+
+LOOP_ON_FITTED = [
+    "metrics.panel_users=16",
+    "loop.rounds=2",
+    "loop.active_users=40",
+    "policy.n_candidates=30",
+    "policy.ivf_lists=8",
+    "policy.ivf_probe=2",
+    "policy.explore_candidates=10",
+    "metrics.panel_items=40",
+    "tracking.enabled=false",
+]
+
+
+@pytest.mark.parametrize("name", ["feedback-loop", "exploration", "chaney", "ope", "scale", "movielens"])
+def test_recommender_scenarios_run_on_a_fitted_world(tiny_world, tmp_path, name):
+    """Every arm on the fitted world's 100 users and 200 items (a growing catalogue, chaney's
+    ``new_items_per_round``, is refused with a source: a fitted catalogue is fixed)."""
+    from recsim.scenario import builtin_scenarios
+
+    sc = builtin_scenarios()[name]
+    extra = ["world.new_items_per_round=0"] if name == "chaney" else []
+    configs = sc.resolve([f"world.source={tiny_world[0]}", *LOOP_ON_FITTED, *extra])
+    assert all(c.world.n_users == 100 and c.world.n_items == 200 for c in configs.values())
+    frame = sc.run(configs, tmp_path / name)
+    assert set(frame["arm"]) == set(sc.arms) and frame["gold"].is_finite().all()
+
+
+def test_a_click_log_without_ratings_fits_and_runs(tmp_path):
+    """Impressions with 0/1 clicks: only clicked pairs are positives, satisfaction appeal is the
+    click appeal (no ratings to fit), and the world runs."""
+    g = torch.Generator().manual_seed(3)
+    users = torch.randint(0, 60, (3000,), generator=g)
+    items = torch.randint(0, 80, (3000,), generator=g)
+    clicks = (torch.rand(3000, generator=g) < 0.2 + 0.6 * (items < 20)).int()
+    pl.DataFrame({"user": users.numpy(), "item": items.numpy(), "click": clicks.numpy()}).write_parquet(
+        tmp_path / "clicks.parquet"
+    )
+    log = read_log(tmp_path / "clicks.parquet")
+    assert not log.has_ratings and log.frame["click"].dtype == pl.Boolean
+    fitted = fit_world(log, FitOptions(dim=4, epochs=80, holdout=0.0))
+    card, t = fitted.card, fitted.tensors
+    assert card["satisfaction_scale"] is None and torch.equal(t["item_sat_factors"], t["item_factors"])
+    assert card["n_pairs_clicked"] < log.frame.unique(["user", "item"]).height
+    pop = t["item_popularity"]
+    assert pop[:20].mean() > pop[20:].mean() + 0.5  # items 0-19 are clicked 4x as often
+    cfg = validate(
+        {"world": {"source": str(save_world(fitted, tmp_path / "w"))}, "metrics": {"panel_users": 16}}
+    )
+    assert cfg.world.satisfaction_logit == card["base_logit"]
+    assert World.create(cfg).satisfaction_scale == card["affinity_scale"]

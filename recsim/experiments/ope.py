@@ -119,6 +119,11 @@ class OpeScenario(Scenario):
                 raise ConfigError(
                     f"arm '{arm}': policy.log_candidates must be true (the estimators read them)"
                 )
+            if not c.policy.repeat_consumption:
+                raise ConfigError(
+                    f"arm '{arm}': policy.repeat_consumption must be true (with it off, the logger "
+                    "cannot show some candidates a target may pick, and the weights are biased)"
+                )
             if c.loop.rounds < 2:
                 raise ConfigError(
                     f"arm '{arm}': loop.rounds must be >= 2 (round r is evaluated with r - 1's model)"

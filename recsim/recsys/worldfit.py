@@ -460,7 +460,9 @@ def read_card(source: str | Path) -> dict[str, Any]:
 
 
 def config_fields(card: dict[str, Any]) -> dict[str, Any]:
-    """The ``world`` config fields a fitted world fixes (recorded in every run's config)."""
+    """The ``world`` config fields a fitted world fixes (recorded in every run's config). A click
+    log without ratings has no satisfaction fit: sat(u, i) = sigmoid(a <x_u, y_i> + b), the
+    click relevance without the popularity offset."""
     sat = card["satisfaction_logit"]
     return {
         "n_users": card["n_users"],
