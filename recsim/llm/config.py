@@ -270,7 +270,7 @@ class LlmConfig(Section):
             return data
         task = data.get("task") or {}
         kind = task.kind if isinstance(task, TaskConfig) else task.get("kind", "chain")
-        defaults = BY_KIND.get(kind, BY_KIND["chain"])
+        defaults = BY_KIND.get(kind, BY_KIND["chain"]) if isinstance(kind, str) else BY_KIND["chain"]
         out = dict(data)
         for section, model in (("task", TaskConfig), ("policy", BasePolicyConfig)):
             given = out.get(section) or {}

@@ -66,8 +66,8 @@ class WorldConfig(Section):
     @classmethod
     def _fitted(cls, data: Any) -> Any:
         """A fitted world's fields from its card (ValueError when the folder is not a world)."""
-        if not isinstance(data, dict) or data.get("source") is None:
-            return data
+        if not isinstance(data, dict) or not isinstance(data.get("source"), str):
+            return data  # no source, or one of the wrong type (refused by the field's type)
         from recsim.recsys.worldfit import config_fields, read_card
 
         if data.get("new_items_per_round"):
