@@ -107,6 +107,12 @@ def test_units_on_ray_are_byte_identical_and_a_killed_study_resumes_per_unit(seq
     shutil.which(str(Path(sys.executable).parent / "ray")) is None, reason="needs the ray CLI"
 )
 def test_a_study_joins_a_running_ray_head(sequential, tmp_path):
+    import ray as ray_api
+
+    # The in-process Ray of the tests above (CliRunner runs in this process) must go first:
+    # `ray stop --force` below kills every Ray process, and a driver whose cluster died exits
+    # (status 1) about a minute later, taking the test session with it.
+    ray_api.shutdown()
     ray = str(Path(sys.executable).parent / "ray")
     port = "6391"
     env = {**os.environ, "RAY_ADDRESS": ""}
