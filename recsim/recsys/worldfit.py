@@ -210,22 +210,49 @@ def _click_steps(
     rate = clicked.float().mean(1).clamp(1e-4, 1 - 1e-4)
     user_off = torch.logit(rate).requires_grad_()  # c_u, started at each user's own rate
     pop = torch.zeros(n_items, requires_grad=True)
-    adam = torch.optim.Adam([x_raw, y_raw, log_a, user_off, pop], lr=opt.lr)
-    step = max(1, PAIR_CHUNK // n_items)
-    target = clicked.float()
-    train = torch.ones_like(target) if valid is None else (~valid).float()
-    n_train = float(train.sum())
-    n_valid = clicked.numel() - n_train
+    train = ~valid if valid is not None else torch.ones_like(clicked)
+
+    def logit_of(s: int, e: int) -> torch.Tensor:  # [b, N] for users [s, e)
+        return log_a.exp() * (_unit(x_raw[s:e]) @ _unit(y_raw).T) + pop + user_off[s:e, None]
+
+    params = [x_raw, y_raw, log_a, user_off, pop]
+    loss_value, best_epoch = _adam_on_cells(params, logit_of, clicked.float(), train, valid, epochs, opt.lr)
+    with torch.no_grad():
+        return {
+            "x": _unit(x_raw).detach(),
+            "y": _unit(y_raw).detach(),
+            "a": float(log_a.detach().exp()),
+            "pop": pop.detach().clone(),
+            "loss": loss_value,
+            "best_epoch": best_epoch,
+        }
+
+
+def _adam_on_cells(
+    params: list[torch.Tensor],
+    logit_of: Any,
+    label: torch.Tensor,
+    train: torch.Tensor,
+    valid: torch.Tensor | None,
+    epochs: int,
+    lr: float,
+) -> tuple[float, int]:
+    """``epochs`` full-batch Adam steps on the mean binary cross-entropy over the ``train`` cells
+    of label [U, N], the logits of users [s, e) given by ``logit_of(s, e)``, in chunks of users so
+    that the [b, N] logits stay small -> (the last step's training loss, the number of steps after
+    which the ``valid`` cells' loss was lowest: ``epochs`` without ``valid``, at least 1)."""
+    adam = torch.optim.Adam(params, lr=lr)
+    weight = train.float()
+    n_train, n_valid = float(weight.sum()), float(valid.sum()) if valid is not None else 0.0
+    step = max(1, PAIR_CHUNK // label.shape[1])
     loss_value, best, best_epoch = float("nan"), math.inf, epochs
     bce = torch.nn.functional.binary_cross_entropy_with_logits
     for epoch in range(1, epochs + 1):
         adam.zero_grad(set_to_none=True)
         total, held = 0.0, 0.0
-        for s in range(0, n_users, step):  # chunks of users: the [b, N] logits stay small
-            x, y = _unit(x_raw[s : s + step]), _unit(y_raw)
-            logit = log_a.exp() * (x @ y.T) + pop + user_off[s : s + step, None]
-            cell = bce(logit, target[s : s + step], reduction="none")  # [b, N]
-            loss = (cell * train[s : s + step]).sum() / n_train
+        for s in range(0, label.shape[0], step):
+            cell = bce(logit_of(s, s + step), label[s : s + step], reduction="none")  # [b, N]
+            loss = (cell * weight[s : s + step]).sum() / n_train
             loss.backward()
             total += float(loss.detach())
             if valid is not None:
@@ -234,15 +261,7 @@ def _click_steps(
             best, best_epoch = held, epoch - 1
         adam.step()
         loss_value = total
-    with torch.no_grad():
-        return {
-            "x": _unit(x_raw).detach(),
-            "y": _unit(y_raw).detach(),
-            "a": float(log_a.detach().exp()),
-            "pop": pop.detach().clone(),
-            "loss": loss_value,
-            "best_epoch": max(best_epoch, 1),
-        }
+    return loss_value, max(best_epoch, 1)
 
 
 def _mean_relevance(x: torch.Tensor, y: torch.Tensor, a: float, pop: torch.Tensor, b: float) -> float:
@@ -303,28 +322,14 @@ def _sat_steps(
     z_raw = y.clone().requires_grad_()
     log_a = torch.tensor(math.log(3.0), requires_grad=True)
     user_off = torch.zeros(len(x), requires_grad=True)
-    adam = torch.optim.Adam([z_raw, log_a, user_off], lr=opt.lr)
-    weight = train.float()
-    n_train, n_valid = float(weight.sum()), float(valid.sum()) if valid is not None else 0.0
-    step = max(1, PAIR_CHUNK // len(y))
-    loss_value, best, best_epoch = float("nan"), math.inf, epochs
-    bce = torch.nn.functional.binary_cross_entropy_with_logits
-    for epoch in range(1, epochs + 1):
-        adam.zero_grad(set_to_none=True)
-        total, held = 0.0, 0.0
-        for s in range(0, len(x), step):  # chunks of users, as the click fit
-            logit = log_a.exp() * (x[s : s + step] @ _unit(z_raw).T) + user_off[s : s + step, None]
-            cell = bce(logit, label[s : s + step], reduction="none")  # [b, N]
-            loss = (cell * weight[s : s + step]).sum() / n_train
-            loss.backward()
-            total += float(loss.detach())
-            if valid is not None:
-                held += float((cell.detach() * valid[s : s + step]).sum()) / n_valid
-        if valid is not None and held < best:  # the loss of the parameters before this step
-            best, best_epoch = held, epoch - 1
-        adam.step()
-        loss_value = total
-    return _unit(z_raw).detach(), float(log_a.detach().exp()), max(best_epoch, 1), loss_value
+
+    def logit_of(s: int, e: int) -> torch.Tensor:  # [b, N] for users [s, e)
+        return log_a.exp() * (x[s:e] @ _unit(z_raw).T) + user_off[s:e, None]
+
+    loss_value, best_epoch = _adam_on_cells(
+        [z_raw, log_a, user_off], logit_of, label, train, valid, epochs, opt.lr
+    )
+    return _unit(z_raw).detach(), float(log_a.detach().exp()), best_epoch, loss_value
 
 
 def _categories(log: InteractionLog, y: torch.Tensor, opt: FitOptions) -> tuple[torch.Tensor, list[str], str]:
