@@ -190,6 +190,35 @@ def test_movielens_100k_from_the_wheel():
     assert log.frame.group_by("user").len()["len"].min() == 20  # MovieLens-100k: >= 20 ratings a user
 
 
+def test_grouplens_files_read_as_the_wheel_does(tmp_path):
+    """GroupLens' own layout (u.data, u.item with 19 genre flags), written from the wheel's
+    RecBole files, gives the same interactions and categories."""
+    import zipfile
+
+    from recsim.recsys.datasets import GENRES, ML100K
+
+    try:
+        wheel = movielens_wheel()
+    except LogError:
+        pytest.skip("make data has not fetched MovieLens-100k")
+    with zipfile.ZipFile(wheel) as z:
+        inter, item = (
+            pl.read_csv(z.read(f"{ML100K}.{ext}"), separator="\t", infer_schema_length=0, quote_char=None)
+            for ext in ("inter", "item")
+        )
+    inter.write_csv(tmp_path / "u.data", separator="\t", include_header=False)
+    genres = item["class:token_seq"].str.split(" ")
+    flags = pl.DataFrame({g: genres.list.contains(g).cast(pl.Int8) for g in GENRES})
+    meta = pl.concat(
+        [item.select(pl.col("item_id:token"), *(pl.lit("x").alias(c) for c in "abcd")), flags],
+        how="horizontal",
+    )
+    meta.write_csv(tmp_path / "u.item", separator="|", include_header=False)
+    ours, theirs = read_log(tmp_path / "u.data", "movielens"), read_log(wheel, "movielens")
+    assert ours.frame.equals(theirs.frame) and ours.item_ids.equals(theirs.item_ids)
+    assert ours.categories is not None and ours.categories.equals(theirs.categories)
+
+
 # -- the world folder, configs and the loop ------------------------------------------------------
 
 

@@ -120,15 +120,15 @@ def read_log(
 def _generic(path: Path, columns: dict[str, str]) -> tuple[pl.DataFrame, pl.DataFrame | None, str, str]:
     data = path.read_bytes()
     digest = hashlib.sha256(data).hexdigest()
+    parquet = path.suffix.lower() in (".parquet", ".pq")
     try:
-        if path.suffix.lower() in (".parquet", ".pq"):
-            raw = pl.read_parquet(io.BytesIO(data))
-        else:
-            raw = pl.read_csv(io.BytesIO(data), infer_schema_length=10_000)
+        raw = (
+            pl.read_parquet(io.BytesIO(data))
+            if parquet
+            else pl.read_csv(io.BytesIO(data), infer_schema_length=10_000)
+        )
     except Exception as exc:  # noqa: BLE001  polars raises several kinds; one line names the file
-        raise LogError(
-            f"{path}: cannot read as {'Parquet' if path.suffix == '.parquet' else 'CSV'}: {exc}"
-        ) from None
+        raise LogError(f"{path}: cannot read as {'Parquet' if parquet else 'CSV'}: {exc}") from None
     unknown = set(columns) - {"user", "item", "rating", "click", "timestamp", "category"}
     if unknown:
         raise LogError(

@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import polars as pl
 import torch
 
@@ -219,20 +220,17 @@ class RecsysDomain:
             **(self._candidate_columns(state, slates) if self.config.policy.log_candidates else {}),
         )
 
-    def _candidate_columns(self, state: RecsysState, slates: Slates) -> dict[str, pl.Expr]:
+    def _candidate_columns(self, state: RecsysState, slates: Slates) -> dict[str, pl.Series]:
         """The slates' candidates [B, C] and their true relevance, as list columns on each slate's
-        position-1 row (null on the others)."""
-        k = slates.items.shape[1]
+        position-1 row (null on the others: a null index gathers a null, so no row is copied K
+        times)."""
+        n_users, k = slates.items.shape
+        rows = np.arange(n_users * k)
+        slate = pl.Series(rows // k).set(pl.Series(rows % k != 0), None)  # [B*K] slate, or null
         rel = state.world.relevance(slates.users, slates.candidates)  # [B, C]
-        per_row = torch.arange(len(slates.users)).repeat_interleave(k).numpy()  # [B*K] -> slate
-        first = pl.col("position") == 1
         return {
-            "candidates": pl.when(first).then(
-                pl.Series(slates.candidates.cpu().numpy()).gather(per_row).arr.to_list()
-            ),
-            "candidate_relevance": pl.when(first).then(
-                pl.Series(rel.float().cpu().numpy()).gather(per_row).arr.to_list()
-            ),
+            "candidates": pl.Series(slates.candidates.cpu().numpy()).arr.to_list().gather(slate),
+            "candidate_relevance": pl.Series(rel.float().cpu().numpy()).arr.to_list().gather(slate),
         }
 
     # 4. fit: the learner retrains on the logs its own slates produced -------------------------

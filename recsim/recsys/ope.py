@@ -34,6 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
+import torch
 
 __all__ = [
     "ESTIMATORS",
@@ -145,13 +146,15 @@ def deterministic(slates: LoggedSlates, scores: np.ndarray) -> np.ndarray:
 
 def click_probability(relevance: np.ndarray, examination: np.ndarray, model: str) -> np.ndarray:
     """P(click) of items of true relevance ``relevance`` at positions of examination
-    ``examination`` (broadcast) under a position-separable click model (:mod:`.behavior`)."""
-    if model == "pbm":
-        return examination * relevance
-    if model == "logit":
-        rel = np.clip(relevance, 1e-12, 1 - 1e-12)
-        return 1.0 / (1.0 + np.exp(-(np.log(rel / (1 - rel)) + np.log(examination))))
-    raise ValueError(f"off-policy values need a position-separable click model {SEPARABLE}, got {model!r}")
+    ``examination`` (broadcast), from the simulator's own position-separable click model
+    (:func:`recsim.recsys.behavior.click_probability`)."""
+    if model not in SEPARABLE:
+        raise ValueError(
+            f"off-policy values need a position-separable click model {SEPARABLE}, got {model!r}"
+        )
+    from recsim.recsys.behavior import click_probability as per_impression
+
+    return per_impression(model, torch.as_tensor(examination), torch.as_tensor(relevance)).numpy()
 
 
 def true_value(slates: LoggedSlates, policy: np.ndarray, model: str) -> float:

@@ -117,6 +117,8 @@ def fit_world(log: InteractionLog, options: FitOptions | None = None) -> FittedW
     """Fit a world to ``log`` (see the module docstring). Raises ValueError (one line) on a log
     too large for the dense fit."""
     opt = options or FitOptions()
+    if opt.activity == "days" and not log.has_timestamps:
+        raise ValueError(f"{log.name}: activity 'days' needs a timestamp on every row")
     n_users, n_items = log.n_users, log.n_items
     if n_users * n_items > opt.max_pairs:
         raise ValueError(
@@ -180,12 +182,13 @@ def fit_world(log: InteractionLog, options: FitOptions | None = None) -> FittedW
     return FittedWorld(tensors, card, log.user_ids, log.item_ids)
 
 
+def _unit_rows(raw: torch.Tensor) -> torch.Tensor:
+    """Rows scaled to unit norm, as the drawn world's factors are."""
+    return torch.nn.functional.normalize(raw, dim=-1)
+
+
 def _col(frame: pl.DataFrame, name: str) -> torch.Tensor:
     return torch.from_numpy(frame[name].to_numpy(writable=True))
-
-
-def _unit(raw: torch.Tensor) -> torch.Tensor:
-    return raw / raw.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
 
 def _fit_click(clicked: torch.Tensor, opt: FitOptions) -> dict[str, Any]:
@@ -213,14 +216,14 @@ def _click_steps(
     train = ~valid if valid is not None else torch.ones_like(clicked)
 
     def logit_of(s: int, e: int) -> torch.Tensor:  # [b, N] for users [s, e)
-        return log_a.exp() * (_unit(x_raw[s:e]) @ _unit(y_raw).T) + pop + user_off[s:e, None]
+        return log_a.exp() * (_unit_rows(x_raw[s:e]) @ _unit_rows(y_raw).T) + pop + user_off[s:e, None]
 
     params = [x_raw, y_raw, log_a, user_off, pop]
     loss_value, best_epoch = _adam_on_cells(params, logit_of, clicked.float(), train, valid, epochs, opt.lr)
     with torch.no_grad():
         return {
-            "x": _unit(x_raw).detach(),
-            "y": _unit(y_raw).detach(),
+            "x": _unit_rows(x_raw).detach(),
+            "y": _unit_rows(y_raw).detach(),
             "a": float(log_a.detach().exp()),
             "pop": pop.detach().clone(),
             "loss": loss_value,
@@ -324,12 +327,12 @@ def _sat_steps(
     user_off = torch.zeros(len(x), requires_grad=True)
 
     def logit_of(s: int, e: int) -> torch.Tensor:  # [b, N] for users [s, e)
-        return log_a.exp() * (x[s:e] @ _unit(z_raw).T) + user_off[s:e, None]
+        return log_a.exp() * (x[s:e] @ _unit_rows(z_raw).T) + user_off[s:e, None]
 
     loss_value, best_epoch = _adam_on_cells(
         [z_raw, log_a, user_off], logit_of, label, train, valid, epochs, opt.lr
     )
-    return _unit(z_raw).detach(), float(log_a.detach().exp()), best_epoch, loss_value
+    return _unit_rows(z_raw).detach(), float(log_a.detach().exp()), best_epoch, loss_value
 
 
 def _categories(log: InteractionLog, y: torch.Tensor, opt: FitOptions) -> tuple[torch.Tensor, list[str], str]:
@@ -358,8 +361,6 @@ def _activity(log: InteractionLog, kind: str) -> torch.Tensor:
     """[U] how often each user comes back: interactions, or active days."""
     f = log.frame
     if kind == "days":
-        if not log.has_timestamps:
-            raise ValueError(f"{log.name}: activity 'days' needs a timestamp on every row")
         per_user = f.group_by("user").agg((pl.col("timestamp") // 86_400).n_unique().alias("n"))
     else:
         per_user = f.group_by("user").agg(pl.len().alias("n"))
