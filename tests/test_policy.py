@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from recsim.recsys.policy import build_slates, exploration_bucket, sample_candidates
@@ -89,3 +90,28 @@ def test_candidate_sampling_distinct_and_in_range():
     assert c.shape == (50, 10)
     assert int(c.max()) < 30 and all(len(set(r)) == 10 for r in c.tolist())
     assert sample_candidates(3, 30, None, torch.Generator()).shape == (3, 30)
+
+
+def test_all_random_slates_without_scores_equal_those_with_and_score_only_the_shown_items():
+    n, c, k = 300, 40, 5
+    g = torch.Generator().manual_seed(3)
+    cands = torch.rand(n, c, generator=g).argsort(1)
+    scores = torch.rand(n, c, generator=g)
+    allowed = torch.rand(n, c, generator=g) > 0.2
+    asked = []
+
+    def score_shown(users, items):
+        asked.append(items.shape)
+        return scores.gather(1, (cands.unsqueeze(2) == items.unsqueeze(1)).int().argmax(1))
+
+    args = (torch.arange(n), torch.zeros(n, dtype=torch.long), cands)
+    for mask in (None, allowed):
+        full = build_slates(*args, scores, k, torch.ones(n), torch.Generator().manual_seed(7), _predict, mask)
+        lazy = build_slates(
+            *args, None, k, torch.ones(n), torch.Generator().manual_seed(7), _predict, mask, score_shown
+        )
+        assert torch.equal(full.items, lazy.items) and torch.equal(full.propensity, lazy.propensity)
+        assert torch.equal(full.scores, lazy.scores) and lazy.exploration.all()
+    assert asked == [(n, k), (n, k)]  # the shown items only, never the [B, C] candidates
+    with pytest.raises(ValueError, match="every slate random"):  # a greedy slate needs the scores
+        build_slates(*args, None, k, torch.full((n,), 0.5), torch.Generator(), _predict, None, score_shown)

@@ -183,16 +183,87 @@ def test_shared_row_products_equal_the_gathered_ones():
         assert torch.allclose(mf(users, shared), mf(users, shared.clone()), atol=1e-5)
 
 
-def test_serving_softmax_equals_torch_softmax():
+def test_gate_softmax_equals_torch_softmax_forward_and_backward():
     from towers.mmoe import MultiTaskNet
 
     net = MultiTaskNet(32, 2, torch.Generator().manual_seed(0)).eval()
     logits = torch.randn(500, net.n_gates * net.n_experts, generator=torch.Generator().manual_seed(1)) * 20
+    want = torch.softmax(logits.view(500, 2, -1), -1)
     with torch.inference_mode():
         fast = net.gates(logits)
-    slow = net.gates(logits.requires_grad_())  # the training path: torch.softmax
-    assert torch.allclose(fast, slow.detach(), rtol=1e-6, atol=1e-7)
+    assert torch.allclose(fast, want, rtol=1e-6, atol=1e-7)
     assert torch.allclose(fast.sum(-1), torch.ones(500, 2))
+    upstream = torch.randn(500, 2, net.n_experts, generator=torch.Generator().manual_seed(2))
+    mine, theirs = logits.clone().requires_grad_(), logits.clone().requires_grad_()
+    (net.gates(mine) * upstream).sum().backward()
+    (torch.softmax(theirs.view(500, 2, -1), -1) * upstream).sum().backward()
+    assert torch.allclose(mine.grad, theirs.grad, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("arch", ["mmoe", "omoe", "shared_bottom"])
+@pytest.mark.parametrize("n_tasks", [1, 2])
+def test_serving_pass_equals_forward_bit_for_bit(arch, n_tasks):
+    from towers.ranking import RankingModel, RankingSpec
+
+    g = torch.Generator().manual_seed(0)
+    spec = RankingSpec(60, 50, 4, 3, 10, arch=arch, n_tasks=n_tasks)
+    model = RankingModel(spec, g).eval()
+    with torch.no_grad():  # trained-looking weights: gates far from uniform
+        for p in model.net.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.3)
+    pre = torch.randn(3000, spec.hidden, generator=g)
+    for bf16 in (False, True):
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            want = model(pre.clone())[0]
+            got = model.serve(pre.clone(), model.net.serving_weights(torch.bfloat16 if bf16 else None))
+        assert got.dtype == want.dtype and torch.equal(got, want), (arch, n_tasks, bf16)
+
+
+def test_row_gradients_equal_the_dense_backward_up_to_rounding():
+    from recsim.cli.bench import synthetic_rows
+    from recsim.config import validate
+    from recsim.recsys.rankers.multitask import MultiTaskRanker
+    from recsim.recsys.world import World
+
+    config = validate({"world": {"n_users": 300, "n_items": 200}, "ranker": {"name": "mmoe"}})
+    world = World.create(config)
+    rows = synthetic_rows(world, 2048, config.ranker.history_len, torch.Generator().manual_seed(0))
+    grads = []
+    for row_grads in (False, True):
+        ranker = MultiTaskRanker(config, world)
+        model = ranker.model_
+        model.row_gradients(row_grads)
+        model.train()
+        model.rng = model.net.rng = torch.Generator().manual_seed(1)
+        loss, _ = ranker.loss_(rows)
+        loss.backward()
+        model.densify_embedding_grads()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    dense, rowwise = grads
+    assert dense.keys() == rowwise.keys()
+    tables = [n for n in dense if "embedding_bags" in n]
+    assert len(tables) == 5 and all(not rowwise[n].is_sparse for n in tables)
+    for name in dense:
+        assert torch.allclose(rowwise[name], dense[name], rtol=1e-5, atol=1e-7), name
+
+
+def test_start_up_rounds_score_only_the_shown_items():
+    from recsim.config import validate
+    from recsim.recsys.domain import RecsysDomain
+
+    config = validate(
+        {"world": {"n_users": 50, "n_items": 80}, "policy": {"startup_rounds": 1}, "ranker": {"name": "mf"}}
+        | {"metrics": {"panel_users": 20}}
+    )
+    domain = RecsysDomain(config)
+    state = domain.initial_state()
+    shapes = []
+    score = state.ranker.score
+    state.ranker.score = lambda w, u, i, r: shapes.append(tuple(i.shape)) or score(w, u, i, r)
+    domain.act(state, 0)
+    domain.act(state, 1)
+    k = config.policy.slate_size
+    assert shapes == [(50, k), (50, 80)]  # round 0: random slates, only their items; round 1: all
 
 
 def test_background_checkpoint_holds_the_state_of_its_round(tmp_path):

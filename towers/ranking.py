@@ -180,6 +180,29 @@ class RankingModel(nn.Module):
         """The embedding tables' weights (sparse gradients when ``spec.sparse``)."""
         return [bag.weight for bag in self._bags()]
 
+    def row_gradients(self, enabled: bool) -> None:
+        """Whether the tables' backward emits row gradients (sparse, one row per looked-up id)
+        even where the optimizer is dense (``spec.sparse`` False); :meth:`densify_embedding_grads`
+        then sums them into dense gradients after ``backward``.
+
+        On the CPU this replaces ``embedding_bag``'s dense backward, which sorts every batch's ids
+        (3.8 ms for a 4,096-row history bag against 1 ms here, 0.5 ms against 0.2 ms for a one-id
+        table). The gradient is the same sum in another order (equal up to float rounding). Not
+        for CUDA, whose ``index_add_`` is not deterministic.
+        """
+        for bag in self._bags():
+            bag.sparse = enabled or self.spec.sparse
+
+    def densify_embedding_grads(self) -> None:
+        """After ``backward`` with :meth:`row_gradients` on and a dense optimizer: each table's row
+        gradient summed into a dense ``.grad`` (``index_add_``, rows in batch order)."""
+        if self.spec.sparse:
+            return
+        for bag in self._bags():
+            g = bag.weight.grad
+            if g is not None and g.is_sparse:
+                bag.weight.grad = torch.zeros_like(bag.weight).index_add_(0, g._indices()[0], g._values())
+
     # -- the two sides of the shared hidden layer's pre-activation --------------------------------
     def user_part(self, users: torch.Tensor, device: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
         """users [B], device [B], history [B, L] (-1 = empty slot) -> [B, H]."""
@@ -199,6 +222,11 @@ class RankingModel(nn.Module):
     def forward(self, pre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
         """pre [M, H] -> (task logits [M, T], gates [M, T, E] | None, tower inputs [M, T, X])."""
         return self.net(pre)
+
+    def serve(self, pre: torch.Tensor, weights: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """pre [M, H] -> task logits [M, T], as ``forward`` without gradients; ``pre`` is overwritten
+        and ``weights`` come from ``self.net.serving_weights`` (see :meth:`MultiTaskNet.serve`)."""
+        return self.net.serve(pre, weights)
 
     def bias(self, cells: torch.Tensor) -> torch.Tensor:
         """The shallow tower's logit offset for cells [M] -> [M] (0 where there is no tower)."""

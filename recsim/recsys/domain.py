@@ -167,9 +167,14 @@ class RecsysDomain:
             cands = sample_candidates(
                 n_active, world.n_available(round_), cfg.policy.n_candidates, self.gen(round_, "candidates")
             )  # [B, C]
-        scores = self._split(lambda u, c: state.ranker.score(world, u, c, round_), users, cands)  # [B, C]
+
+        def score(u: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+            return self._split(lambda u_, c_: state.ranker.score(world, u_, c_, round_), u, c)
+
         forced = self.bucket[users] | (round_ < cfg.policy.startup_rounds)
         p_random = torch.where(forced, 1.0, cfg.policy.epsilon)  # [B]
+        # every slate random (the start-up rounds): no candidate is ranked, only the shown are scored
+        scores = None if bool(forced.all()) else score(users, cands)  # [B, C]
         allowed = None
         if not cfg.policy.repeat_consumption and state.clicked is not None:
             keys = users.unsqueeze(1) * world.n_items_total + cands  # [B, C]
@@ -184,6 +189,7 @@ class RecsysDomain:
             self.gen(round_, "policy"),
             lambda u, i: self._split(lambda u_, i_: state.ranker.predict_proba(world, u_, i_), u, i),
             allowed,
+            score_shown=score,
         )
 
     # 2. feedback: users examine, click, and (after a click) are satisfied or not -------------

@@ -74,18 +74,21 @@ def build_slates(
     users: torch.Tensor,
     device: torch.Tensor,
     candidates: torch.Tensor,
-    scores: torch.Tensor,
+    scores: torch.Tensor | None,
     slate_size: int,
     p_random: torch.Tensor,
     gen: torch.Generator,
     predict: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     allowed: torch.Tensor | None = None,
+    score_shown: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> Slates:
     """Top-K or random slates per user, with exact propensities.
 
     Args:
         users: [B] user ids; device: [B] device index.
-        candidates: [B, C] item ids; scores: [B, C] ranker scores (higher is better).
+        candidates: [B, C] item ids; scores: [B, C] ranker scores (higher is better), or None
+            when every slate is random (``p_random`` all 1, the start-up rounds): the scores then
+            rank nothing, and only the shown items' are taken, from ``score_shown``.
         slate_size: K.
         p_random: [B] probability that each user's slate is random this round (0, epsilon or 1).
         gen: generator of the round's policy stream.
@@ -95,25 +98,37 @@ def build_slates(
             disallowed ones last).
     """
     n_users, n_cand = candidates.shape
-    check_finite("ranker scores", scores)
+    if scores is None and (score_shown is None or bool((p_random < 1).any())):
+        raise ValueError("build_slates: scores=None needs every slate random and a score_shown")
+    if scores is not None:
+        check_finite("ranker scores", scores)
+    dtype = torch.float32 if scores is None else scores.dtype
     keys = torch.rand(n_users, n_cand, generator=gen, device=gen.device)
-    ranked, n_allowed = scores, torch.full((n_users,), float(n_cand), device=scores.device)
+    n_allowed = torch.full((n_users,), float(n_cand), device=candidates.device)
     if allowed is not None:
-        ranked = scores.masked_fill(~allowed, float("-inf"))
         keys = keys.masked_fill(~allowed, -1.0)
-        n_allowed = allowed.sum(1).clamp(min=1).to(scores.dtype)
-    greedy = ranked.topk(slate_size, dim=1).indices  # [B, K] positions into candidates
+        n_allowed = allowed.sum(1).clamp(min=1).to(dtype)
     random_idx = keys.topk(slate_size, dim=1).indices
+    if scores is None:  # every slate random: (1 - p_random) = 0 cancels the greedy term below
+        greedy = random_idx
+    else:
+        ranked = scores if allowed is None else scores.masked_fill(~allowed, float("-inf"))
+        greedy = ranked.topk(slate_size, dim=1).indices  # [B, K] positions into candidates
     explore = torch.rand(n_users, generator=gen, device=gen.device) < p_random  # [B]
     pick = torch.where(explore.unsqueeze(1), random_idx, greedy)  # [B, K]
-    is_greedy_here = (pick == greedy).to(scores.dtype)
+    is_greedy_here = (pick == greedy).to(dtype)
     propensity = (1 - p_random).unsqueeze(1) * is_greedy_here + (p_random / n_allowed).unsqueeze(1)
     items = candidates.gather(1, pick)
+    if scores is None:
+        shown = score_shown(users, items)
+        check_finite("ranker scores", shown)
+    else:
+        shown = scores.gather(1, pick)
     return Slates(
         users=users,
         device=device,
         items=items,
-        scores=scores.gather(1, pick),
+        scores=shown,
         propensity=propensity,
         exploration=explore,
         predicted=predict(users, items),

@@ -123,8 +123,8 @@ class MultiTaskRanker:
         self.dist = dist
         self.device = torch.device(config.device)
         # Weights are drawn on the CPU (same on every device), then moved.
-        self._make = lambda round_: RankingModel(self.spec, generator(config.seed, round_, "ranker-init")).to(
-            self.device
+        self._make = lambda round_: _on_device(
+            RankingModel(self.spec, generator(config.seed, round_, "ranker-init")), self.device
         )
         self.model_ = self._make(SETUP_ROUND)
         self.loss_ = BatchLoss(self.model_, config.mitigations)
@@ -187,7 +187,9 @@ class MultiTaskRanker:
             ip_row = ip[row][None] if row is not None else None  # [1, C, H]: every user's candidates
             # One autocast context for every chunk: the weights are cast to bfloat16 once per call
             # (autocast's cache), not once per chunk.
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.rc.serve_bf16):
+            bf16 = self.rc.serve_bf16
+            weights = model.net.serving_weights(torch.bfloat16 if bf16 else None)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
                 for s in range(0, n_users, step):  # chunks of users, not a per-user loop
                     if ip_row is not None:
                         item_part = ip_row
@@ -197,8 +199,7 @@ class MultiTaskRanker:
                     pre = up[s : s + step, None] + item_part  # [b, C, H]
                     if not isinstance(pos, float):
                         pre = pre + pos[s : s + step, None]
-                    logits, _, _ = model(pre.reshape(-1, spec.hidden))
-                    logits = logits.float()
+                    logits = model.serve(pre.reshape(-1, spec.hidden), weights).float()
                     logits = logits.view(-1, n_cand, spec.n_tasks)
                     logits[..., 0] += bias[s : s + step, None]
                     out[s : s + step] = logits
@@ -394,6 +395,7 @@ class MultiTaskRanker:
         loss, click_loss = self.loss_(batch, clicked_rows)
         self.opt_.zero_grad(set_to_none=True)
         loss.backward()
+        self.model_.densify_embedding_grads()
         self.opt_.step()
         faults.point("train-step")
         return loss.detach(), click_loss.detach()
@@ -414,6 +416,13 @@ class MultiTaskRanker:
                 rc.weight_decay,
             )
         return self.trainer_
+
+
+def _on_device(model: Any, device: torch.device) -> Any:
+    """``model`` moved to ``device``; on the CPU its tables train on row gradients (see
+    :meth:`towers.ranking.RankingModel.row_gradients`)."""
+    model.row_gradients(device.type == "cpu")
+    return model.to(device)
 
 
 def make_optimizer(m: Any, rc: MultiTaskConfig) -> Optimizers:
