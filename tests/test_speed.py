@@ -212,11 +212,18 @@ def test_serving_pass_equals_forward_bit_for_bit(arch, n_tasks):
         for p in model.net.parameters():
             p.add_(torch.randn(p.shape, generator=g) * 0.3)
     pre = torch.randn(3000, spec.hidden, generator=g)
-    for bf16 in (False, True):
-        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            want = model(pre.clone())[0]
-            got = model.serve(pre.clone(), model.net.serving_weights(torch.bfloat16 if bf16 else None))
-        assert got.dtype == want.dtype and torch.equal(got, want), (arch, n_tasks, bf16)
+    with torch.inference_mode():
+        want = model(pre.clone())[0]
+        got = model.serve(pre.clone(), model.net.serving_weights())
+        assert torch.equal(got, want), (arch, n_tasks)
+        # bfloat16: the first layer's products in bfloat16, the rest in float32; closer to float32
+        # than running the whole network under bfloat16 autocast
+        half = model.serve(pre.clone(), model.net.serving_weights(torch.bfloat16))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            autocast = model(pre.clone())[0].float()
+    assert half.dtype == torch.float32
+    err, err_autocast = (half - want).abs(), (autocast - want).abs()
+    assert err.max() < 0.05 * want.abs().max() and err.mean() < err_autocast.mean()
 
 
 def test_row_gradients_equal_the_dense_backward_up_to_rounding():

@@ -100,8 +100,8 @@ class MultiTaskNet(nn.Module):
         The softmax is written out, exp(l - max l) / sum with the max held constant (softmax does
         not depend on it), one vectorized pass over all rows: ``torch.softmax`` over a last dim of
         E (8) is slow on the CPU (0.7 ms forward and 0.24 ms backward for 4,096 rows here, against
-        0.1 ms and about 0.2 ms). Equal to it up to float rounding (1 ulp). In float32 whatever the
-        input's type, as torch's softmax computes (bf16 serving too).
+        0.1 ms and about 0.2 ms). Equal to it up to float rounding (1 ulp). Computed and returned in
+        float32 whatever the input's type (bfloat16 serving too).
         """
         b = logits.shape[0]
         wide = logits.view(b, -1, self.n_experts).float()
@@ -112,7 +112,6 @@ class MultiTaskNet(nn.Module):
         else:  # a new tensor: ours to overwrite
             exp = shifted.exp_()
             weights = exp.div_(exp.sum(-1, keepdim=True))
-        weights = weights.to(logits.dtype)
         weights = weights.expand(b, self.n_tasks, self.n_experts)
         if self.training and self.gate_dropout > 0:
             if self.rng is None:
@@ -146,29 +145,37 @@ class MultiTaskNet(nn.Module):
         return torch.baddbmm(self.tower_b2, z, self.tower_w2).squeeze(-1).T  # [B, T]
 
     def serving_weights(self, dtype: torch.dtype | None = None) -> tuple[torch.Tensor, ...]:
-        """The first layer split into its experts' and its gates' columns, each contiguous (and cast
-        to ``dtype``): (expert weight [H, E*X], expert bias, gate weight [H, G*E], gate bias), for
-        :meth:`serve`. Taken once per scoring call, not once per chunk."""
+        """The first layer split into its experts' and its gates' columns, each contiguous and cast
+        to ``dtype`` (bfloat16 serving): (expert weight [H, E*X], expert bias, gate weight
+        [H, G*E], gate bias), for :meth:`serve`. Taken once per scoring call, not once per chunk."""
         ex = self.n_experts * self.expert_dim
         parts = (self.in_w[:, :ex], self.in_b[:ex], self.in_w[:, ex:], self.in_b[ex:])
         return tuple(p.detach().to(dtype or p.dtype).contiguous() for p in parts)
 
     def serve(self, pre: torch.Tensor, weights: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        """Task logits [B, T] of ``forward(pre)``, without gradients, for scoring: the same values.
+        """Task logits [B, T] of ``forward(pre)`` without gradients, for scoring; ``pre`` (float32)
+        is overwritten (the hidden layer's ReLU runs in place).
 
-        ``pre`` is overwritten (the hidden layer's ReLU runs in place). The experts' and the gates'
-        columns of the first layer are two products (``weights`` from :meth:`serving_weights`), so
-        that the experts' ReLU, the gate softmax and the mixing read contiguous rows instead of
-        strided slices of one [B, E*X + G*E] product; each output column sums the same products in
-        the same order, so the values are forward's (``tests/test_speed.py`` checks it).
+        The experts' and the gates' columns of the first layer are two products (``weights`` from
+        :meth:`serving_weights`), so that the experts' ReLU, the gate softmax and the mixing read
+        contiguous rows instead of strided slices of one [B, E*X + G*E] product.
+
+        - float32 weights: each output column sums the same products in the same order, so the
+          values are forward's, bit for bit (``tests/test_speed.py`` checks it).
+        - bfloat16 weights: only the two products run in bfloat16 (``h`` cast once; on CPUs with
+          AMX the [B, 128] x [128, 256] product is 6x faster than in float32). Their outputs are
+          widened to float32, and the ReLU, the softmax, the mixing and the towers run in float32:
+          in bfloat16 they would be slower here (a batched product of 2 x 8 by 8 x 32 matrices takes
+          twice as long) and less exact.
         """
         w_e, b_e, w_g, b_g = weights
         h = pre.relu_() if self.hidden_activation else pre
         b = h.shape[0]
-        experts = torch.addmm(b_e, h, w_e).relu_().view(b, self.n_experts, self.expert_dim)
+        h = h.to(w_e.dtype)  # a no-op in float32
+        experts = torch.addmm(b_e, h, w_e).float().relu_().view(b, self.n_experts, self.expert_dim)
         if self.arch == "shared_bottom":
             mixed = experts.expand(b, self.n_tasks, self.expert_dim)
-        else:
+        else:  # gates() computes in float32
             mixed = torch.bmm(self.gates(torch.addmm(b_g, h, w_g)), experts)
         return self._towers(mixed, torch.relu_)
 

@@ -185,24 +185,21 @@ class MultiTaskRanker:
             step = max(1, SCORE_CHUNK // max(n_cand, 1))
             row = shared_row(items)
             ip_row = ip[row][None] if row is not None else None  # [1, C, H]: every user's candidates
-            # One autocast context for every chunk: the weights are cast to bfloat16 once per call
-            # (autocast's cache), not once per chunk.
-            bf16 = self.rc.serve_bf16
-            weights = model.net.serving_weights(torch.bfloat16 if bf16 else None)
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
-                for s in range(0, n_users, step):  # chunks of users, not a per-user loop
-                    if ip_row is not None:
-                        item_part = ip_row
-                    else:  # = ip[items[s : s + step]], a quarter of the time
-                        chunk = items[s : s + step]
-                        item_part = ip.index_select(0, chunk.reshape(-1)).view(*chunk.shape, -1)
-                    pre = up[s : s + step, None] + item_part  # [b, C, H]
-                    if not isinstance(pos, float):
-                        pre = pre + pos[s : s + step, None]
-                    logits = model.serve(pre.reshape(-1, spec.hidden), weights).float()
-                    logits = logits.view(-1, n_cand, spec.n_tasks)
-                    logits[..., 0] += bias[s : s + step, None]
-                    out[s : s + step] = logits
+            # bfloat16 serving: the first layer's weights cast once per call (see MultiTaskNet.serve)
+            weights = model.net.serving_weights(torch.bfloat16 if self.rc.serve_bf16 else None)
+            for s in range(0, n_users, step):  # chunks of users, not a per-user loop
+                if ip_row is not None:
+                    item_part = ip_row
+                else:  # = ip[items[s : s + step]], a quarter of the time
+                    chunk = items[s : s + step]
+                    item_part = ip.index_select(0, chunk.reshape(-1)).view(*chunk.shape, -1)
+                pre = up[s : s + step, None] + item_part  # [b, C, H]
+                if not isinstance(pos, float):
+                    pre = pre + pos[s : s + step, None]
+                logits = model.serve(pre.reshape(-1, spec.hidden), weights)
+                logits = logits.view(-1, n_cand, spec.n_tasks)
+                logits[..., 0] += bias[s : s + step, None]
+                out[s : s + step] = logits
             return out
 
     def score(self, world: World, users: torch.Tensor, items: torch.Tensor, round_: int) -> torch.Tensor:
