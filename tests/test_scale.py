@@ -67,6 +67,38 @@ def test_fill_unique_gives_distinct_valid_rows_and_keeps_good_entries():
     assert torch.equal(out[:, 0], cands[:, 0])  # the first occurrence of a value is kept
 
 
+def test_ivf_search_in_chunks_equals_one_pass(monkeypatch):
+    import recsim.recsys.retrieval as retrieval
+
+    keys, queries = _keys()
+    index = IvfIndex.build(keys, 32, torch.Generator().manual_seed(1))
+    whole = index.search(queries, n_probe=4, n=50)
+    longest = index.lists.shape[1]
+    monkeypatch.setattr(retrieval, "SEARCH_CHUNK", 7 * 4 * longest)  # 7 users a chunk, a ragged last
+    assert torch.equal(index.search(queries, n_probe=4, n=50), whole)
+
+
+def _fill_unique_every_row_every_pass(cands: torch.Tensor, n: int, gen: torch.Generator) -> torch.Tensor:
+    """fill_unique as first written: every pass sorts every row."""
+    cands = cands.clone()
+    while True:
+        sorted_, idx = cands.sort(dim=1, stable=True)
+        repeat = torch.zeros_like(cands, dtype=torch.bool)
+        repeat.scatter_(1, idx[:, 1:], sorted_[:, 1:] == sorted_[:, :-1])
+        bad = repeat | (cands < 0)
+        if not bad.any():
+            return cands
+        cands[bad] = torch.randint(n, (int(bad.sum()),), generator=gen)
+
+
+def test_fill_unique_rechecking_only_redrawn_rows_draws_the_same_candidates():
+    g = torch.Generator().manual_seed(2)
+    for n_items, width in ((50, 20), (30, 25), (1000, 40)):  # from many passes to one or two
+        cands = torch.randint(-1, n_items, (400, width), generator=g)
+        want = _fill_unique_every_row_every_pass(cands, n_items, torch.Generator().manual_seed(3))
+        assert torch.equal(fill_unique(cands, n_items, torch.Generator().manual_seed(3)), want)
+
+
 def test_chunked_relevance_equals_the_formula(monkeypatch):
     config = validate({"world": {"n_users": 300, "n_items": 200}})
     world = World.create(config)

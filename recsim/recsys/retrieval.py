@@ -100,6 +100,10 @@ class IvfIndex:
         k = min(n, n_probe * longest)
         out = torch.full((queries.shape[0], n), -1, dtype=torch.long, device=queries.device)
         step = max(1, SEARCH_CHUNK // (n_probe * longest))
+        # one score buffer for every chunk: a fresh 64 MB buffer would be paged in again each time
+        buffer = torch.empty(
+            min(step, len(queries)) * n_probe * longest, dtype=queries.dtype, device=queries.device
+        )
         for s in range(0, queries.shape[0], step):  # chunks of users
             q = queries[s : s + step]  # [b, D]
             b = len(q)
@@ -107,15 +111,18 @@ class IvfIndex:
             flat = probe.reshape(-1)  # [b*P] list of each (user, probe) pair; pair j is user j // P
             order = torch.argsort(flat, stable=True)
             counts = torch.bincount(flat, minlength=n_lists).tolist()
-            scores = torch.empty(b * n_probe, longest, dtype=q.dtype, device=q.device)
+            scores = buffer[: b * n_probe * longest].view(b * n_probe, longest)  # every row written below
             start = 0
             for lst, c in enumerate(counts):  # one matrix product per probed list
                 if c:
                     pairs = order[start : start + c]
-                    scores[pairs] = q[pairs // n_probe] @ self.list_keys[lst].T + self.pad[lst]
+                    found = q.index_select(0, pairs // n_probe) @ self.list_keys[lst].T + self.pad[lst]
+                    scores.index_copy_(0, pairs, found)
                     start += c
             top = scores.view(b, -1).topk(k, dim=1)  # over [b, P*M]
-            items = self.lists[probe].reshape(b, -1).gather(1, top.indices)
+            # the winners' item ids: (probed list, slot) of each, not the [b, P*M] id matrix
+            lists = probe.gather(1, top.indices // longest)
+            items = self.lists[lists, top.indices % longest]
             out[s : s + step, :k] = items.masked_fill(top.values == -torch.inf, -1)
         return out
 
@@ -125,19 +132,29 @@ def fill_unique(candidates: torch.Tensor, n_available: int, gen: torch.Generator
     (the first occurrence of an id is kept, so retrieved candidates win over exploration ones).
 
     candidates [B, C] long -> [B, C] with C distinct valid ids per row (C <= n_available).
-    Vectorized: each pass sorts the rows, marks repeats, and redraws them all at once; the
-    expected number of passes is small since a redraw collides with probability < C / n_available.
+    Vectorized: each pass sorts the rows, marks repeats, and redraws them all at once (row-major
+    order); a pass after the first sorts only the rows that had a redraw, since the others are
+    done. The expected number of passes is small since a redraw collides with probability
+    < C / n_available.
     """
     cands = candidates.clone()
+    rows = None  # the rows still to check (None: all)
     for _ in range(1000):
-        sorted_, idx = cands.sort(dim=1, stable=True)  # the first of equal ids stays in place
-        repeat = torch.zeros_like(cands, dtype=torch.bool)
+        part = cands if rows is None else cands.index_select(0, rows)
+        sorted_, idx = part.sort(dim=1, stable=True)  # the first of equal ids stays in place
+        repeat = torch.zeros_like(part, dtype=torch.bool)
         repeat.scatter_(1, idx[:, 1:], sorted_[:, 1:] == sorted_[:, :-1])
-        bad = repeat | (cands < 0)
+        bad = repeat | (part < 0)
         n_bad = int(bad.sum())
         if n_bad == 0:
             return cands
-        cands[bad] = torch.randint(n_available, (n_bad,), generator=gen, device=gen.device)
+        part[bad] = torch.randint(n_available, (n_bad,), generator=gen, device=gen.device)
+        redrawn = bad.any(1)
+        if rows is None:
+            rows = torch.nonzero(redrawn).squeeze(1)
+        else:
+            cands.index_copy_(0, rows, part)
+            rows = rows[redrawn]
     raise RuntimeError(f"could not draw {cands.shape[1]} distinct candidates from {n_available} items")
 
 
