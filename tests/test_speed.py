@@ -254,6 +254,27 @@ def test_row_gradients_equal_the_dense_backward_up_to_rounding():
         assert torch.allclose(rowwise[name], dense[name], rtol=1e-5, atol=1e-7), name
 
 
+def test_row_adagrad_equals_torch_adagrad_bit_for_bit():
+    from recsim.recsys.rankers.training import RowAdagrad
+
+    g = torch.Generator().manual_seed(0)
+    start = torch.randn(3000, 8, generator=g)
+    theirs, mine = torch.nn.Parameter(start.clone()), torch.nn.Parameter(start.clone())
+    opt_theirs = torch.optim.Adagrad([theirs], lr=0.05, eps=1e-8)
+    opt_mine = RowAdagrad([mine], lr=0.05, eps=1e-8)
+    for _ in range(12):
+        ids = torch.randint(3000, (2000,), generator=g)  # repeated rows: the gradient is coalesced
+        upstream = torch.randn(2000, 8, generator=g)
+        for param, opt in ((theirs, opt_theirs), (mine, opt_mine)):
+            opt.zero_grad()
+            (torch.nn.functional.embedding(ids, param, sparse=True) * upstream).sum().backward()
+            with torch.sparse.check_sparse_tensor_invariants(enable=False):
+                opt.step()
+    assert torch.equal(mine, theirs)
+    assert torch.equal(opt_mine.state[mine]["sum"], opt_theirs.state[theirs]["sum"])
+    assert opt_mine.state_dict()["state"][0].keys() == opt_theirs.state_dict()["state"][0].keys()
+
+
 def test_start_up_rounds_score_only_the_shown_items():
     from recsim.config import validate
     from recsim.recsys.domain import RecsysDomain

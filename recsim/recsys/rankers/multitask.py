@@ -25,7 +25,7 @@ from recsim.recsys.config import RankerConfig, RankerKind, TrainableConfig
 from recsim.recsys.distributed import ADAGRAD_EPS, Dist, ShardedTrainer, private_copy
 from recsim.recsys.rankers.features import ClickFeatures, append_history
 from recsim.recsys.rankers.multitask_loss import BatchLoss, TrainBatch
-from recsim.recsys.rankers.training import Optimizers
+from recsim.recsys.rankers.training import Optimizers, RowAdagrad
 from recsim.recsys.world import World, shared_row
 
 if TYPE_CHECKING:
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 __all__ = ["KIND", "MultiTaskConfig", "MultiTaskRanker", "append_history"]
 
 SCORE_CHUNK = 4096  # (user, candidate) pairs per scoring chunk: small enough to stay in cache
+SCORE_CHUNK_BF16 = 8192  # bfloat16 serving: half the bytes of h per pair, 10% faster than 4096 here
 TOWER_MODES = ("shallow_tower", "obs_dropout", "grad_reversal")
 
 
@@ -182,7 +183,8 @@ class MultiTaskRanker:
                 bias = model.bias(top_cells) if at_top else model.bias(torch.zeros_like(top_cells))
             n_users, n_cand = items.shape
             out = torch.empty(n_users, n_cand, spec.n_tasks, device=self.device)
-            step = max(1, SCORE_CHUNK // max(n_cand, 1))
+            pairs = SCORE_CHUNK_BF16 if self.rc.serve_bf16 else SCORE_CHUNK
+            step = max(1, pairs // max(n_cand, 1))
             row = shared_row(items)
             ip_row = ip[row][None] if row is not None else None  # [1, C, H]: every user's candidates
             # bfloat16 serving: the first layer's weights cast once per call (see MultiTaskNet.serve)
@@ -432,7 +434,7 @@ def make_optimizer(m: Any, rc: MultiTaskConfig) -> Optimizers:
     groups = [{"params": rest}] + ([{"params": position, "lr": rc.position_lr}] if position else [])
     opts = [torch.optim.Adam(groups, lr=rc.learning_rate, weight_decay=rc.weight_decay)]
     if sparse:
-        opts.append(torch.optim.Adagrad(sparse, lr=rc.embedding_lr, eps=ADAGRAD_EPS))
+        opts.append(RowAdagrad(sparse, lr=rc.embedding_lr, eps=ADAGRAD_EPS))
     return Optimizers(opts)
 
 
