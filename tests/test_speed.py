@@ -275,6 +275,27 @@ def test_row_adagrad_equals_torch_adagrad_bit_for_bit():
     assert opt_mine.state_dict()["state"][0].keys() == opt_theirs.state_dict()["state"][0].keys()
 
 
+def test_row_sparse_adam_equals_torch_sparse_adam_bit_for_bit():
+    from recsim.recsys.rankers.training import RowSparseAdam
+
+    g = torch.Generator().manual_seed(0)
+    start = torch.randn(3000, 8, generator=g)
+    theirs, mine = torch.nn.Parameter(start.clone()), torch.nn.Parameter(start.clone())
+    opt_theirs, opt_mine = torch.optim.SparseAdam([theirs], lr=0.01), RowSparseAdam([mine], lr=0.01)
+    for _ in range(12):
+        ids = torch.randint(3000, (2000,), generator=g)
+        upstream = torch.randn(2000, 8, generator=g)
+        for param, opt in ((theirs, opt_theirs), (mine, opt_mine)):
+            opt.zero_grad()
+            (torch.nn.functional.embedding(ids, param, sparse=True) * upstream).sum().backward()
+            with torch.sparse.check_sparse_tensor_invariants(enable=False):
+                opt.step()
+    assert torch.equal(mine, theirs)
+    for key in ("exp_avg", "exp_avg_sq"):
+        assert torch.equal(opt_mine.state[mine][key], opt_theirs.state[theirs][key])
+    assert opt_mine.state[mine]["step"] == opt_theirs.state[theirs]["step"] == 12
+
+
 def test_start_up_rounds_score_only_the_shown_items():
     from recsim.config import validate
     from recsim.recsys.domain import RecsysDomain

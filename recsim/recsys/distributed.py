@@ -19,7 +19,8 @@ training rows stay on one rank. The random draws are those of the single-process
 O(B K) work done on every rank), so a sharded run differs from the single-process one only in how
 the ranker is trained: each optimizer step sees ``batch / N`` rows from each rank, and the sharded
 tables are updated by FBGEMM's fused Adagrad (the single-process run with
-``ranker.sparse_embeddings`` uses ``torch.optim.Adagrad`` on sparse gradients, the same rule).
+``ranker.sparse_embeddings`` applies the same rule to sparse gradients: ``torch.optim.Adagrad``'s
+step, run on the gathered rows by ``RowAdagrad``).
 Only rank 0 writes metrics, plots and the MLflow run.
 """
 

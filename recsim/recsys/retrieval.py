@@ -26,13 +26,14 @@ import polars as pl
 import torch
 
 from recsim.core.rng import SETUP_ROUND, generator
-from recsim.recsys.rankers import Optimizers, column, train_bce
+from recsim.recsys.rankers import Optimizers, RowSparseAdam, column, train_bce
 from recsim.recsys.world import World
 
 if TYPE_CHECKING:
     from recsim.config import SimConfig
 
 KMEANS_ITERS = 8
+NEAREST_CHUNK = 8192  # keys per chunk of the nearest-centroid search
 SEARCH_CHUNK = 1 << 24  # (user, key) scores per search chunk (b * P * M), 64 MB of float32
 TRAIN_BATCH = 8192
 TRAIN_LR = 0.01
@@ -84,8 +85,14 @@ class IvfIndex:
     @staticmethod
     def _nearest(keys: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
         """[N] index of each key's nearest centroid in Euclidean distance."""
-        # argmin |x - c|^2 = argmax <x, c> - |c|^2 / 2
-        return (keys @ centroids.T - 0.5 * (centroids * centroids).sum(1)).argmax(1)
+        # argmin |x - c|^2 = argmax <x, c> - |c|^2 / 2, in row chunks that stay in cache (a whole
+        # [N, L] score matrix is 100 MB at 100k items: 3x slower); -|c|^2 / 2 enters as addmm's bias
+        bias = -0.5 * (centroids * centroids).sum(1)
+        chunks = [
+            torch.addmm(bias, keys[s : s + NEAREST_CHUNK], centroids.T).argmax(1)
+            for s in range(0, keys.shape[0], NEAREST_CHUNK)
+        ]
+        return torch.cat(chunks) if chunks else torch.empty(0, dtype=torch.long, device=keys.device)
 
     def search(self, queries: torch.Tensor, n_probe: int, n: int) -> torch.Tensor:
         """queries [B, D] -> [B, n] item ids of the highest <query, key> in the probed lists
@@ -174,7 +181,7 @@ class TwoTowerRetriever:
         m = self.model_
         self.opt_ = Optimizers(
             [
-                torch.optim.SparseAdam([m.user.weight, m.item.weight, m.item_bias.weight], lr=TRAIN_LR),
+                RowSparseAdam([m.user.weight, m.item.weight, m.item_bias.weight], lr=TRAIN_LR),
                 torch.optim.Adam([m.bias], lr=TRAIN_LR),
             ]
         )

@@ -23,7 +23,7 @@ from recsim.recsys.config import RANKERS, RankerConfig, ranker_section, register
 from recsim.recsys.rankers.base import Ranker
 from recsim.recsys.rankers.baselines import OracleRanker, PopularityRanker, RandomRanker
 from recsim.recsys.rankers.mf import MFRanker
-from recsim.recsys.rankers.training import Optimizers, column, train_bce
+from recsim.recsys.rankers.training import Optimizers, RowSparseAdam, column, train_bce
 
 if TYPE_CHECKING:
     from recsim.config import SimConfig
@@ -37,6 +37,7 @@ __all__ = [
     "PopularityRanker",
     "RandomRanker",
     "Ranker",
+    "RowSparseAdam",
     "RankerConfig",
     "column",
     "make_ranker",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -68,6 +69,53 @@ class RowAdagrad(torch.optim.Adagrad):
                 total = state["sum"].index_select(0, rows).add_(values.pow(2))
                 state["sum"].index_copy_(0, rows, total)
                 param.index_add_(0, rows, values / total.sqrt_().add_(group["eps"]), alpha=-clr)
+        return None
+
+
+class RowSparseAdam(torch.optim.SparseAdam):
+    """``torch.optim.SparseAdam`` run on the gathered rows of each coalesced gradient.
+
+    The same operations in the same order as torch's (``torch.optim._functional.sparse_adam``):
+    the moments' old rows, their updates ``(g - m) (1 - beta1)`` and ``(g^2 - v) (1 - beta2)``
+    added back, then ``param[i] -= step_size (m / (sqrt(v) + eps))``; only the sparse-tensor
+    arithmetic (``sparse_mask``, dense-plus-sparse adds, about 0.3 ms each on a million-row table)
+    becomes ``index_select`` / ``index_add_`` on the rows. The state and weights are torch's bit
+    for bit (``tests/test_speed.py``), and so is its state dict.
+    """
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        if closure is not None or any(g.get("maximize", False) for g in self.param_groups):
+            return super().step(closure)
+        for group in self.param_groups:
+            beta1, beta2 = group["betas"]
+            for param in group["params"]:
+                if param.grad is None:
+                    continue
+                if not param.grad.is_sparse:
+                    raise RuntimeError("RowSparseAdam needs sparse gradients")
+                state = self.state[param]
+                if not state:
+                    state["step"] = 0
+                    state["exp_avg"] = torch.zeros_like(param)
+                    state["exp_avg_sq"] = torch.zeros_like(param)
+                state["step"] += 1
+                grad = param.grad.coalesce()  # the update is non-linear: each row once
+                rows, values = grad._indices()[0], grad._values()
+                if values.numel() == 0:
+                    continue
+                exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+                old_avg = exp_avg.index_select(0, rows)
+                avg_update = values.sub(old_avg).mul_(1 - beta1)
+                exp_avg.index_add_(0, rows, avg_update)
+                old_sq = exp_avg_sq.index_select(0, rows)
+                sq_update = values.pow(2).sub_(old_sq).mul_(1 - beta2)
+                exp_avg_sq.index_add_(0, rows, sq_update)
+                numer = avg_update.add_(old_avg)
+                denom = sq_update.add_(old_sq).sqrt_().add_(group["eps"])
+                step = state["step"]
+                step_size = group["lr"] * math.sqrt(1 - beta2**step) / (1 - beta1**step)
+                param.index_add_(0, rows, -step_size * numer.div_(denom))
         return None
 
 
