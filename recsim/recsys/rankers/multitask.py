@@ -250,21 +250,26 @@ class MultiTaskRanker:
             served = max(self.features_.snapshots)
             history, exposure = self.features_.snapshots[served]
             ip_all = self._item_parts(world, served, exposure)  # [N, H]
+            device_all = world.user_device[users]
+            up_all = model.user_part(users, device_all, history[users])  # [B, H], once
+            weights = model.net.serving_weights()  # float32: serve() is forward() bit for bit
             parts = torch.empty(2, n_users, k, device=self.device)
             step = max(1, SCORE_CHUNK // k)
             for s in range(0, n_users, step):  # chunks of users
-                u, it, pos = users[s : s + step], items[s : s + step], positions[s : s + step]
-                b = len(u)
-                device = world.user_device[u][:, None].expand(b, k)
-                up = model.user_part(u, device[:, 0], history[u])[:, None]  # [b, 1, H]
-                pre = (up + ip_all[it]).reshape(-1, self.spec.hidden)  # [b*K, H]
+                it, pos = items[s : s + step], positions[s : s + step]
+                b = len(it)
+                device = device_all[s : s + step, None].expand(b, k)
+                item_part = ip_all.index_select(0, it.reshape(-1)).view(b, k, -1)
+                pre = (up_all[s : s + step, None] + item_part).reshape(-1, self.spec.hidden)  # [b*K, H]
                 cells = position_cells(pos, device, self.slate_size).reshape(-1)
-                top = position_cells(torch.ones_like(pos), device, self.slate_size).reshape(-1)
-                f_top = model(pre + model.position_part(top))[0][:, 0].view(b, k)
                 if mode == "feature":
-                    f_cell = model(pre + model.position_part(cells))[0][:, 0].view(b, k)
+                    top = position_cells(torch.ones_like(pos), device, self.slate_size).reshape(-1)
+                    # serve() overwrites its input: each call gets its own sum
+                    f_top = model.serve(pre + model.position_part(top), weights)[:, 0].view(b, k)
+                    f_cell = model.serve(pre + model.position_part(cells), weights)[:, 0].view(b, k)
                     parts[0, s : s + step], parts[1, s : s + step] = f_top, f_cell - f_top
                     continue
+                f_top = model.serve(pre, weights)[:, 0].view(b, k)  # no position input to add
                 g = model.bias(cells).view(b, k)
                 if mode == "pal":
                     f_top, g = torch.nn.functional.logsigmoid(f_top), torch.nn.functional.logsigmoid(g)
