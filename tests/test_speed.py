@@ -51,7 +51,7 @@ def test_mf_closed_form_gradient_and_flat_adam_match_autograd_and_torch_adam_bit
             2,
             256,
             gen(),
-            backward=lambda x, y: fast.bce_backward(*x, y),
+            backward=lambda x, y, loss: fast.bce_backward(*x, y, loss),
         )
         assert a == b
     for (name, x), y in zip(ref.state_dict().items(), fast.state_dict().values(), strict=True):
@@ -63,7 +63,7 @@ def test_mf_closed_form_gradient_and_flat_adam_match_autograd_and_torch_adam_bit
         p.grad = torch.zeros_like(p)
     train_bce(
         other, other_opt, (users, items), labels, 1, 256, torch.Generator().manual_seed(3),
-        backward=lambda x, y: other.bce_backward(*x, y),
+        backward=lambda x, y, loss: other.bce_backward(*x, y, loss),
     )  # fmt: skip
     auto = copy.deepcopy(base)
     auto_opt = torch.optim.Adam(auto.parameters(), lr=0.02, weight_decay=weight_decay)
@@ -81,6 +81,34 @@ def test_mf_closed_form_gradient_and_flat_adam_match_autograd_and_torch_adam_bit
     )
 
 
+def test_small_mf_steps_on_one_thread_give_the_same_weights_and_restore_the_thread_count(monkeypatch):
+    import recsim.recsys.rankers.training as training
+
+    users, items, labels = _mf_data(3000, 5)
+    weights, before = [], torch.get_num_threads()
+    for small_model in (training.SMALL_MODEL, 0):  # one thread, then every thread
+        monkeypatch.setattr(training, "SMALL_MODEL", small_model)
+        model = LogisticMF(300, 200, 8, torch.Generator().manual_seed(0))
+        opt = FlatAdam(model.parameters(), lr=0.01)
+        torch.set_num_threads(2)
+        try:
+            train_bce(
+                model,
+                opt,
+                (users, items),
+                labels,
+                2,
+                256,
+                torch.Generator().manual_seed(1),
+                backward=lambda x, y, loss, m=model: m.bce_backward(*x, y, loss),
+            )
+            assert torch.get_num_threads() == 2
+        finally:
+            torch.set_num_threads(before)
+        weights.append(opt.flat.clone())
+    assert torch.equal(weights[0], weights[1])
+
+
 def test_flat_adam_state_round_trip_continues_identically():
     users, items, labels = _mf_data(2_000, 1)
     base = LogisticMF(300, 200, 8, torch.Generator().manual_seed(2))
@@ -88,7 +116,7 @@ def test_flat_adam_state_round_trip_continues_identically():
     opt_a = FlatAdam(a.parameters(), lr=0.01, weight_decay=1e-4)
     step = lambda m, o, s: train_bce(  # noqa: E731
         m, o, (users, items), labels, 1, 128, torch.Generator().manual_seed(s),
-        backward=lambda x, y: m.bce_backward(*x, y),
+        backward=lambda x, y, loss: m.bce_backward(*x, y, loss),
     )  # fmt: skip
     step(a, opt_a, 0)
     saved = copy.deepcopy({"model": a.state_dict(), "opt": opt_a.state_dict()})

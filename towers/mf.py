@@ -39,9 +39,12 @@ class LogisticMF(nn.Module):
         return torch.einsum("bd,bcd->bc", p, q) + self.item_bias(items).squeeze(-1) + self.bias
 
     @torch.no_grad()
-    def bce_backward(self, users: torch.Tensor, items: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def bce_backward(
+        self, users: torch.Tensor, items: torch.Tensor, labels: torch.Tensor, with_loss: bool = True
+    ) -> torch.Tensor | None:
         """Mean binary cross-entropy of ``forward(users, items)`` ([B], [B, 1]) against ``labels``
-        [B, 1], with its gradient added into every parameter's ``.grad`` (zeros where it is None).
+        [B, 1] (None without ``with_loss``: the gradient does not need it), with its gradient added
+        into every parameter's ``.grad`` (zeros where it is None).
 
         The gradient in closed form, d loss / d logit = (sigmoid(logit) - y) / B, scattered to the
         rows the batch touched: the same operations autograd runs for this model, in the same
@@ -61,7 +64,7 @@ class LogisticMF(nn.Module):
         item.grad.index_add_(0, idx, g * p)
         item_bias.grad.index_add_(0, idx, g)
         bias.grad.add_(g.sum().reshape(1))
-        return torch.nn.functional.binary_cross_entropy_with_logits(logits, labels)
+        return torch.nn.functional.binary_cross_entropy_with_logits(logits, labels) if with_loss else None
 
     def user_vectors(self, users: torch.Tensor) -> torch.Tensor:
         """users [B] -> [B, D + 1] queries [p_u, 1] for inner-product search."""

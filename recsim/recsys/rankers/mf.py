@@ -85,7 +85,7 @@ class MFRanker:
             generator(self.config.seed, round_, "ranker-fit", dev),
             # the closed form on the CPU only: CUDA's index_add_ is not deterministic (PyTorch's
             # use_deterministic_algorithms lists it), so there autograd's embedding backward stays
-            backward=(lambda inputs, labels: self.model_.bce_backward(*inputs, labels))
+            backward=(lambda inputs, labels, loss: self.model_.bce_backward(*inputs, labels, loss))
             if dev.type == "cpu"
             else None,
         )
