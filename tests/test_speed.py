@@ -343,6 +343,46 @@ def test_start_up_rounds_score_only_the_shown_items():
     assert shapes == [(50, k), (50, 80)]  # round 0: random slates, only their items; round 1: all
 
 
+@pytest.mark.parametrize("ranker", [{"name": "mf"}, {"name": "mmoe", "window": 2}])
+def test_panel_rows_reused_in_act_give_the_same_run(tmp_path, monkeypatch, ranker):
+    import polars as pl
+
+    import recsim
+    from recsim.recsys.domain import RecsysDomain
+    from recsim.recsys.rankers.mf import MFRanker
+    from recsim.recsys.rankers.multitask import MultiTaskRanker
+
+    scenario = {
+        "name": "reuse",
+        "base": {
+            "world": {"n_users": 300, "n_items": 200},
+            "policy": {"startup_rounds": 1},
+            "loop": {"rounds": 4},
+            "metrics": {"panel_users": 100},
+        },
+        "arms": {"a": {"ranker": ranker}},
+    }
+    scored: list[int] = []
+    real = RecsysDomain._scores
+
+    def spy(self, state, users, cands, score):  # noqa: ANN001, ANN202
+        return real(self, state, users, cands, lambda u, c: scored.append(len(u)) or score(u, c))
+
+    monkeypatch.setattr(RecsysDomain, "_scores", spy)
+    recsim.run(scenario, out=tmp_path / "reused", threads=1, tracking=False)
+    assert scored == [200, 200, 200]  # rounds 1-3: the 100 panel users' rows come from the panel
+    for cls in (MFRanker, MultiTaskRanker):
+        monkeypatch.setattr(cls, "scores_from_fit", False)
+    scored.clear()
+    recsim.run(scenario, out=tmp_path / "full", threads=1, tracking=False)
+    assert scored == [300, 300, 300]
+    files = sorted((tmp_path / "full").rglob("*.parquet"))
+    assert len(files) > 4
+    for path in files:
+        other = tmp_path / "reused" / path.relative_to(tmp_path / "full")
+        assert pl.read_parquet(path).equals(pl.read_parquet(other)), path.name
+
+
 def test_background_checkpoint_holds_the_state_of_its_round(tmp_path):
     store = CheckpointStore(tmp_path, keep=2)
     weights = torch.zeros(4)

@@ -27,7 +27,7 @@ from recsim.recsys.measures import RoundView, measure
 from recsim.recsys.policy import Slates, build_slates, exploration_bucket, sample_candidates
 from recsim.recsys.rankers import Ranker, make_ranker
 from recsim.recsys.retrieval import TwoTowerRetriever
-from recsim.recsys.world import World
+from recsim.recsys.world import World, shared_row
 
 if TYPE_CHECKING:
     from recsim.config import SimConfig
@@ -174,7 +174,7 @@ class RecsysDomain:
         forced = self.bucket[users] | (round_ < cfg.policy.startup_rounds)
         p_random = torch.where(forced, 1.0, cfg.policy.epsilon)  # [B]
         # every slate random (the start-up rounds): no candidate is ranked, only the shown are scored
-        scores = None if bool(forced.all()) else score(users, cands)  # [B, C]
+        scores = None if bool(forced.all()) else self._scores(state, users, cands, score)  # [B, C]
         allowed = None
         if not cfg.policy.repeat_consumption and state.clicked is not None:
             keys = users.unsqueeze(1) * world.n_items_total + cands  # [B, C]
@@ -191,6 +191,44 @@ class RecsysDomain:
             allowed,
             score_shown=score,
         )
+
+    def _scores(
+        self,
+        state: RecsysState,
+        users: torch.Tensor,
+        cands: torch.Tensor,
+        score: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    ) -> torch.Tensor:
+        """[B, C] the ranker's scores of every user's candidates.
+
+        Where every user's candidates are every available item and the metrics panel scores them
+        all, the panel's users are not scored again: their rows are ``state.panel_scores``, which
+        the last measurement computed after the last fit for this round, the same items and the
+        same model. Only for a ranker whose scores depend on its fit alone (``scores_from_fit``:
+        not on the drifting truth, nor on a random draw) and in a single process. A user's score
+        does not depend on which other users share its batch, so the scores are those of scoring
+        everyone (``tests/test_speed.py`` compares whole runs' logs).
+        """
+        prev, row = state.panel_scores, shared_row(cands)
+        reusable = (
+            getattr(state.ranker, "scores_from_fit", False)
+            and self.dist is None
+            and self.panel_items is None
+            and prev is not None
+            and row is not None
+            and prev.shape[1] == len(row)
+            and bool((row == torch.arange(len(row), device=row.device)).all())
+        )
+        where = self.panel_index[users]
+        panel = where >= 0
+        n_rest = int((~panel).sum())
+        if not reusable or not bool(panel.any()) or n_rest == 1:  # one row alone is not a shared row
+            return score(users, cands)
+        out = torch.empty(cands.shape, dtype=prev.dtype, device=self.device)
+        out[panel] = prev.to(self.device).index_select(0, where[panel])
+        if n_rest:
+            out[~panel] = score(users[~panel], row.expand(n_rest, len(row)))
+        return out
 
     # 2. feedback: users examine, click, and (after a click) are satisfied or not -------------
     def feedback(self, state: RecsysState, slates: Slates, round_: int) -> Feedback:

@@ -17,7 +17,13 @@ __all__ = ["RANKERS", "Ranker", "RankerConfig", "RankerKind", "TrainableConfig",
 
 
 class Ranker(Protocol):
-    """The learner of the recommender domain. Shapes: B users, C candidates per user."""
+    """The learner of the recommender domain. Shapes: B users, C candidates per user.
+
+    Optional class attribute ``scores_from_fit`` (default False): True when ``score`` depends only
+    on what ``fit`` learned, the users, the items and the round (not on the world's drifting
+    truth, nor on a random draw), so that the scores the metrics panel computed after a fit may
+    stand in for the next round's (:meth:`recsim.recsys.domain.RecsysDomain._scores`).
+    """
 
     def score(self, world: World, users: torch.Tensor, items: torch.Tensor, round_: int) -> torch.Tensor:
         """[B], [B, C] -> [B, C] ranking scores at serving time in ``round_`` (higher is better)."""

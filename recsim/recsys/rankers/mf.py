@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import polars as pl
 import torch
@@ -33,6 +33,8 @@ class MFConfig(TrainableConfig):
 
 class MFRanker:
     """Logistic MF on logged clicks, refitted each round (warm start or scratch) with Adam."""
+
+    scores_from_fit: ClassVar[bool] = True  # see Ranker: the model alone scores
 
     def __init__(self, config: SimConfig, n_users: int, n_items: int) -> None:
         from towers.mf import LogisticMF

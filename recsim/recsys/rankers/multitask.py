@@ -115,6 +115,8 @@ def _sharded(rc: RankerConfig) -> str | None:
 class MultiTaskRanker:
     """MMoE / shared-bottom / single-task ranker with one of the position-handling modes."""
 
+    scores_from_fit: ClassVar[bool] = True  # see Ranker: the model and the features fit() updates
+
     def __init__(self, config: SimConfig, world: World, dist: Dist | None = None) -> None:
         from towers.ranking import RankingModel
 
