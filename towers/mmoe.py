@@ -127,15 +127,17 @@ class MultiTaskNet(nn.Module):
         h = torch.relu(pre) if self.hidden_activation else pre  # the shared hidden layer (or raw input)
         b = h.shape[0]
         ex = self.n_experts * self.expert_dim
-        out = torch.addmm(self.in_b, h, self.in_w)  # [B, E*X + G*E]
+        # The experts' and the gates' columns as two products: with gradients, slices of one
+        # [B, E*X + G*E] product would each get a zero-filled full-width gradient buffer in backward.
+        out = torch.addmm(self.in_b[:ex], h, self.in_w[:, :ex])  # [B, E*X]
         # without gradients the product is ours to overwrite (the same values, one pass less)
         relu = torch.relu if torch.is_grad_enabled() else torch.relu_
-        experts = relu(out[:, :ex]).view(b, self.n_experts, self.expert_dim)  # [B, E, X]
+        experts = relu(out).view(b, self.n_experts, self.expert_dim)  # [B, E, X]
         if self.arch == "shared_bottom":
             gates = None
             mixed = experts.expand(b, self.n_tasks, self.expert_dim)  # [B, T, X]
         else:
-            gates = self.gates(out[:, ex:])  # [B, T, E]
+            gates = self.gates(torch.addmm(self.in_b[ex:], h, self.in_w[:, ex:]))  # [B, T, E]
             mixed = torch.bmm(gates, experts)  # [B, T, X]
         return self._towers(mixed, relu), gates, mixed
 
