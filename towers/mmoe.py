@@ -158,9 +158,9 @@ class MultiTaskNet(nn.Module):
         """Task logits [B, T] of ``forward(pre)`` without gradients, for scoring; ``pre`` (float32)
         is overwritten (the hidden layer's ReLU runs in place).
 
-        The experts' and the gates' columns of the first layer are two products (``weights`` from
-        :meth:`serving_weights`), so that the experts' ReLU, the gate softmax and the mixing read
-        contiguous rows instead of strided slices of one [B, E*X + G*E] product.
+        The same two products as ``forward`` (the experts' and the gates' columns of the first
+        layer), from contiguous copies of the weights (``weights`` from :meth:`serving_weights`),
+        with every ReLU in place.
 
         - float32 weights: each output column sums the same products in the same order, so the
           values are forward's, bit for bit (``tests/test_speed.py`` checks it).

@@ -51,10 +51,8 @@ class RowAdagrad(torch.optim.Adagrad):
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         params = [p for g in self.param_groups for p in g["params"] if p.grad is not None]
-        plain = all(
-            not (g["weight_decay"] or g["maximize"] or g["differentiable"] or g["foreach"] or g["fused"])
-            for g in self.param_groups
-        )
+        flags = ("weight_decay", "maximize", "differentiable", "foreach", "fused")
+        plain = all(not any(g.get(flag) for flag in flags) for g in self.param_groups)
         if closure is not None or not plain or not all(p.grad.is_sparse for p in params):
             return super().step(closure)
         for group in self.param_groups:
