@@ -38,6 +38,7 @@ import json
 import math
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -233,7 +234,7 @@ def _click_steps(
 
 def _adam_on_cells(
     params: list[torch.Tensor],
-    logit_of: Any,
+    logit_of: Callable[[int, int], torch.Tensor],
     label: torch.Tensor,
     train: torch.Tensor,
     valid: torch.Tensor | None,

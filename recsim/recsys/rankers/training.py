@@ -76,9 +76,10 @@ class RowSparseAdam(torch.optim.SparseAdam):
     The same operations in the same order as torch's (``torch.optim._functional.sparse_adam``):
     the moments' old rows, their updates ``(g - m) (1 - beta1)`` and ``(g^2 - v) (1 - beta2)``
     added back, then ``param[i] -= step_size (m / (sqrt(v) + eps))``; only the sparse-tensor
-    arithmetic (``sparse_mask``, dense-plus-sparse adds, about 0.3 ms each on a million-row table)
-    becomes ``index_select`` / ``index_add_`` on the rows. The state and weights are torch's bit
-    for bit (``tests/test_speed.py``), and so is its state dict.
+    arithmetic (``sparse_mask``, dense-plus-sparse adds) becomes ``index_select`` / ``index_add_``
+    on the rows: a step on a million-row table with 8,192 ids takes 2.6 ms instead of 3.9 ms
+    here. The state and weights are torch's bit for bit (``tests/test_speed.py``), and so is its
+    state dict.
     """
 
     @torch.no_grad()
