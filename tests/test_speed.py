@@ -6,6 +6,7 @@ state of their round; the stage timer and ``recsim bench --profile``."""
 from __future__ import annotations
 
 import copy
+import io
 import json
 import math
 import subprocess
@@ -15,6 +16,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import pytest
 import torch
 from scipy import stats
@@ -312,6 +314,43 @@ def test_row_optimizers_equal_torchs_sparse_steps_bit_for_bit(torch_kind, row_ki
         )
 
 
+@pytest.mark.parametrize(
+    ("row_kind", "state_keys"), [("RowAdagrad", ("sum",)), ("RowSparseAdam", ("exp_avg", "exp_avg_sq"))]
+)
+@pytest.mark.parametrize("touched", [100, 2000])
+def test_row_optimizer_state_dicts_keep_touched_rows_and_restore_exactly(row_kind, state_keys, touched):
+    from recsim.recsys.rankers import training
+
+    g = torch.Generator().manual_seed(0)
+    param = torch.nn.Parameter(torch.randn(3000, 8, generator=g))
+    opt = getattr(training, row_kind)([param], lr=0.01)
+    for _ in range(3):
+        ids = torch.randint(touched, (touched,), generator=g)  # 95% of the first `touched` rows in all
+        opt.zero_grad()
+        upstream = torch.randn(touched, 8, generator=g)
+        (torch.nn.functional.embedding(ids, param, sparse=True) * upstream).sum().backward()
+        with torch.sparse.check_sparse_tensor_invariants(enable=False):
+            opt.step()
+    opt.state[param][state_keys[0]][touched + 7, 3] = -0.0  # a negative zero is a value to keep
+    saved = opt.state_dict()
+    entry = saved["state"][0]
+    if touched <= 1500:  # at most half the rows: only those with state are written
+        assert entry["n_rows"] == 3000 and entry["rows"].tolist()[-1] == touched + 7
+        assert all(entry[k].shape == (len(entry["rows"]), 8) for k in state_keys)
+    else:
+        assert "rows" not in entry and all(entry[k].shape == (3000, 8) for k in state_keys)
+    buffer = io.BytesIO()
+    torch.save(saved, buffer)
+    buffer.seek(0)
+    other = getattr(training, row_kind)([torch.nn.Parameter(param.detach().clone())], lr=0.01)
+    other.load_state_dict(torch.load(buffer, weights_only=True))
+    restored = other.state[other.param_groups[0]["params"][0]]
+    for key in state_keys:
+        a, b = opt.state[param][key], restored[key]
+        assert torch.equal(a.view(torch.int32), b.view(torch.int32)), key  # bits: -0.0 stays -0.0
+    assert float(restored["step"]) == float(opt.state[param]["step"])
+
+
 def test_start_up_rounds_score_only_the_shown_items():
     from recsim.config import validate
     from recsim.recsys.domain import RecsysDomain
@@ -458,6 +497,58 @@ def _same_tree(a: object, b: object, where: str) -> None:
             _same_tree(x, y, f"{where}/{i}")
     else:
         assert a == b or (a != a and b != b), where
+
+
+def _click_round(round_: int, users: list[int], clicks: list[bool], items: list[int]) -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "round": [round_] * len(users),
+            "user": users,
+            "position": [1 + i % 3 for i in range(len(users))],
+            "item": items,
+            "click": clicks,
+            "exploration": [False] * len(users),
+            "device": ["a"] * len(users),
+        }
+    )
+
+
+def test_click_features_checkpoint_is_compact_and_restores_exactly():
+    from recsim.recsys.rankers.features import ClickFeatures
+
+    def make() -> ClickFeatures:
+        return ClickFeatures(40, 30, 4, ("a", "b"), 3, torch.device("cpu"))
+
+    feats = make()
+    feats.update(
+        _click_round(0, [0, 1, 2, 3, 5, 5], [True, True, False, True, True, True], [1, 2, 3, 4, 5, 6]), 0
+    )
+    feats.update(_click_round(1, [1, 2, 7, 9], [True, False, True, False], [7, 8, 9, 10]), 1)
+    state = feats.state_dict()
+    assert state["history"].dtype == torch.int32
+    by_round = {entry[0]: entry for entry in state["snapshots"]}
+    # round 0's snapshot (all empty) differs from today's history in every user who ever clicked;
+    # round 1's only in those who clicked in round 1
+    assert by_round[0][1].tolist() == [0, 1, 3, 5, 7]
+    assert by_round[1][1].tolist() == [1, 7]
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    back = make()
+    back.load_state_dict(torch.load(buffer, weights_only=True))
+    assert back.history.dtype == torch.long and torch.equal(back.history, feats.history)
+    assert back.snapshots.keys() == feats.snapshots.keys()
+    for r, (hist, expo) in feats.snapshots.items():
+        assert torch.equal(back.snapshots[r][0], hist) and torch.equal(back.snapshots[r][1], expo)
+    whole = {**state, "snapshots": [[r, h, e] for r, (h, e) in feats.snapshots.items()]}  # whole snapshots
+    back.load_state_dict(whole)
+    assert all(torch.equal(back.snapshots[r][0], feats.snapshots[r][0]) for r in feats.snapshots)
+    bad = {
+        **state,
+        "snapshots": [[1, torch.tensor([40]), torch.zeros(1, 4, dtype=torch.int32), state["exposure"]]],
+    }
+    with pytest.raises(ValueError, match="does not fit 40 users x 4 items"):
+        back.load_state_dict(bad)
 
 
 def test_background_checkpoint_errors_surface(tmp_path):
