@@ -13,6 +13,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+import torch
 
 RECSYS = [
     "feedback-loop",
@@ -174,3 +175,35 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path, reference):
     res = _recsim(["--resume", str(out)], tmp_path)
     assert res.returncode == 0, res.stderr[-2000:]
     _same_run(reference / "recsys", out)
+
+
+SCALE = [
+    "scale",
+    "--rounds",
+    "3",
+    *("--set", "world.n_users=400", "--set", "world.n_items=300", "--set", "world.n_clusters=4"),
+    *("--set", "loop.active_users=100", "--set", "policy.ivf_lists=8", "--set", "policy.n_candidates=60"),
+    *("--set", "policy.explore_candidates=20", "--set", "metrics.panel_users=16"),
+    *("--set", "metrics.panel_items=100"),
+]
+
+
+def test_scale_run_with_retrieval_and_row_optimizers_killed_and_resumed_equals_uninterrupted(tmp_path):
+    """The scale preset's checkpoint (two-tower retriever with its IVF index, row-wise optimizers
+    whose states are stored as their touched rows, history snapshots stored as changed rows),
+    killed while round 1's checkpoint is written and resumed from round 0's."""
+    ref = _recsim([*SCALE, "--out", str(tmp_path / "ref"), "--no-tracking"], tmp_path)
+    assert ref.returncode == 0, ref.stderr[-2000:]
+    out = tmp_path / "run"
+    killed = _recsim([*SCALE, "--out", str(out), "--no-tracking"], tmp_path, "checkpoint-write:2")
+    assert killed.returncode == -signal.SIGKILL
+    (ckpt,) = (out / "logs").rglob("*.ckpt.pt")
+    assert ckpt.parent.name == "round=0"
+    state = torch.load(ckpt, weights_only=True)  # the compact forms are what gets restored
+    assert (
+        "rows" in state["retriever"]["opt"][0]["state"][0] and "rows" in state["ranker"]["opt"][1]["state"][0]
+    )
+    assert len(state["ranker"]["snapshots"][0]) == 4 and state["ranker"]["history"].dtype == torch.int32
+    resumed = _recsim(["--resume", str(out)], tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    _same_run(tmp_path / "ref", out)

@@ -77,6 +77,12 @@ class IvfIndex:
         slot = torch.arange(n, device=keys.device) - starts[assign[order]]
         lists = torch.full((n_lists, int(counts.max())), -1, dtype=torch.long, device=keys.device)
         lists[assign[order], slot] = order
+        return cls.from_lists(centroids, lists, keys)
+
+    @classmethod
+    def from_lists(cls, centroids: torch.Tensor, lists: torch.Tensor, keys: torch.Tensor) -> IvfIndex:
+        """The index of these centroids, lists and keys (``list_keys`` and ``pad`` follow from
+        them: a checkpoint stores only these three)."""
         valid = lists >= 0
         list_keys = keys[lists.clamp_min(0)] * valid[..., None]  # [L, M, D]
         pad = torch.zeros(lists.shape, dtype=keys.dtype, device=keys.device).masked_fill(~valid, -torch.inf)
@@ -233,14 +239,15 @@ class TwoTowerRetriever:
         return {"retriever_loss": stats["train_loss"]}
 
     def state_dict(self) -> dict[str, Any]:
-        index = {k: getattr(self.index_, k) for k in ("centroids", "lists", "list_keys", "pad", "keys")}
+        index = {k: getattr(self.index_, k) for k in ("centroids", "lists", "keys")}
         return {"model": self.model_.state_dict(), "opt": self.opt_.state_dict(), "index": index}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model_.load_state_dict(state["model"])
         self.opt_.load_state_dict(state["opt"])
         dev = self.model_.user.weight.device
-        self.index_ = IvfIndex(**{k: v.to(dev) for k, v in state["index"].items()})
+        index = state["index"]
+        self.index_ = IvfIndex.from_lists(*(index[k].to(dev) for k in ("centroids", "lists", "keys")))
 
     def recall(self, world: World, users: torch.Tensor, round_: int) -> float:
         """Share of each user's exact top-R items (by the retriever's own score over every available
