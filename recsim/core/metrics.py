@@ -252,17 +252,20 @@ def _inversions(seq: torch.Tensor) -> torch.Tensor:
     s = min(m, 16)
     blocks = cur.view(p, m // s, s)
     later = torch.ones(s, s, dtype=torch.bool, device=seq.device).triu(1)
-    count = ((blocks.unsqueeze(-1) > blocks.unsqueeze(-2)) & later).sum((1, 2, 3))
+    # summed as int32 (at most 120 a block): a bool tensor's sum into int64 is 10x slower here
+    inverted = (blocks.unsqueeze(-1) > blocks.unsqueeze(-2)) & later
+    count = inverted.view(p, -1).sum(1, dtype=torch.int32).long()
     cur = torch.sort(blocks, dim=-1).values.view(p, m)
     # Each level merges sorted pairs of blocks (left L, right R) by one sort of 2 * value + side,
-    # which puts L before R on equal values; an R element then has s - (L elements before it)
-    # elements of L above it.
+    # which puts L before R on equal values. The t-th element of L, at place q of the merged
+    # block, then has q - t elements of R before it, the smaller ones: summed over L, the places
+    # of L's elements less 0 + 1 + ... + (s - 1).
     while s < m:
         side = torch.arange(2, device=seq.device).repeat_interleave(s).repeat(m // (2 * s))
         key = torch.sort((cur * 2 + side).view(p, m // (2 * s), 2 * s), dim=-1).values
-        from_left = (key & 1) == 0
-        left_before = from_left.cumsum(-1)
-        count += torch.where(from_left, 0, s - left_before).sum((1, 2))
+        place = torch.arange(2 * s, device=seq.device)
+        left_places = (key & 1).bitwise_xor_(1).mul_(place).sum((1, 2))
+        count += left_places - (m // (2 * s)) * (s * (s - 1) // 2)
         cur = (key >> 1).view(p, m)
         s *= 2
     return count
