@@ -350,6 +350,10 @@ def test_row_optimizer_state_dicts_keep_touched_rows_and_restore_exactly(row_kin
         a, b = opt.state[param][key], restored[key]
         assert torch.equal(a.view(torch.int32), b.view(torch.int32)), key  # bits: -0.0 stays -0.0
     assert float(restored["step"]) == float(opt.state[param]["step"])
+    if "rows" in entry:  # a state that does not fit its table is refused in one line
+        bad = {**saved, "state": {0: {**entry, "rows": entry["rows"] + 3000}}}
+        with pytest.raises(ValueError, match="rows outside its 3000"):
+            other.load_state_dict(bad)
 
 
 def test_start_up_rounds_score_only_the_shown_items():

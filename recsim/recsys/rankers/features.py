@@ -73,8 +73,9 @@ class ClickFeatures:
 
         The history is stored as int32 (item ids fit), and each snapshot (``[round, rows,
         history rows, exposure]``) keeps only the rows of its history that differ from the current
-        history: a round changes the rows of the users who clicked in it, a tenth of them at the
-        scale preset's size, so the two [U, L] int64 tensors (320 MB there) become about 88 MB.
+        history: a round changes the rows of the users who clicked in it, at most the tenth that
+        is active at the scale preset's size, so the two [U, L] int64 tensors (320 MB there) become
+        about 85 MB.
         The checkpoint is written beside the next round's work, and its bytes cost that work CPU.
         """
         history = self.history

@@ -69,8 +69,12 @@ class _CompactRowState:
             if "rows" in entry:
                 entry = dict(entry)
                 rows, n_rows = entry.pop("rows"), int(entry.pop("n_rows"))
+                if rows.numel() and (int(rows.min()) < 0 or int(rows.max()) >= n_rows):
+                    raise ValueError(f"optimizer state names rows outside its {n_rows}")
                 for name in self.ROW_STATE:
                     values = entry[name]
+                    if values.dim() != 2 or len(values) != len(rows):
+                        raise ValueError(f"optimizer state {name} has shape {tuple(values.shape)}")
                     entry[name] = values.new_zeros((n_rows, values.shape[1])).index_copy_(0, rows, values)
             state[key] = entry
         super().load_state_dict({**state_dict, "state": state})  # type: ignore[misc]
