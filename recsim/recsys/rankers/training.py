@@ -88,9 +88,9 @@ class RowAdagrad(_CompactRowState, torch.optim.Adagrad):
     for a million-row table however few rows the batch touched. Here the same operations run on
     the gathered rows: the gradient coalesced (duplicate ids summed, as torch does), then
     ``sum[i] += g^2``, ``std = sqrt(sum[i]) + eps``, ``param[i] -= clr * g / std``, so the state
-    and weights are torch's bit for bit (``tests/test_speed.py``); its state dict is torch's.
-    Dense gradients, weight decay or ``maximize`` take torch's own step. Checkpoints keep only
-    the touched rows of ``sum`` (:class:`_CompactRowState`).
+    and weights are torch's bit for bit (``tests/test_speed.py``). Its state dict is torch's, but
+    for ``sum``, which keeps only the touched rows (:class:`_CompactRowState`). Dense gradients,
+    weight decay or ``maximize`` take torch's own step.
     """
 
     ROW_STATE = ("sum",)
