@@ -162,6 +162,19 @@ def test_kendall_tau_b_is_scipys_bit_for_bit(rows, n, levels):
     assert got_mean == expected or (math.isnan(got_mean) and math.isnan(expected))
 
 
+@pytest.mark.parametrize("levels", [None, 2])
+def test_kendall_tau_b_without_ties_in_x_is_scipys_bit_for_bit(levels):
+    """x untied (learned scores, usually): x's own order stands for the (x, y) order."""
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(30, 700, generator=g)
+    y = x + torch.randn(30, 700, generator=g)
+    if levels is not None:  # ties in y only
+        y = (y * levels).round()
+    y[1, 5] = float("nan")
+    assert bool((x.sort(1).values.diff(dim=1) != 0).all())  # the case under test: no tie in x
+    assert np.array_equal(_scipy_taus(x, y), metrics.kendall_tau_b(x, y).numpy(), equal_nan=True)
+
+
 def test_kendall_tau_b_in_row_chunks_equals_one_pass():
     g = torch.Generator().manual_seed(5)
     x, y = torch.randn(50, 300, generator=g), torch.randn(50, 300, generator=g)

@@ -236,12 +236,12 @@ def _run_starts(sorted_v: torch.Tensor) -> torch.Tensor:
     return new
 
 
-def _dense_ranks(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _dense_ranks(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per row, 1 + the number of distinct smaller values ([P, N] float -> int64): (the ranks in
-    the values' places, the same ranks in ascending order)."""
+    the values' places, the same ranks in ascending order, the order that sorts the row)."""
     sorted_v, order = torch.sort(v, dim=1)
     ranks = _run_starts(sorted_v).long().cumsum(1)
-    return torch.empty_like(order).scatter_(1, order, ranks), ranks
+    return torch.empty_like(order).scatter_(1, order, ranks), ranks, order
 
 
 def _tied_pairs(sorted_v: torch.Tensor) -> torch.Tensor:
@@ -282,12 +282,17 @@ def _inversions(seq: torch.Tensor) -> torch.Tensor:
 
 def _tau_b(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     n = x.shape[1]
-    (rx, sorted_rx), (ry, sorted_ry) = _dense_ranks(x), _dense_ranks(y)  # ranks: no float64 needed
-    key, order = torch.sort(rx * (n + 1) + ry, dim=1)  # (x, y) order
+    (rx, sorted_rx, x_order), (ry, sorted_ry, _) = _dense_ranks(x), _dense_ranks(y)  # no float64
+    if n and bool((sorted_rx[:, -1] == n).all()):
+        # no ties in x (the usual case for learned scores): x's order is the (x, y) order, and no
+        # pair is tied in both
+        order, ntie = x_order, torch.zeros(len(x), dtype=torch.long, device=x.device)
+    else:
+        key, order = torch.sort(rx * (n + 1) + ry, dim=1)  # (x, y) order
+        ntie = _tied_pairs(key)
     dis = _inversions(torch.gather(ry, 1, order))
     xtie = _tied_pairs(sorted_rx)
     ytie = _tied_pairs(sorted_ry)
-    ntie = _tied_pairs(key)
     tot = n * (n - 1) // 2
     con_minus_dis = tot - xtie - ytie + ntie - 2 * dis
     tau = con_minus_dis.double() / (tot - xtie).double().sqrt() / (tot - ytie).double().sqrt()
