@@ -164,7 +164,7 @@ def test_kendall_tau_b_is_scipys_bit_for_bit(rows, n, levels):
 
 @pytest.mark.parametrize("levels", [None, 2])
 def test_kendall_tau_b_without_ties_in_x_is_scipys_bit_for_bit(levels):
-    """x untied (learned scores, usually): x's own order stands for the (x, y) order."""
+    """Rows untied in x (most rows of learned scores) take x's own order for the (x, y) order."""
     g = torch.Generator().manual_seed(7)
     x = torch.randn(30, 700, generator=g)
     y = x + torch.randn(30, 700, generator=g)

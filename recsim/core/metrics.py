@@ -283,13 +283,13 @@ def _inversions(seq: torch.Tensor) -> torch.Tensor:
 def _tau_b(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     n = x.shape[1]
     (rx, sorted_rx, x_order), (ry, sorted_ry, _) = _dense_ranks(x), _dense_ranks(y)  # no float64
-    if n and bool((sorted_rx[:, -1] == n).all()):
-        # no ties in x (the usual case for learned scores): x's order is the (x, y) order, and no
-        # pair is tied in both
-        order, ntie = x_order, torch.zeros(len(x), dtype=torch.long, device=x.device)
-    else:
-        key, order = torch.sort(rx * (n + 1) + ry, dim=1)  # (x, y) order
-        ntie = _tied_pairs(key)
+    # (x, y) order. In a row without ties in x (most rows of learned scores) it is x's own order,
+    # and no pair is tied in both; the rows with ties sort by (x rank, y rank).
+    order, ntie = x_order, torch.zeros(len(x), dtype=torch.long, device=x.device)
+    tied = (sorted_rx[:, -1] != n).nonzero().squeeze(1) if n else order.new_empty(0)
+    if len(tied):
+        key, order[tied] = torch.sort(rx[tied] * (n + 1) + ry[tied], dim=1)
+        ntie[tied] = _tied_pairs(key)
     dis = _inversions(torch.gather(ry, 1, order))
     xtie = _tied_pairs(sorted_rx)
     ytie = _tied_pairs(sorted_ry)
