@@ -42,6 +42,7 @@ from torch import nn
 
 from towers.mmoe import Arch, MultiTaskNet
 from towers.position import ShallowTower, grad_reverse
+from towers.torchrec_modules import TorchRec
 
 PositionMode = Literal["none", "feature", "shallow_tower", "obs_dropout", "grad_reversal", "ips", "pal"]
 TOWER_MODES = ("shallow_tower", "obs_dropout", "grad_reversal", "pal")
@@ -72,14 +73,12 @@ class RankingSpec:
     sparse: bool = False  # embedding tables return sparse gradients (for a row-wise optimizer)
 
 
-def import_torchrec():  # noqa: ANN202
-    """Import torchrec lazily (about 3 s), without its import-time tracing notice."""
-    import logging
+def import_torchrec() -> TorchRec:
+    """TorchRec's classes that the model uses, imported lazily and without the parts of TorchRec a
+    run does not use (see :mod:`towers.torchrec_modules`)."""
+    from towers.torchrec_modules import load
 
-    logging.getLogger("torch.fx._symbolic_trace").setLevel(logging.ERROR)
-    import torchrec
-
-    return torchrec
+    return load()
 
 
 def _ebc(tables: list[tuple[str, int, str]], dim: int, gen: torch.Generator) -> nn.Module:
