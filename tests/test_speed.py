@@ -133,6 +133,57 @@ def test_flat_adam_state_round_trip_continues_identically():
     )
 
 
+def _ranking_model_and_grads(seed: int, steps: int) -> tuple[torch.nn.Module, list[list[torch.Tensor]]]:
+    from towers.ranking import RankingModel, RankingSpec
+
+    spec = RankingSpec(60, 50, 5, 2, 4, position="grad_reversal")  # a position group beside the rest
+    model = RankingModel(spec, torch.Generator().manual_seed(seed))
+    g = torch.Generator().manual_seed(seed + 1)
+    grads = [[torch.randn(p.shape, generator=g) for p in model.parameters()] for _ in range(steps)]
+    return model, grads
+
+
+def _step(model: torch.nn.Module, opt, grads: list[torch.Tensor]) -> None:  # noqa: ANN001
+    opt.zero_grad(set_to_none=True)
+    for p, g in zip(model.parameters(), grads, strict=True):
+        p.grad = g.clone() if p.grad is None else p.grad.copy_(g)
+    opt.step()
+
+
+def test_multitask_flat_adam_is_torch_adam_and_reads_its_old_checkpoints():
+    from recsim.recsys.rankers.multitask import MultiTaskConfig, _flat_adam_states, make_optimizer
+
+    rc = MultiTaskConfig(name="mmoe", weight_decay=1e-4, position_lr=0.05)
+    base, grads = _ranking_model_and_grads(0, 6)
+    ref, old, new = copy.deepcopy(base), copy.deepcopy(base), copy.deepcopy(base)
+    position = [p for mod in (ref.tower, ref.adversary) for p in mod.parameters()]
+    ids = {id(p) for p in position}
+    groups = [{"params": [p for p in ref.parameters() if id(p) not in ids]}, {"params": position, "lr": 0.05}]
+    ref_opt = torch.optim.Adam(groups, lr=rc.learning_rate, weight_decay=1e-4)  # the optimizer before
+    flat_opt = make_optimizer(new, rc)
+    assert len(flat_opt.optimizers) == 2
+    for g in grads:
+        _step(ref, ref_opt, g)
+        _step(new, flat_opt, g)
+    assert all(torch.equal(x, y) for x, y in zip(ref.parameters(), new.parameters(), strict=True))
+    # a checkpoint written by torch's Adam after 3 steps continues as the uninterrupted run
+    position_old = [p for mod in (old.tower, old.adversary) for p in mod.parameters()]
+    old_ids = {id(p) for p in position_old}
+    rest_old = [p for p in old.parameters() if id(p) not in old_ids]
+    old_opt = torch.optim.Adam(
+        [{"params": rest_old}, {"params": position_old, "lr": 0.05}], lr=rc.learning_rate, weight_decay=1e-4
+    )
+    for g in grads[:3]:
+        _step(old, old_opt, g)
+    resumed, _ = _ranking_model_and_grads(7, 0)
+    resumed.load_state_dict(old.state_dict())
+    resumed_opt = make_optimizer(resumed, rc)
+    resumed_opt.load_state_dict(_flat_adam_states([copy.deepcopy(old_opt.state_dict())], resumed_opt))
+    for g in grads[3:]:
+        _step(resumed, resumed_opt, g)
+    assert all(torch.equal(x, y) for x, y in zip(ref.parameters(), resumed.parameters(), strict=True))
+
+
 def _scipy_taus(x: torch.Tensor, y: torch.Tensor) -> np.ndarray:
     with warnings.catch_warnings():  # scipy warns on rows it cannot rank
         warnings.simplefilter("ignore")

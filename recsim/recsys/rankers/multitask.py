@@ -25,7 +25,7 @@ from recsim.recsys.config import RankerConfig, RankerKind, TrainableConfig
 from recsim.recsys.distributed import ADAGRAD_EPS, Dist, ShardedTrainer, private_copy
 from recsim.recsys.rankers.features import ClickFeatures, append_history
 from recsim.recsys.rankers.multitask_loss import BatchLoss, TrainBatch
-from recsim.recsys.rankers.training import Optimizers, RowAdagrad
+from recsim.recsys.rankers.training import FlatAdam, Optimizers, RowAdagrad
 from recsim.recsys.world import World, shared_row
 
 if TYPE_CHECKING:
@@ -154,7 +154,7 @@ class MultiTaskRanker:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.features_.load_state_dict(state)
         self.model_.load_state_dict(state["model"])
-        self.opt_.load_state_dict(state["opt"])
+        self.opt_.load_state_dict(_flat_adam_states(state["opt"], self.opt_))
 
     def _optimizer(self) -> Optimizers:
         return make_optimizer(self.model_, self.rc)
@@ -433,17 +433,41 @@ def _on_device(model: Any, device: torch.device) -> Any:
 
 
 def make_optimizer(m: Any, rc: MultiTaskConfig) -> Optimizers:
-    """Adam over the dense parameters of ``m`` (the position channel at ``position_lr``); with
+    """Adam over the dense parameters of ``m``, the position channel at ``position_lr`` (each a
+    :class:`FlatAdam`: ``torch.optim.Adam``'s steps bit for bit, one chain of ops per group); with
     ``sparse_embeddings`` the tables get Adagrad on their sparse gradients (rows seen only)."""
     position = [p for mod in (m.tower, m.pos_proj, m.adversary) if mod is not None for p in mod.parameters()]
     sparse = m.embedding_parameters() if rc.sparse_embeddings else []
     ids = {id(p) for p in position + sparse}
     rest = [p for p in m.parameters() if id(p) not in ids]
-    groups = [{"params": rest}] + ([{"params": position, "lr": rc.position_lr}] if position else [])
-    opts = [torch.optim.Adam(groups, lr=rc.learning_rate, weight_decay=rc.weight_decay)]
+    opts: list[Any] = [FlatAdam(rest, lr=rc.learning_rate, weight_decay=rc.weight_decay)]
+    if position:
+        opts.append(FlatAdam(position, lr=rc.position_lr, weight_decay=rc.weight_decay))
     if sparse:
         opts.append(RowAdagrad(sparse, lr=rc.embedding_lr, eps=ADAGRAD_EPS))
     return Optimizers(opts)
+
+
+def _flat_adam_states(states: list[dict[str, Any]], opt: Optimizers) -> list[dict[str, Any]]:
+    """Optimizer states as ``opt`` reads them: a checkpoint from before the dense groups were
+    :class:`FlatAdam` holds one ``torch.optim.Adam`` state over both groups, here split and each
+    group's per-parameter moments laid end to end, as its flat buffer holds them."""
+    if not states or "param_groups" not in states[0]:
+        return states
+    adam, *rest = states
+    ids = [i for group in adam["param_groups"] for i in group["params"]]
+    flats, start = [], 0
+    for flat in (o for o in opt.optimizers if isinstance(o, FlatAdam)):
+        entries = [adam["state"].get(i) for i in ids[start : start + len(flat.params)]]
+        start += len(flat.params)
+        if not any(entries):  # never stepped
+            flats.append(flat.state_dict() | {"steps": 0})
+            continue
+        if not all(entries) or len({int(e["step"]) for e in entries}) != 1:
+            raise ValueError("optimizer state: the parameters of a group were not stepped together")
+        moments = {k: torch.cat([e[k].reshape(-1) for e in entries]) for k in ("exp_avg", "exp_avg_sq")}
+        flats.append({"steps": int(entries[0]["step"]), **moments})
+    return flats + rest
 
 
 def _item_dense(world: World, items: torch.Tensor, round_: int, exposure: torch.Tensor) -> torch.Tensor:
