@@ -27,7 +27,9 @@ SCRIPT = textwrap.dedent(
     unused = ("tensordict", "torchrec.distributed", "torch._dynamo")
     print("unused:", sorted(m for m in unused if m in sys.modules))
 
+    import importlib.metadata
     import torchrec
+    assert torchrec.__version__ == importlib.metadata.version("torchrec")  # the package's own __init__
     assert torchrec.EmbeddingBagCollection is tr.EmbeddingBagCollection
     assert torchrec.KeyedJaggedTensor is tr.KeyedJaggedTensor and torchrec.PoolingType is tr.PoolingType
     from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder

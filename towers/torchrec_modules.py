@@ -52,7 +52,8 @@ class _DeferredPackage(types.ModuleType):
     not yet hold is read (its submodules are imported into it as usual until then)."""
 
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("__") or self.__dict__.get("_deferred_done", True):
+        probe = name.startswith("__") and name not in ("__all__", "__version__")  # the import system's
+        if probe or self.__dict__.get("_deferred_done", True):
             raise AttributeError(f"module {self.__name__!r} has no attribute {name!r}")
         self.__dict__["_deferred_done"] = True
         self.__spec__.loader.exec_module(self)  # the package's own __init__
