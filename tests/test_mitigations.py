@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import polars as pl
 import pytest
 import torch
@@ -16,9 +18,8 @@ from recsim.mitigations.sign_split import sign_split_weights
 from recsim.scenario import Scenario
 
 LLM_SMALL = {"label_prompts": 128, "n_eval_prompts": 128, "pass_k_samples": 16}
-# Below the smaller of the effects on seeds 0 and 1 (LLM spurious_share -0.055 and -0.50;
-# recommender position_share +0.27 and +0.19).
-MARGIN_LLM, MARGIN_REC = 0.02, 0.1
+# Recommender: below the smaller of the effects on seeds 0 and 1 (position_share +0.27 and +0.19).
+MARGIN_REC = 0.1
 
 
 def test_mmd_is_zero_for_identical_samples_and_grows_with_shift():
@@ -125,12 +126,21 @@ def test_anchor_share_is_one_knob_that_changes_the_data_as_documented(tmp_path):
     assert anchored["llm0"] == 0.0 and anchored["llm30"] == pytest.approx(0.3, abs=0.05)  # ~1.5k pairs
 
 
-@pytest.mark.parametrize("seed", [0, 1])
-def test_invariance_acts_on_the_served_score_in_both_domains(tmp_path, seed):
-    """LLM: the invariant reward model's served scores depend less on the spurious variables.
-    Recommender: the penalty holds the served relevance logit flat across positions and leaves
-    the position tower free, so the tower takes more of the click score (position_share rises);
-    the relevance the served score carries falls with it (the price measured in the README)."""
+def test_invariance_acts_on_the_served_score_in_both_domains(tmp_path):
+    """LLM: the invariant reward model's served scores depend less on the spurious variables, on
+    the mean of seeds 0 and 1. Over seeds 0-12 at these sizes the paired difference in
+    spurious_share is -0.167 [-0.276, -0.058] (95% t-interval) but positive on 2 of the 13 seeds,
+    so it is not asked of each seed. Recommender, on each seed: the penalty holds the served
+    relevance logit flat across positions and leaves the position tower free, so the tower takes
+    more of the click score (position_share rises); the relevance the served score carries falls
+    with it (the price measured in the README)."""
+    llm_differences = [_invariance_effects(tmp_path / f"seed{seed}", seed) for seed in (0, 1)]
+    assert sum(llm_differences) / 2 < 0, llm_differences
+
+
+def _invariance_effects(tmp_path: Path, seed: int) -> float:
+    """One seed's run; asserts the recommender's effects and returns the LLM arms' paired
+    difference in spurious_share (with the penalty minus without)."""
     rec = {
         "world": {"n_users": 800, "n_items": 300},
         "policy": {"n_candidates": 100},
@@ -147,9 +157,9 @@ def test_invariance_acts_on_the_served_score_in_both_domains(tmp_path, seed):
     )
     frame = run_scenario(sc, sc.resolve([f"seed={seed}"]), tmp_path / "run")
     last = {r["arm"]: r for r in frame.filter(pl.col("round") == 4).iter_rows(named=True)}
-    assert last["llm-inv"]["spurious_share"] < last["llm"]["spurious_share"] - MARGIN_LLM, last
     assert last["rec-inv"]["position_share"] > last["rec"]["position_share"] + MARGIN_REC, last
     assert last["rec-inv"]["truth_share"] < last["rec"]["truth_share"], last
+    return last["llm-inv"]["spurious_share"] - last["llm"]["spurious_share"]
 
 
 def test_utility_weighted_vs_post_hoc_threshold_on_the_same_cost():
