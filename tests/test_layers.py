@@ -158,7 +158,7 @@ def test_the_graph_sees_function_level_imports_and_skips_type_checking_ones():
     graph = import_graph()
     assert "recsim.recsys.behavior" in graph["recsim.recsys.config"]  # inside a validator
     assert "recsim.config" not in graph["recsim.recsys.world"]  # only under TYPE_CHECKING
-    assert graph["towers.ranking"] == {"towers.mmoe", "towers.position"}
+    assert graph["towers.ranking"] == {"towers.mmoe", "towers.position", "towers.torchrec_modules"}
 
 
 @pytest.mark.parametrize(

@@ -1,29 +1,32 @@
 """The four TorchRec names the rankers use, imported without what a run does not use.
 
 ``import torchrec`` runs the package's ``__init__``, which imports ``torchrec.distributed`` (FSDP,
-the sharding planner, ``torch._dynamo``), and TorchRec's embedding modules import ``tensordict`` for
-one ``isinstance`` check: 1.3 s of a one-round run's 2.5-5 s here, of which the modules
-the rankers use (``modules.embedding_configs``, ``modules.embedding_modules``,
-``sparse.jagged_tensor``, fbgemm's operators under them) take about 0.3 s.
+the sharding planner), and TorchRec's embedding modules import ``tensordict`` (with
+``torch._dynamo``) for one ``isinstance`` check: together about 1.2 s here, against about 0.35 s
+for the modules the rankers use (``modules.embedding_configs``, ``modules.embedding_modules``,
+``sparse.jagged_tensor`` and fbgemm's operators under them).
 
-:func:`load` imports those three modules from TorchRec's own files:
+:func:`load` imports those three modules from TorchRec's own files, in two steps:
 
-- under packages whose ``__init__`` waits until something reads a name the package itself defines
-  (:class:`_DeferredPackage`): ``import torchrec.distributed`` and every other submodule import
-  work as usual, and ``torchrec.EmbeddingBagCollection`` runs the real ``__init__`` first, in the
-  same module object;
-- with ``torchrec.sparse.tensor_dict`` as :func:`maybe_td_to_kjt`, which returns a
-  ``KeyedJaggedTensor`` as it is (what TorchRec's function returns for one: a ``KeyedJaggedTensor``
-  is not a ``TensorDict``) and hands anything else to TorchRec's function, loaded then.
+1. Under bare stand-ins for the packages ``torchrec``, ``torchrec.modules`` and ``torchrec.sparse``
+   (their ``__path__``, not their ``__init__``), removed again once the three are loaded. A later
+   import of anything else in TorchRec (``import torchrec``, ``torchrec.distributed``) imports the
+   packages as usual, their ``__init__`` first; the modules already loaded are reused, so the
+   classes are the same objects (sharding recognizes the modules built from them). The packages'
+   children loaded in step 1 are bound on them before their ``__init__`` runs
+   (:class:`_BindLoadedChildren`), as the import system binds a child it loads.
+2. With ``torchrec.sparse.tensor_dict`` as :func:`maybe_td_to_kjt`, which returns a
+   ``KeyedJaggedTensor`` as it is (as TorchRec's function does: a ``KeyedJaggedTensor`` is not a
+   ``TensorDict``) and hands anything else to TorchRec's function, loaded then, with ``tensordict``.
 
-The classes are TorchRec's own, the same objects a later ``import torchrec`` binds, so sharding
-(``recsim.recsys.distributed``) recognizes the modules built from them. Where the packages are
-already imported, :func:`load` takes the names from them.
+Where TorchRec's modules are already imported, :func:`load` takes the names from them.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.abc
+import importlib.machinery
 import importlib.util
 import logging
 import sys
@@ -33,8 +36,13 @@ from dataclasses import dataclass
 from typing import Any
 
 _PACKAGES = ("torchrec", "torchrec.modules", "torchrec.sparse")
+_MODULES = (
+    "torchrec.modules.embedding_configs",
+    "torchrec.modules.embedding_modules",
+    "torchrec.sparse.jagged_tensor",
+)
 _TENSOR_DICT = "torchrec.sparse.tensor_dict"
-_lock = threading.Lock()
+_lock = threading.RLock()
 
 
 @dataclass(frozen=True)
@@ -47,32 +55,40 @@ class TorchRec:
     KeyedJaggedTensor: type
 
 
-class _DeferredPackage(types.ModuleType):
-    """A package module whose ``__init__`` runs, in this module's namespace, when a name it does
-    not yet hold is read (its submodules are imported into it as usual until then)."""
+class _BindLoadedChildren(importlib.abc.Loader):
+    """A package's own loader that first binds the children already in ``sys.modules`` on the
+    package (``torchrec.types`` on ``torchrec``), then runs the package's ``__init__``."""
 
-    def __getattr__(self, name: str) -> Any:
-        probe = name.startswith("__") and name not in ("__all__", "__version__")  # the import system's
-        if probe or self.__dict__.get("_deferred_done", True):
-            raise AttributeError(f"module {self.__name__!r} has no attribute {name!r}")
-        self.__dict__["_deferred_done"] = True
-        self.__spec__.loader.exec_module(self)  # the package's own __init__
-        return getattr(self, name)
+    def __init__(self, loader: Any) -> None:
+        self.loader = loader
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType | None:
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module: types.ModuleType) -> None:
+        prefix = module.__name__ + "."
+        for name, child in list(sys.modules.items()):
+            if name.startswith(prefix) and "." not in name[len(prefix) :]:
+                setattr(module, name[len(prefix) :], child)
+        self.loader.exec_module(module)
+
+    def __getattr__(self, name: str) -> Any:  # resource readers and the rest: the package's loader
+        return getattr(self.loader, name)
 
 
-def _deferred(name: str) -> types.ModuleType:
-    spec = importlib.util.find_spec(name)
-    if spec is None or spec.submodule_search_locations is None:
-        raise ImportError(f"{name} is not an installed package")
-    module = _DeferredPackage(name)
-    module.__spec__, module.__path__ = spec, list(spec.submodule_search_locations)
-    module.__file__, module.__package__, module.__loader__ = spec.origin, name, spec.loader
-    module.__dict__["_deferred_done"] = False
-    parent, _, child = name.rpartition(".")
-    sys.modules[name] = module
-    if parent:
-        setattr(sys.modules[parent], child, module)
-    return module
+class _PackageFinder(importlib.abc.MetaPathFinder):
+    """Finds the three packages as the path finder does, with :class:`_BindLoadedChildren`; leaves
+    ``sys.meta_path`` once all three are imported."""
+
+    def find_spec(self, name: str, path: Any, target: Any = None) -> importlib.machinery.ModuleSpec | None:
+        if name not in _PACKAGES:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is not None and spec.loader is not None:
+            spec.loader = _BindLoadedChildren(spec.loader)
+        if all(p in sys.modules for p in _PACKAGES if p != name) and self in sys.meta_path:
+            sys.meta_path.remove(self)
+        return spec
 
 
 def maybe_td_to_kjt(features: Any, keys: list[str] | None = None) -> Any:
@@ -90,7 +106,7 @@ _real_tensor_dict: list[types.ModuleType] = []
 
 def _torchrec_tensor_dict() -> types.ModuleType:
     """TorchRec's own ``tensor_dict`` module, executed from its file once (not registered in
-    ``sys.modules``, where the shim keeps its name)."""
+    ``sys.modules``, where the stand-in keeps its name)."""
     with _lock:
         if not _real_tensor_dict:
             spec = sys.modules[_TENSOR_DICT].__dict__["real_spec"]
@@ -100,26 +116,41 @@ def _torchrec_tensor_dict() -> types.ModuleType:
     return _real_tensor_dict[0]
 
 
+def _import_without_packages() -> None:
+    """Step 1 and 2 of the module docstring."""
+    import torch  # noqa: F401  (before any TorchRec module, as torchrec/__init__ has it)
+
+    stand_ins = [name for name in _PACKAGES if name not in sys.modules]
+    for name in stand_ins:
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.submodule_search_locations is None:
+            raise ImportError(f"{name} is not an installed package")
+        package = types.ModuleType(name)
+        package.__spec__, package.__path__ = spec, list(spec.submodule_search_locations)
+        sys.modules[name] = package
+    try:
+        if _TENSOR_DICT not in sys.modules:
+            shim = types.ModuleType(_TENSOR_DICT, "TorchRec's maybe_td_to_kjt without tensordict")
+            shim.maybe_td_to_kjt = maybe_td_to_kjt  # type: ignore[attr-defined]
+            shim.real_spec = importlib.util.find_spec(_TENSOR_DICT)  # type: ignore[attr-defined]
+            sys.modules[_TENSOR_DICT] = shim
+        for name in _MODULES:
+            importlib.import_module(name)
+    finally:
+        for name in stand_ins:
+            del sys.modules[name]
+        if stand_ins:
+            sys.meta_path.insert(0, _PackageFinder())
+
+
 def load() -> TorchRec:
     """TorchRec's ``EmbeddingBagCollection``, ``EmbeddingBagConfig``, ``PoolingType`` and
     ``KeyedJaggedTensor`` (see the module docstring), without its import-time tracing notice."""
     logging.getLogger("torch.fx._symbolic_trace").setLevel(logging.ERROR)
     with _lock:
-        if not all(name in sys.modules for name in _PACKAGES):
-            import torch  # noqa: F401  (before any TorchRec module, as torchrec/__init__ has it)
-
-            for name in _PACKAGES:
-                if name not in sys.modules:
-                    _deferred(name)
-            if _TENSOR_DICT not in sys.modules:
-                shim = types.ModuleType(_TENSOR_DICT, "TorchRec's maybe_td_to_kjt without tensordict")
-                shim.maybe_td_to_kjt = maybe_td_to_kjt  # type: ignore[attr-defined]
-                shim.real_spec = importlib.util.find_spec(_TENSOR_DICT)  # type: ignore[attr-defined]
-                sys.modules[_TENSOR_DICT] = shim
-                sys.modules["torchrec.sparse"].tensor_dict = shim  # type: ignore[attr-defined]
-        configs = importlib.import_module("torchrec.modules.embedding_configs")
-        modules = importlib.import_module("torchrec.modules.embedding_modules")
-        jagged = importlib.import_module("torchrec.sparse.jagged_tensor")
+        if not all(name in sys.modules for name in _MODULES):
+            _import_without_packages()
+    configs, modules, jagged = (sys.modules[name] for name in _MODULES)
     return TorchRec(
         modules.EmbeddingBagCollection,
         configs.EmbeddingBagConfig,
