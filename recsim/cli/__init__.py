@@ -6,6 +6,7 @@ one line to stderr and exits with status 2 before any file or MLflow run is crea
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -196,10 +197,8 @@ def exit_process(code: int | str | None) -> None:
         status = 1
     atexit._run_exitfuncs()  # noqa: SLF001  (the handlers, as the normal exit runs them)
     for stream in (sys.stdout, sys.stderr):
-        try:
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe or stream: nothing to deliver
             stream.flush()
-        except (OSError, ValueError):  # a closed pipe or stream: nothing left to deliver
-            pass
     os._exit(status)
 
 
