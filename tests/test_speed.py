@@ -337,8 +337,7 @@ def test_row_gradients_equal_the_dense_backward_up_to_rounding():
         model.train()
         model.rng = model.net.rng = torch.Generator().manual_seed(1)
         loss, _ = ranker.loss_(rows)
-        loss.backward()
-        model.densify_embedding_grads()
+        model.backward(loss)
         grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
     dense, rowwise = grads
     assert dense.keys() == rowwise.keys()
@@ -346,6 +345,40 @@ def test_row_gradients_equal_the_dense_backward_up_to_rounding():
     assert len(tables) == 5 and all(not rowwise[n].is_sparse for n in tables)
     for name in dense:
         assert torch.allclose(rowwise[name], dense[name], rtol=1e-5, atol=1e-7), name
+
+
+def test_row_gradients_land_in_flat_adams_gradient_as_autograds_own_accumulation():
+    """``RankingModel.backward`` adds the tables' row gradients into the optimizer's views itself:
+    the same values as autograd's ``dense += sparse``, bit for bit, and in the flat gradient that
+    :class:`FlatAdam` steps on (a new ``.grad`` tensor there would leave the tables untrained)."""
+    from recsim.cli.bench import synthetic_rows
+    from recsim.config import validate
+    from recsim.recsys.rankers.multitask import MultiTaskRanker
+    from recsim.recsys.world import World
+
+    config = validate({"world": {"n_users": 300, "n_items": 200}, "ranker": {"name": "mmoe"}})
+    world = World.create(config)
+    rows = synthetic_rows(world, 2048, config.ranker.history_len, torch.Generator().manual_seed(0))
+    grads, moved = [], []
+    for ours in (False, True):
+        ranker = MultiTaskRanker(config, world)
+        model, flat = ranker.model_, ranker.opt_.optimizers[0]
+        tables = model.embedding_parameters()
+        assert all(bag.sparse for bag in model._bags())  # row gradients on the CPU
+        before = [t.detach().clone() for t in tables]
+        model.train()
+        model.rng = model.net.rng = torch.Generator().manual_seed(1)
+        loss, _ = ranker.loss_(rows)
+        ranker.opt_.zero_grad()
+        model.backward(loss) if ours else loss.backward()
+        assert flat.grad.abs().sum() > 0
+        grads.append(flat.grad.clone())
+        for t in tables:  # still views of the flat gradient
+            assert t.grad.untyped_storage().data_ptr() == flat.grad.untyped_storage().data_ptr()
+        ranker.opt_.step()
+        moved.append(all(not torch.equal(t, b) for t, b in zip(tables, before, strict=True)))
+    assert torch.equal(grads[0], grads[1])
+    assert moved == [True, True]
 
 
 @pytest.mark.parametrize(

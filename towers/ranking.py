@@ -181,8 +181,8 @@ class RankingModel(nn.Module):
 
     def row_gradients(self, enabled: bool) -> None:
         """Whether the tables' backward emits row gradients (sparse, one row per looked-up id)
-        even where the optimizer is dense (``spec.sparse`` False); :meth:`densify_embedding_grads`
-        then sums them into dense gradients after ``backward``.
+        even where the optimizer is dense (``spec.sparse`` False); :meth:`backward` then sums them
+        into dense gradients.
 
         On the CPU this replaces ``embedding_bag``'s dense backward, which sorts every batch's ids
         (3.8 ms for a 4,096-row history bag against 1 ms here, 0.5 ms against 0.2 ms for a one-id
@@ -192,15 +192,28 @@ class RankingModel(nn.Module):
         for bag in self._bags():
             bag.sparse = enabled or self.spec.sparse
 
-    def densify_embedding_grads(self) -> None:
-        """After ``backward`` with :meth:`row_gradients` on and a dense optimizer: each table's row
-        gradient summed into a dense ``.grad`` (``index_add_``, rows in batch order)."""
-        if self.spec.sparse:
-            return
-        for bag in self._bags():
-            g = bag.weight.grad
-            if g is not None and g.is_sparse:
-                bag.weight.grad = torch.zeros_like(bag.weight).index_add_(0, g._indices()[0], g._values())
+    def backward(self, loss: torch.Tensor) -> None:
+        """``loss.backward()``; with :meth:`row_gradients` on and a dense optimizer, each table's
+        row gradient is then summed into its dense ``.grad`` (``index_add_``, rows in batch order).
+
+        A dense ``.grad`` already there (a view of :class:`~recsim.recsys.rankers.training.FlatAdam`'s
+        flat gradient) is held aside during the backward and the rows are added into it. Left in
+        place, autograd would accumulate the sparse gradient into it itself (``dense += sparse``):
+        the same rows added in the same order, so the same values bit for bit, but 4.7 ms for the
+        81,852 ids of a 4,096-row history bag here, against 1.8 ms for ``index_add_``.
+        """
+        rows = not self.spec.sparse
+        held = [(bag.weight, bag.weight.grad) for bag in self._bags() if rows and bag.sparse]
+        for weight, _ in held:
+            weight.grad = None
+        loss.backward()
+        for weight, dense in held:
+            g = weight.grad
+            if g is None or not g.is_sparse:
+                weight.grad = dense if g is None else (g if dense is None else dense.add_(g))
+                continue
+            target = dense if dense is not None else torch.zeros_like(weight)
+            weight.grad = target.index_add_(0, g._indices()[0], g._values())
 
     # -- the two sides of the shared hidden layer's pre-activation --------------------------------
     def user_part(self, users: torch.Tensor, device: torch.Tensor, history: torch.Tensor) -> torch.Tensor:

@@ -401,8 +401,7 @@ class MultiTaskRanker:
         """One single-process optimizer step -> (loss, click loss)."""
         loss, click_loss = self.loss_(batch, clicked_rows)
         self.opt_.zero_grad(set_to_none=True)
-        loss.backward()
-        self.model_.densify_embedding_grads()
+        self.model_.backward(loss)
         self.opt_.step()
         faults.point("train-step")
         return loss.detach(), click_loss.detach()
