@@ -379,6 +379,9 @@ def test_row_gradients_land_in_flat_adams_gradient_as_autograds_own_accumulation
         moved.append(all(not torch.equal(t, b) for t, b in zip(tables, before, strict=True)))
     assert torch.equal(grads[0], grads[1])
     assert moved == [True, True]
+    with pytest.raises(RuntimeError, match="second time"):  # a failed backward keeps the views
+        model.backward(loss)
+    assert all(t.grad.untyped_storage().data_ptr() == flat.grad.untyped_storage().data_ptr() for t in tables)
 
 
 @pytest.mark.parametrize(

@@ -206,14 +206,16 @@ class RankingModel(nn.Module):
         held = [(bag.weight, bag.weight.grad) for bag in self._bags() if rows and bag.sparse]
         for weight, _ in held:
             weight.grad = None
-        loss.backward()
-        for weight, dense in held:
-            g = weight.grad
-            if g is None or not g.is_sparse:
-                weight.grad = dense if g is None else (g if dense is None else dense.add_(g))
-                continue
-            target = dense if dense is not None else torch.zeros_like(weight)
-            weight.grad = target.index_add_(0, g._indices()[0], g._values())
+        try:
+            loss.backward()
+        finally:  # the optimizer's views go back even if the backward raised
+            for weight, dense in held:
+                g = weight.grad
+                if g is None or not g.is_sparse:
+                    weight.grad = dense if g is None else (g if dense is None else dense.add_(g))
+                    continue
+                target = dense if dense is not None else torch.zeros_like(weight)
+                weight.grad = target.index_add_(0, g._indices()[0], g._values())
 
     # -- the two sides of the shared hidden layer's pre-activation --------------------------------
     def user_part(self, users: torch.Tensor, device: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
