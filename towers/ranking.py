@@ -202,20 +202,19 @@ class RankingModel(nn.Module):
         the same rows added in the same order, so the same values bit for bit, but 4.7 ms for the
         81,852 ids of a 4,096-row history bag here, against 1.8 ms for ``index_add_``.
         """
-        rows = not self.spec.sparse
-        held = [(bag.weight, bag.weight.grad) for bag in self._bags() if rows and bag.sparse]
+        bags = [] if self.spec.sparse else [bag for bag in self._bags() if bag.sparse]
+        held = [(bag.weight, bag.weight.grad) for bag in bags]
         for weight, _ in held:
             weight.grad = None
         try:
             loss.backward()
         finally:  # the optimizer's views go back even if the backward raised
             for weight, dense in held:
-                g = weight.grad
-                if g is None or not g.is_sparse:
-                    weight.grad = dense if g is None else (g if dense is None else dense.add_(g))
-                    continue
-                target = dense if dense is not None else torch.zeros_like(weight)
-                weight.grad = target.index_add_(0, g._indices()[0], g._values())
+                g = weight.grad  # None (the table not in the loss, or a failed backward) or rows
+                if g is not None:
+                    dense = dense if dense is not None else torch.zeros_like(weight)
+                    dense.index_add_(0, g._indices()[0], g._values())
+                weight.grad = dense
 
     # -- the two sides of the shared hidden layer's pre-activation --------------------------------
     def user_part(self, users: torch.Tensor, device: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
