@@ -687,6 +687,29 @@ def test_stage_timer_covers_every_round_and_stage(small):
     assert [r["round"] for r in timer.rounds] == [0, 1, 2]
     assert all(set(r) == {"round", *STAGES} and all(r[s] >= 0 for s in STAGES) for r in timer.rounds)
     assert all(r["act"] > 0 and r["checkpoint"] > 0 for r in timer.rounds)
+    assert set(timer.usage) == set(STAGES)
+    assert all(
+        u["cpu_user_s"] >= 0 and u["cpu_sys_s"] >= 0 and u["minor_faults"] >= 0 for u in timer.usage.values()
+    )
+
+
+def test_stage_usage_counts_the_pages_a_stage_touches_first():
+    """A stage that writes 64 MiB the allocator just took from the system (above glibc's largest
+    mmap threshold, 32 MiB: fresh pages) is charged at least one fault per 2 MiB huge page (at
+    least 16,384 with 4 KiB pages); the stages it did not run in are charged nothing."""
+    from recsim.core.loop import StageTimes
+
+    timer = StageTimes()
+    timer.start(0)
+    with timer.stage("fit"):
+        torch.empty(1 << 24).fill_(1.0)  # 64 MiB
+    assert timer.usage["fit"]["minor_faults"] >= 32, timer.usage["fit"]
+    assert timer.usage["fit"]["cpu_user_s"] + timer.usage["fit"]["cpu_sys_s"] >= 0
+    assert all(
+        timer.usage[s] == {"cpu_user_s": 0, "cpu_sys_s": 0, "minor_faults": 0}
+        for s in timer.usage
+        if s != "fit"
+    )
 
 
 def test_bench_profile_prints_stages_and_refuses_bad_input(small):
@@ -699,6 +722,8 @@ def test_bench_profile_prints_stages_and_refuses_bad_input(small):
     lines = {d["name"]: d for d in map(json.loads, res.stdout.splitlines())}
     for stage in STAGES:
         assert lines[f"profile_{stage}_s"]["value"] >= 0
+        assert {"cpu_user_s", "cpu_sys_s", "minor_faults"} <= set(lines[f"profile_{stage}_s"])
+    assert lines["profile_act_s"]["cpu_user_s"] > 0
     shares = [lines[f"profile_{stage}_s"]["share"] for stage in STAGES]
     assert sum(shares) == pytest.approx(1, abs=1e-3)
     assert lines["profile_total_s"]["rounds"] == 2

@@ -525,9 +525,11 @@ def profile_unit(unit: Any, threads: int | None = None) -> dict[str, Any]:
     """Run ``unit`` (one arm, one seed) as ``recsim run --no-tracking`` runs it, in a temporary
     folder, timing every stage of every round (:class:`recsim.core.loop.StageTimes`).
 
-    Returns ``rounds`` (one dict per round: ``round`` and each stage's seconds), ``setup`` (seconds
-    from the call to round 0: the domain, world and learner built), ``total`` (the call's wall
-    seconds) and ``before`` (seconds from process start to the call: interpreter, imports, config).
+    Returns ``rounds`` (one dict per round: ``round`` and each stage's seconds), ``usage`` (each
+    stage's CPU seconds and minor page faults over all rounds: :class:`StageTimes`), ``setup``
+    (seconds from the call to round 0: the domain, world and learner built), ``total`` (the call's
+    wall seconds) and ``before`` (seconds from process start to the call: interpreter, imports,
+    config).
     """
     from recsim.core.loop import StageTimes
     from recsim.core.units import run_unit
@@ -539,12 +541,13 @@ def profile_unit(unit: Any, threads: int | None = None) -> dict[str, Any]:
         run_unit(unit, Path(tmp), threads=threads, timer=timer)
         total = time.perf_counter() - t0
     setup = timer.setup if timer.setup is not None else total
-    return {"rounds": timer.rounds, "setup": setup, "total": total, "before": before}
+    return {"rounds": timer.rounds, "usage": timer.usage, "setup": setup, "total": total, "before": before}
 
 
 def profile_lines(profile: dict[str, Any], label: dict[str, Any]) -> Iterator[str]:
     """One JSON line per stage: total seconds, share of the rounds' time, mean milliseconds per
-    round, and the milliseconds at round 10 (or the first) and at the last round; then the set-up."""
+    round, the milliseconds at round 10 (or the first) and at the last round, and the stage's CPU
+    seconds (user and system, every thread) and minor page faults; then the set-up."""
     from recsim.core.loop import STAGES
 
     rounds = profile["rounds"]
@@ -561,6 +564,7 @@ def profile_lines(profile: dict[str, Any], label: dict[str, Any]) -> Iterator[st
             share=round(total / in_rounds, 4) if in_rounds else None,
             ms_per_round=round(1e3 * total / len(rounds), 2),
             **at,
+            **{k: round(v, 3) for k, v in profile["usage"][stage].items()},
             **label,
         )
     per_round = {r["round"]: sum(r[s] for s in STAGES) for r in rounds}

@@ -16,6 +16,7 @@ written by :mod:`recsim.core.runner`.
 
 from __future__ import annotations
 
+import resource
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
@@ -39,10 +40,20 @@ STAGES = ("act", "feedback", "log", "fit", "measure", "track", "evolve", "checkp
 class StageTimes:
     """Wall seconds of each stage of each round (``recsim bench --profile``): ``rounds[i]`` maps
     ``round`` and every name of :data:`STAGES` to its seconds in that round; ``setup`` is the
-    seconds from this timer's creation to the start of the first round it saw."""
+    seconds from this timer's creation to the start of the first round it saw.
+
+    ``usage`` maps each stage to what the process spent in it over all rounds, from
+    ``getrusage``: ``cpu_user_s`` and ``cpu_sys_s`` (CPU seconds of every thread, so up to the
+    thread count times the wall seconds) and ``minor_faults`` (pages the kernel mapped in: memory
+    touched for the first time since the allocator got it from the system, zeroed by the kernel
+    in system time).
+    """
 
     def __init__(self) -> None:
         self.rounds: list[dict[str, float]] = []
+        self.usage: dict[str, dict[str, float]] = {
+            s: {"cpu_user_s": 0.0, "cpu_sys_s": 0.0, "minor_faults": 0} for s in STAGES
+        }
         self.setup: float | None = None
         self._created = time.perf_counter()
 
@@ -53,11 +64,16 @@ class StageTimes:
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
+        before = resource.getrusage(resource.RUSAGE_SELF)
         t0 = time.perf_counter()
         try:
             yield
         finally:
             self.rounds[-1][name] += time.perf_counter() - t0
+            after, usage = resource.getrusage(resource.RUSAGE_SELF), self.usage[name]
+            usage["cpu_user_s"] += after.ru_utime - before.ru_utime
+            usage["cpu_sys_s"] += after.ru_stime - before.ru_stime
+            usage["minor_faults"] += after.ru_minflt - before.ru_minflt
 
 
 def run_arm(
