@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 import recsim.recsys.world as world_mod
@@ -91,12 +92,20 @@ def _fill_unique_every_row_every_pass(cands: torch.Tensor, n: int, gen: torch.Ge
         cands[bad] = torch.randint(n, (int(bad.sum()),), generator=gen)
 
 
-def test_fill_unique_rechecking_only_redrawn_rows_draws_the_same_candidates():
+@pytest.mark.parametrize("chunk", [8192, 7])  # one chunk of rows; 7-row chunks, a ragged last
+def test_fill_unique_rechecking_only_redrawn_rows_draws_the_same_candidates(monkeypatch, chunk):
+    import recsim.recsys.retrieval as retrieval
+
+    monkeypatch.setattr(retrieval, "FILL_CHUNK", chunk)
     g = torch.Generator().manual_seed(2)
     for n_items, width in ((50, 20), (30, 25), (1000, 40)):  # from many passes to one or two
         cands = torch.randint(-1, n_items, (400, width), generator=g)
         want = _fill_unique_every_row_every_pass(cands, n_items, torch.Generator().manual_seed(3))
+        before = cands.clone()
         assert torch.equal(fill_unique(cands, n_items, torch.Generator().manual_seed(3)), want)
+        assert torch.equal(cands, before)  # a copy is filled by default
+        own = fill_unique(cands, n_items, torch.Generator().manual_seed(3), copy=False)
+        assert own is cands and torch.equal(cands, want)  # copy=False: filled in place
 
 
 def test_chunked_relevance_equals_the_formula(monkeypatch):

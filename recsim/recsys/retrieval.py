@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
 KMEANS_ITERS = 8
 NEAREST_CHUNK = 8192  # keys per chunk of the nearest-centroid search
+FILL_CHUNK = 8192  # rows per sort in fill_unique
 SEARCH_CHUNK = 1 << 24  # (user, key) scores per search chunk (b * P * M), 64 MB of float32
 TRAIN_BATCH = 8192
 TRAIN_LR = 0.01
@@ -140,24 +141,24 @@ class IvfIndex:
         return out
 
 
-def fill_unique(candidates: torch.Tensor, n_available: int, gen: torch.Generator) -> torch.Tensor:
+def fill_unique(
+    candidates: torch.Tensor, n_available: int, gen: torch.Generator, copy: bool = True
+) -> torch.Tensor:
     """Redraw, uniformly from ``[0, n_available)``, every -1 and every later repeat within a row
     (the first occurrence of an id is kept, so retrieved candidates win over exploration ones).
 
-    candidates [B, C] long -> [B, C] with C distinct valid ids per row (C <= n_available).
-    Vectorized: each pass sorts the rows, marks repeats, and redraws them all at once (row-major
-    order); a pass after the first sorts only the rows that had a redraw, since the others are
-    done. The expected number of passes is small since a redraw collides with probability
-    < C / n_available.
+    candidates [B, C] long -> [B, C] with C distinct valid ids per row (C <= n_available); with
+    ``copy`` False, ``candidates`` itself is filled and returned (the caller's own tensor).
+    Vectorized: each pass marks the repeats of every row (sorting ``FILL_CHUNK`` rows at a time)
+    and redraws them all at once (row-major order); a pass after the first checks only the rows
+    that had a redraw, since the others are done. The expected number of passes is small since a
+    redraw collides with probability < C / n_available.
     """
-    cands = candidates.clone()
+    cands = candidates.clone() if copy else candidates
     rows = None  # the rows still to check (None: all)
     for _ in range(1000):
         part = cands if rows is None else cands.index_select(0, rows)
-        sorted_, idx = part.sort(dim=1, stable=True)  # the first of equal ids stays in place
-        repeat = torch.zeros_like(part, dtype=torch.bool)
-        repeat.scatter_(1, idx[:, 1:], sorted_[:, 1:] == sorted_[:, :-1])
-        bad = repeat | (part < 0)
+        bad = _unusable(part)
         n_bad = int(bad.sum())
         if n_bad == 0:
             return cands
@@ -169,6 +170,23 @@ def fill_unique(candidates: torch.Tensor, n_available: int, gen: torch.Generator
             cands.index_copy_(0, rows, part)
             rows = rows[redrawn]
     raise RuntimeError(f"could not draw {cands.shape[1]} distinct candidates from {n_available} items")
+
+
+def _unusable(part: torch.Tensor) -> torch.Tensor:
+    """[R, C] long -> [R, C] bool: True at every -1 and every repeat of an id earlier in its row.
+
+    Rows are sorted ``FILL_CHUNK`` at a time (a row's marks do not depend on the others): the
+    sort's [chunk, C] values and indices stay in the allocator's reused memory, where whole-batch
+    ones (at 100,000 x 200 candidates, 160 MB each) are fresh pages the kernel maps in and zeroes
+    on every call."""
+    bad = torch.empty(part.shape, dtype=torch.bool, device=part.device)
+    for s in range(0, part.shape[0], FILL_CHUNK):  # chunks of rows
+        p, b = part[s : s + FILL_CHUNK], bad[s : s + FILL_CHUNK]
+        sorted_, idx = p.sort(dim=1, stable=True)  # the first of equal ids stays in place
+        b.zero_()  # the scatter below leaves each row's smallest id (idx[:, 0]) unwritten
+        b.scatter_(1, idx[:, 1:], sorted_[:, 1:] == sorted_[:, :-1])
+        b |= p < 0
+    return bad
 
 
 class TwoTowerRetriever:
@@ -223,7 +241,7 @@ class TwoTowerRetriever:
         explore = torch.randint(
             n_avail, (len(users), pc.explore_candidates), generator=gen, device=gen.device
         )
-        return fill_unique(torch.cat([found, explore], dim=1), n_avail, gen)
+        return fill_unique(torch.cat([found, explore], dim=1), n_avail, gen, copy=False)
 
     def fit(self, logs: pl.DataFrame, world: World, round_: int) -> dict[str, float]:
         """One epoch of BCE on the round's impressions (warm start), then the next round's index."""
