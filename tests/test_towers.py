@@ -76,6 +76,38 @@ def test_append_history_matches_a_reference():
     assert torch.equal(append_history(ordered, users[:0], items[:0]), ordered)
 
 
+def _append_history_every_row(
+    history: torch.Tensor, users: torch.Tensor, items: torch.Tensor
+) -> torch.Tensor:
+    """append_history as first written: the [U, L + M_max] sort runs over every user's row."""
+    n_users, length = history.shape
+    order = torch.argsort(users, stable=True)
+    users, items = users[order], items[order]
+    counts = torch.bincount(users, minlength=n_users)
+    slot = torch.arange(users.numel()) - (torch.cumsum(counts, 0) - counts)[users]
+    new = torch.full((n_users, int(counts.max())), -1, dtype=history.dtype)
+    new[users, slot] = items
+    both = torch.cat([history, new], dim=1)
+    return both.gather(1, torch.sort((both >= 0).to(torch.int8), dim=1, stable=True).indices)[:, -length:]
+
+
+def test_append_history_on_the_clicking_rows_equals_the_sort_of_every_row():
+    """Rounds of clicks by a few of many users (some users clicking more than L times in a
+    round): the same bags as sorting every row, and the input left as it was."""
+    g = torch.Generator().manual_seed(4)
+    history = torch.full((500, 5), -1, dtype=torch.long)
+    for _ in range(6):
+        users = torch.randint(0, 500, (40,), generator=g)
+        users[:8] = 7  # one user clicks 8 times in the round
+        items = torch.randint(0, 1000, (40,), generator=g)
+        before = history.clone()
+        got = append_history(history, users, items)
+        assert torch.equal(got, _append_history_every_row(history, users, items))
+        assert torch.equal(history, before) and got is not history
+        history = got
+    assert (history >= 0).sum() > 100  # bags filled and rolled over
+
+
 def _ranker(position: str, **ranker):
     cfg = validate(
         {
