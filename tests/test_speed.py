@@ -704,7 +704,6 @@ def test_stage_usage_counts_the_pages_a_stage_touches_first():
     with timer.stage("fit"):
         torch.empty(1 << 24).fill_(1.0)  # 64 MiB
     assert timer.usage["fit"]["minor_faults"] >= 32, timer.usage["fit"]
-    assert timer.usage["fit"]["cpu_user_s"] + timer.usage["fit"]["cpu_sys_s"] >= 0
     assert all(
         timer.usage[s] == {"cpu_user_s": 0, "cpu_sys_s": 0, "minor_faults": 0}
         for s in timer.usage
