@@ -82,3 +82,46 @@ def test_new_items_join_as_a_prefix_each_round():
     )
     assert w.n_items_total == 100 + 7 * 3
     assert [w.n_available(r) for r in range(4)] == [100, 107, 114, 121]
+
+
+def _pairs_by_einsum(world: World, users, items, factors, offset, base, scale, chunk):
+    """The gathered-pairs formula as first written: advanced indexing and einsum, per chunk."""
+    out = torch.empty(items.shape)
+    step = max(1, chunk // items.shape[1])
+    for s in range(0, items.shape[0], step):
+        it = items[s : s + step]
+        logit = scale * torch.einsum("bd,bcd->bc", world.user_factors[users[s : s + step]], factors[it])
+        logit = logit + offset[it] + base if offset is not None else logit + base
+        out[s : s + step] = torch.sigmoid(logit)
+    return out
+
+
+@pytest.mark.parametrize(
+    "dim,n_cand,chunk", [(16, 200, 1 << 18), (16, 10, 1 << 18), (7, 13, 100), (32, 5, 64)]
+)
+def test_gathered_pairs_equal_the_einsum_over_indexed_factors_bit_for_bit(monkeypatch, dim, n_cand, chunk):
+    """relevance and satisfaction of per-user candidates (no shared row) in chunks, the last one
+    short: index_select into a reused buffer and the einsum's own product give the same bits."""
+    import recsim.recsys.world as world_mod
+
+    monkeypatch.setattr(world_mod, "PAIR_CHUNK", chunk)
+    world = World.create(validate({"world": {"n_users": 3000, "n_items": 500, "dim": dim}}))
+    g = torch.Generator().manual_seed(dim + n_cand)
+    users = torch.randint(0, 3000, (1337,), generator=g)
+    items = torch.randint(0, 500, (1337, n_cand), generator=g)
+    want = _pairs_by_einsum(
+        world,
+        users,
+        items,
+        world.item_factors,
+        world.item_popularity,
+        world.base_logit,
+        world.affinity_scale,
+        chunk,
+    )
+    assert torch.equal(world.relevance(users, items), want)
+    scale = world.affinity_scale if world.satisfaction_scale is None else world.satisfaction_scale
+    want = _pairs_by_einsum(
+        world, users, items, world.item_sat_factors, None, world.satisfaction_logit, scale, chunk
+    )
+    assert torch.equal(world.satisfaction(users, items), want)
