@@ -102,7 +102,7 @@ def test_all_random_slates_without_scores_equal_those_with_and_score_only_the_sh
 
     def score_shown(users, items):
         asked.append(items.shape)
-        return scores.gather(1, (cands.unsqueeze(2) == items.unsqueeze(1)).int().argmax(1))
+        return scores.gather(1, (cands.unsqueeze(2) == items.unsqueeze(1)).int().argmax(1)), None
 
     args = (torch.arange(n), torch.zeros(n, dtype=torch.long), cands)
     for mask in (None, allowed):
@@ -115,3 +115,33 @@ def test_all_random_slates_without_scores_equal_those_with_and_score_only_the_sh
     assert asked == [(n, k), (n, k)]  # the shown items only, never the [B, C] candidates
     with pytest.raises(ValueError, match="every slate random"):  # a greedy slate needs the scores
         build_slates(*args, None, k, torch.full((n,), 0.5), torch.Generator(), _predict, None, score_shown)
+
+
+def test_predictions_from_the_scoring_pass_are_taken_at_the_shown_positions():
+    """``predicted_at`` gets each shown item's position among the pairs that were scored: its
+    candidate column for ranked slates, its slate position where only the shown were scored."""
+    n, c, k = 50, 12, 4
+    g = torch.Generator().manual_seed(5)
+    cands = torch.rand(n, c, generator=g).argsort(1)
+    scores = torch.rand(n, c, generator=g)
+    belief = torch.rand(n, c, generator=g)  # the pass's predictions of every candidate
+
+    def at(pick):
+        return belief.gather(1, pick)
+
+    args = (torch.arange(n), torch.zeros(n, dtype=torch.long), cands)
+    for p_random in (torch.zeros(n), torch.full((n,), 0.5)):
+        s = build_slates(
+            *args, scores, k, p_random, torch.Generator().manual_seed(1), _predict, predicted_at=at
+        )
+        column = (cands.unsqueeze(2) == s.items.unsqueeze(1)).int().argmax(1)  # [B, K] into candidates
+        assert torch.equal(s.predicted, belief.gather(1, column))
+    shown_belief = torch.rand(n, k, generator=g)
+
+    def score_shown(users, items):
+        return torch.zeros(items.shape), lambda pick: shown_belief.gather(1, pick)
+
+    s = build_slates(*args, None, k, torch.ones(n), torch.Generator(), _predict, None, score_shown)
+    assert torch.equal(s.predicted, shown_belief)
+    s = build_slates(*args, scores, k, torch.ones(n), torch.Generator(), _predict)
+    assert torch.equal(s.predicted, torch.full((n, k), 0.5))  # no pass's predictions: predict

@@ -527,6 +527,99 @@ def test_panel_rows_reused_in_act_give_the_same_run(tmp_path, monkeypatch, ranke
         assert pl.read_parquet(path).equals(pl.read_parquet(other)), path.name
 
 
+@pytest.mark.parametrize(
+    "ranker",
+    [
+        {"position": "shallow_tower", "serve_bf16": True},
+        {"position": "shallow_tower"},
+        {"position": "feature"},
+        {"name": "single_task", "position": "none"},
+        {"name": "shared_bottom", "position": "pal", "serve_bf16": True},
+    ],
+)
+def test_score_and_predict_equal_score_and_predict_proba_bit_for_bit(ranker):
+    """One pass against two, after a fit (tower biases and history bags not zero), on every
+    item (a shared row) and on per-user candidates; and for a round predict_proba does not serve,
+    the prediction is predict_proba's own."""
+    import polars as pl
+
+    from recsim.config import validate
+    from recsim.recsys.domain import RecsysDomain
+
+    cfg = validate(
+        {"world": {"n_users": 300, "n_items": 120}, "ranker": {"name": "mmoe", **ranker}}
+        | {"metrics": {"panel_users": 20}}
+    )
+    domain = RecsysDomain(cfg)
+    state = domain.initial_state()
+    slates = domain.act(state, 0)
+    frame = domain.log_frame(state, slates, domain.feedback(state, slates, 0))
+    state.ranker.fit(frame.with_columns(pl.lit(0, dtype=pl.Int32).alias("round")), state.world, 0)
+    model, world, k = state.ranker, state.world, cfg.policy.slate_size
+    g = torch.Generator().manual_seed(2)
+    users = torch.arange(0, 300, 2)
+    for items in (
+        torch.arange(120).expand(len(users), 120),
+        torch.randint(0, 120, (len(users), 37), generator=g),
+    ):
+        pick = torch.rand(items.shape, generator=g).topk(k, dim=1).indices
+        scores, predicted_at = model.score_and_predict(world, users, items, 1)
+        assert torch.equal(scores, model.score(world, users, items, 1))
+        assert torch.equal(predicted_at(pick), model.predict_proba(world, users, items.gather(1, pick)))
+        _, other_round = model.score_and_predict(world, users, items, 3)
+        assert torch.equal(other_round(pick), model.predict_proba(world, users, items.gather(1, pick)))
+
+
+@pytest.mark.parametrize(
+    "arm,predicted_rows",
+    [
+        # per-user candidates, bfloat16 serving, the bias tower: no shown item is scored again
+        ({"policy": {"n_candidates": 40}, "ranker": {"position": "shallow_tower", "serve_bf16": True}}, []),
+        # float32, single task
+        ({"policy": {"n_candidates": 40}, "ranker": {"name": "single_task", "position": "feature"}}, []),
+        # every item scored, the panel's rows reused: every shown item predicted in one call
+        ({"ranker": {"position": "feature"}}, [300, 300, 300]),
+    ],
+)
+def test_shown_items_predicted_from_the_scoring_pass_give_the_same_run(
+    tmp_path, monkeypatch, arm, predicted_rows
+):
+    """``score_and_predict`` (one pass) against ``score`` then ``predict_proba`` on the shown items
+    (two): the same logs and metrics byte for byte, and the shown items are not scored twice."""
+    import polars as pl
+
+    import recsim
+    from recsim.recsys.rankers.multitask import MultiTaskRanker
+
+    scenario = {
+        "name": "fused",
+        "base": {
+            "world": {"n_users": 300, "n_items": 200},
+            "policy": {"startup_rounds": 1},
+            "loop": {"rounds": 4},
+            "metrics": {"panel_users": 100},
+            "ranker": {"name": "mmoe", "window": 2},
+        },
+        "arms": {"a": arm},
+    }
+    rows: list[int] = []
+    real = MultiTaskRanker.predict_proba
+    monkeypatch.setattr(
+        MultiTaskRanker, "predict_proba", lambda self, w, u, i: rows.append(len(u)) or real(self, w, u, i)
+    )
+    recsim.run(scenario, out=tmp_path / "fused", threads=1, tracking=False)
+    assert rows == predicted_rows  # round 0 too: the random slates' items are scored once
+    monkeypatch.delattr(MultiTaskRanker, "score_and_predict")
+    rows.clear()
+    recsim.run(scenario, out=tmp_path / "twice", threads=1, tracking=False)
+    assert rows == [300] * 4
+    files = sorted((tmp_path / "twice").rglob("*.parquet"))
+    assert len(files) > 4
+    for path in files:
+        other = tmp_path / "fused" / path.relative_to(tmp_path / "twice")
+        assert pl.read_parquet(path).equals(pl.read_parquet(other)), path.name
+
+
 def test_background_checkpoint_holds_the_state_of_its_round(tmp_path):
     store = CheckpointStore(tmp_path, keep=2)
     weights = torch.zeros(4)

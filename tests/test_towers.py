@@ -108,6 +108,35 @@ def test_append_history_on_the_clicking_rows_equals_the_sort_of_every_row():
     assert (history >= 0).sum() > 100  # bags filled and rolled over
 
 
+@pytest.mark.parametrize("n_rounds", [1, 3])
+def test_features_as_served_equal_the_masked_gathers(n_rounds):
+    """Rows from one round or from several, in shuffled order: each row gets the history and
+    exposure of the snapshot of its round."""
+    from recsim.recsys.rankers.features import ClickFeatures
+
+    g = torch.Generator().manual_seed(n_rounds)
+    feats = ClickFeatures(400, 90, 6, ("a", "b"), 5, torch.device("cpu"))
+    for r in range(n_rounds):
+        feats.snapshots[r] = (torch.randint(-1, 90, (400, 6), generator=g), torch.rand(90, generator=g) * 9)
+    m = 2000
+    rounds = torch.randint(0, n_rounds, (m,), generator=g)
+    users, items = torch.randint(0, 400, (m,), generator=g), torch.randint(0, 90, (m,), generator=g)
+    history, exposure = feats.as_served(rounds, users, items)
+    for r, (hist, expo) in feats.snapshots.items():
+        rows = rounds == r
+        assert torch.equal(history[rows], hist[users[rows]]) and torch.equal(
+            exposure[rows], expo[items[rows]]
+        )
+    if n_rounds > 1:  # without round 0's snapshot, the other rounds' rows are still their own
+        del feats.snapshots[0]
+        history, exposure = feats.as_served(rounds, users, items)
+        for r, (hist, expo) in feats.snapshots.items():
+            rows = rounds == r
+            assert torch.equal(history[rows], hist[users[rows]]) and torch.equal(
+                exposure[rows], expo[items[rows]]
+            )
+
+
 def _ranker(position: str, **ranker):
     cfg = validate(
         {

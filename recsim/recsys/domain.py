@@ -24,7 +24,7 @@ from recsim.recsys import behavior
 from recsim.recsys.behavior import Feedback
 from recsim.recsys.distributed import Dist
 from recsim.recsys.measures import RoundView, measure
-from recsim.recsys.policy import Slates, build_slates, exploration_bucket, sample_candidates
+from recsim.recsys.policy import Scored, Slates, build_slates, exploration_bucket, sample_candidates
 from recsim.recsys.rankers import Ranker, make_ranker
 from recsim.recsys.retrieval import TwoTowerRetriever
 from recsim.recsys.world import World, shared_row
@@ -168,13 +168,24 @@ class RecsysDomain:
                 n_active, world.n_available(round_), cfg.policy.n_candidates, self.gen(round_, "candidates")
             )  # [B, C]
 
-        def score(u: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-            return self._split(lambda u_, c_: state.ranker.score(world, u_, c_, round_), u, c)
+        ranker = state.ranker
+        # one pass for the scores and the predictions of the shown items, where the ranker has it
+        fused = self.dist is None and hasattr(ranker, "score_and_predict")
+
+        def score(u: torch.Tensor, c: torch.Tensor) -> Scored:
+            if fused:
+                return ranker.score_and_predict(world, u, c, round_)
+            return self._split(lambda u_, c_: ranker.score(world, u_, c_, round_), u, c), None
+
+        def predict(u: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
+            return self._split(lambda u_, i_: ranker.predict_proba(world, u_, i_), u, i)
 
         forced = self.bucket[users] | (round_ < cfg.policy.startup_rounds)
         p_random = torch.where(forced, 1.0, cfg.policy.epsilon)  # [B]
         # every slate random (the start-up rounds): no candidate is ranked, only the shown are scored
-        scores = None if bool(forced.all()) else self._scores(state, users, cands, score)  # [B, C]
+        scores, predicted_at = (None, None)
+        if not bool(forced.all()):
+            scores, predicted_at = self._scores(state, users, cands, score)  # [B, C]
         allowed = None
         if not cfg.policy.repeat_consumption and state.clicked is not None:
             keys = users.unsqueeze(1) * world.n_items_total + cands  # [B, C]
@@ -187,9 +198,10 @@ class RecsysDomain:
             cfg.policy.slate_size,
             p_random,
             self.gen(round_, "policy"),
-            lambda u, i: self._split(lambda u_, i_: state.ranker.predict_proba(world, u_, i_), u, i),
+            predict,
             allowed,
             score_shown=score,
+            predicted_at=predicted_at,
         )
 
     def _scores(
@@ -197,9 +209,10 @@ class RecsysDomain:
         state: RecsysState,
         users: torch.Tensor,
         cands: torch.Tensor,
-        score: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-    ) -> torch.Tensor:
-        """[B, C] the ranker's scores of every user's candidates.
+        score: Callable[[torch.Tensor, torch.Tensor], Scored],
+    ) -> Scored:
+        """[B, C] the ranker's scores of every user's candidates, and where ``score`` gives one, the
+        ``predicted_at`` of :func:`build_slates`.
 
         Where every user's candidates are every available item and the metrics panel scores them
         all, the panel's users are not scored again: their rows are ``state.panel_scores``, which
@@ -207,7 +220,9 @@ class RecsysDomain:
         same model. Only for a ranker whose scores depend on its fit alone (``scores_from_fit``:
         not on the drifting truth, nor on a random draw) and in a single process. A user's score
         does not depend on which other users share its batch, so the scores are those of scoring
-        everyone (``tests/test_speed.py`` compares whole runs' logs).
+        everyone (``tests/test_speed.py`` compares whole runs' logs). The shown items'
+        predictions then come from ``predict``, every user's in one call, as without the
+        panel's rows: taken from the two passes instead, a few differed in the last bit.
         """
         prev, row = state.panel_scores, shared_row(cands)
         reusable = (
@@ -226,9 +241,10 @@ class RecsysDomain:
             return score(users, cands)
         out = torch.empty(cands.shape, dtype=prev.dtype, device=self.device)
         out[panel] = prev.to(self.device).index_select(0, where[panel])
-        if n_rest:
-            out[~panel] = score(users[~panel], row.expand(n_rest, len(row)))
-        return out
+        if not n_rest:
+            return out, None
+        out[~panel] = score(users[~panel], row.expand(n_rest, len(row)))[0]
+        return out, None  # the shown items' predictions from ``predict``, all in one pass
 
     # 2. feedback: users examine, click, and (after a click) are satisfied or not -------------
     def feedback(self, state: RecsysState, slates: Slates, round_: int) -> Feedback:

@@ -24,6 +24,10 @@ import torch
 
 from recsim.core.errors import check_finite
 
+#: A scoring of [B, C] pairs: the scores, and positions [B, K] -> the ranker's click probabilities
+#: of those pairs from the same pass (None where the ranker has no such pass).
+Scored = tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor] | None]
+
 
 @dataclass(frozen=True)
 class Slates:
@@ -80,7 +84,8 @@ def build_slates(
     gen: torch.Generator,
     predict: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     allowed: torch.Tensor | None = None,
-    score_shown: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    score_shown: Callable[[torch.Tensor, torch.Tensor], Scored] | None = None,
+    predicted_at: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> Slates:
     """Top-K or random slates per user, with exact propensities.
 
@@ -88,7 +93,8 @@ def build_slates(
         users: [B] user ids; device: [B] device index.
         candidates: [B, C] item ids; scores: [B, C] ranker scores (higher is better), or None
             when every slate is random (``p_random`` all 1, the start-up rounds): the scores then
-            rank nothing, and only the shown items' are taken, from ``score_shown``.
+            rank nothing, and only the shown items' are taken, from ``score_shown`` (users [B],
+            items [B, K] -> their scores [B, K] and a ``predicted_at`` for them, or None).
         slate_size: K.
         p_random: [B] probability that each user's slate is random this round (0, epsilon or 1).
         gen: generator of the round's policy stream.
@@ -96,6 +102,9 @@ def build_slates(
         allowed: [B, C] bool, the candidates each user may be shown (None: all). Greedy and random
             slates pick from the allowed ones first (a user with fewer than K allowed is shown
             disallowed ones last).
+        predicted_at: positions [B, K] into ``candidates`` -> [B, K] the ranker's click
+            probabilities, from the pass that gave ``scores`` (so the shown items are not scored
+            again); None: ``predict`` on the shown items.
     """
     n_users, n_cand = candidates.shape
     if scores is None and (score_shown is None or bool((p_random < 1).any())):
@@ -119,9 +128,11 @@ def build_slates(
     is_greedy_here = (pick == greedy).to(dtype)
     propensity = (1 - p_random).unsqueeze(1) * is_greedy_here + (p_random / n_allowed).unsqueeze(1)
     items = candidates.gather(1, pick)
+    at = pick  # the shown items' positions in the pairs that were scored
     if scores is None:
-        shown = score_shown(users, items)
+        shown, predicted_at = score_shown(users, items)
         check_finite("ranker scores", shown)
+        at = torch.arange(slate_size, device=items.device).expand_as(items)  # scored: the shown items
     else:
         shown = scores.gather(1, pick)
     return Slates(
@@ -131,6 +142,6 @@ def build_slates(
         scores=shown,
         propensity=propensity,
         exploration=explore,
-        predicted=predict(users, items),
+        predicted=predict(users, items) if predicted_at is None else predicted_at(at),
         candidates=candidates,
     )

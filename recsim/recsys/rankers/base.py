@@ -23,6 +23,11 @@ class Ranker(Protocol):
     on what ``fit`` learned, the users, the items and the round (not on the world's drifting
     truth, nor on a random draw), so that the scores the metrics panel computed after a fit may
     stand in for the next round's (:meth:`recsim.recsys.domain.RecsysDomain._scores`).
+
+    Optional method ``score_and_predict(world, users, items, round_)``: ``score``'s [B, C] and a
+    function from positions [B, K] into ``items`` to ``predict_proba``'s [B, K] for those pairs,
+    the same values from one pass, so that the shown items are not scored again in a round
+    (:class:`recsim.recsys.rankers.multitask.MultiTaskRanker` has it).
     """
 
     def score(self, world: World, users: torch.Tensor, items: torch.Tensor, round_: int) -> torch.Tensor:

@@ -163,13 +163,22 @@ class ClickFeatures:
         self, rounds: torch.Tensor, users: torch.Tensor, items: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """[M] rows -> ([M, L] history, [M] exposure) as of the round each row was served: one
-        vectorized gather per round of the window."""
+        vectorized gather per round of the window.
+
+        ``index_select`` and ``index_copy_`` rather than boolean masks and advanced indexing
+        (the same values): at 1M rows x 20 items from one snapshot, 0.16 s instead of 0.6-1.6 s
+        (the mask's gather kernel, and [M, L] copies made twice)."""
         history = torch.empty(len(users), self.history.shape[1], dtype=torch.long, device=self.device)
         exposure = torch.empty(len(users), device=self.device)
         for r, (hist, expo) in self.snapshots.items():
-            rows = rounds == r
-            history[rows] = hist[users[rows]]
-            exposure[rows] = expo[items[rows]]
+            rows = torch.nonzero(rounds == r).squeeze(1)
+            expo = expo.to(exposure.dtype)
+            if len(rows) == len(users):  # every row served in round r: gather straight into place
+                torch.index_select(hist, 0, users, out=history)
+                torch.index_select(expo, 0, items, out=exposure)
+            elif len(rows):
+                history.index_copy_(0, rows, hist.index_select(0, users.index_select(0, rows)))
+                exposure.index_copy_(0, rows, expo.index_select(0, items.index_select(0, rows)))
         return history, exposure
 
     def estimated_examination(self) -> torch.Tensor:

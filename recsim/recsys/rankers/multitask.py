@@ -10,6 +10,7 @@ Shapes: B users, C candidates, K slate size, N items, H hidden, T tasks, V devic
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import polars as pl
@@ -167,10 +168,19 @@ class MultiTaskRanker:
         return self.model_.item_part(items, world.item_category, _item_dense(world, items, round_, exposure))
 
     def _served_logits(
-        self, world: World, users: torch.Tensor, items: torch.Tensor, round_: int, at_top: bool
-    ) -> torch.Tensor:
-        """[B], [B, C] -> [B, C, T] task logits as served: position missing (``at_top`` False) or
-        at position 1 of the user's device (``at_top`` True)."""
+        self,
+        world: World,
+        users: torch.Tensor,
+        items: torch.Tensor,
+        round_: int,
+        at_top: bool,
+        keep_click: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """[B], [B, C] -> (task logits [B, C, T] as served: position missing (``at_top`` False) or
+        at position 1 of the user's device (``at_top`` True); with ``keep_click`` the click
+        logits [B, C] before the position's bias, else None; that bias at position 1 [B]).
+
+        Tower modes add their bias tower's g(cell) to the click logit; the other modes add 0."""
         from towers.position import position_cells
 
         model, spec = self.model_, self.spec
@@ -181,11 +191,13 @@ class MultiTaskRanker:
             ip = self._item_parts(world, round_, self.features_.exposure)  # [N, H]
             top_cells = position_cells(torch.ones_like(device), device, self.slate_size)  # [B]
             pos = model.position_part(top_cells)  # [B, H] or 0
-            bias = torch.zeros(len(users), device=self.device)
+            bias = top = torch.zeros(len(users), device=self.device)
             if spec.position in TOWER_MODES:
-                bias = model.bias(top_cells) if at_top else model.bias(torch.zeros_like(top_cells))
+                top = model.bias(top_cells)
+                bias = top if at_top else model.bias(torch.zeros_like(top_cells))
             n_users, n_cand = items.shape
             out = torch.empty(n_users, n_cand, spec.n_tasks, device=self.device)
+            click = torch.empty(n_users, n_cand, device=self.device) if keep_click else None
             pairs = SCORE_CHUNK_BF16 if self.rc.serve_bf16 else SCORE_CHUNK
             step = max(1, pairs // max(n_cand, 1))
             row = shared_row(items)
@@ -203,13 +215,15 @@ class MultiTaskRanker:
                     pre = pre + pos[s : s + step, None]
                 logits = model.serve(pre.reshape(-1, spec.hidden), weights)
                 logits = logits.view(-1, n_cand, spec.n_tasks)
+                if click is not None:
+                    click[s : s + step] = logits[..., 0]
                 logits[..., 0] += bias[s : s + step, None]
                 out[s : s + step] = logits
-            return out
+            return out, click, top
 
-    def score(self, world: World, users: torch.Tensor, items: torch.Tensor, round_: int) -> torch.Tensor:
-        """[B, C] serving score = w_c p_click + w_s p_click p_sat (p_sat = 1 for single-task)."""
-        logits = self._served_logits(world, users, items, round_, at_top=False)
+    def _scores_of(self, logits: torch.Tensor) -> torch.Tensor:
+        """[B, C] serving score = w_c p_click + w_s p_click p_sat (p_sat = 1 for single-task) from
+        logits [B, C, T] served with the position missing."""
         p_click = torch.sigmoid(logits[..., 0])
         if self.spec.n_tasks == 1:
             return p_click
@@ -217,10 +231,42 @@ class MultiTaskRanker:
             logits[..., 1]
         )
 
+    def score(self, world: World, users: torch.Tensor, items: torch.Tensor, round_: int) -> torch.Tensor:
+        """[B, C] serving score = w_c p_click + w_s p_click p_sat (p_sat = 1 for single-task)."""
+        return self._scores_of(self._served_logits(world, users, items, round_, at_top=False)[0])
+
     def predict_proba(self, world: World, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """[B, C] predicted P(click | examined at position 1) (relevance estimate)."""
         round_ = max(self.features_.snapshots, default=-1) + 1
-        return torch.sigmoid(self._served_logits(world, users, items, round_, at_top=True)[..., 0])
+        return torch.sigmoid(self._served_logits(world, users, items, round_, at_top=True)[0][..., 0])
+
+    def score_and_predict(
+        self, world: World, users: torch.Tensor, items: torch.Tensor, round_: int
+    ) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
+        """``score``'s [B, C] and a function from positions [B, K] into ``items`` to
+        ``predict_proba``'s [B, K] for those pairs, from one forward pass (the shown items are
+        not scored again): the network's logits are the same, the score puts the position
+        missing into the click logit and the prediction position 1.
+
+        The same values bit for bit as the two calls (``tests/test_speed.py`` compares them, and
+        whole runs): a pair's logits do not depend on the other pairs of its chunk here, and the
+        sigmoid runs on the click column of a [B, K, T] tensor as ``predict_proba``'s does (on a
+        strided column and on a contiguous tensor it rounds differently in the last bit: the
+        scalar and the vectorized kernel)."""
+        logits, click, top = self._served_logits(world, users, items, round_, at_top=False, keep_click=True)
+        if round_ != max(self.features_.snapshots, default=-1) + 1:  # predict_proba serves another round
+
+            def predicted(pick: torch.Tensor) -> torch.Tensor:
+                return self.predict_proba(world, users, items.gather(1, pick))
+
+        else:
+
+            def predicted(pick: torch.Tensor) -> torch.Tensor:
+                shown = torch.empty(*pick.shape, self.spec.n_tasks, device=pick.device)
+                shown[..., 0] = click.gather(1, pick) + top[:, None]
+                return torch.sigmoid(shown[..., 0])
+
+        return self._scores_of(logits), predicted
 
     # -- what the position channel learned -------------------------------------------------------
     def learned_position_curve(self) -> torch.Tensor | None:
