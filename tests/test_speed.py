@@ -527,6 +527,23 @@ def test_panel_rows_reused_in_act_give_the_same_run(tmp_path, monkeypatch, ranke
         assert pl.read_parquet(path).equals(pl.read_parquet(other)), path.name
 
 
+@pytest.mark.parametrize("weights", [(1.0, 1.0), (0.7, 0.3), (0.0, 2.5)])
+def test_serving_score_in_place_equals_the_written_formula(weights):
+    from types import SimpleNamespace
+
+    from recsim.recsys.rankers.multitask import MultiTaskRanker
+
+    click_weight, satisfaction_weight = weights
+    ranker = SimpleNamespace(
+        spec=SimpleNamespace(n_tasks=2),
+        rc=SimpleNamespace(click_weight=click_weight, satisfaction_weight=satisfaction_weight),
+    )
+    logits = torch.randn(300, 70, 2, generator=torch.Generator().manual_seed(1)) * 4
+    p = torch.sigmoid(logits[..., 0])
+    want = click_weight * p + satisfaction_weight * p * torch.sigmoid(logits[..., 1])
+    assert torch.equal(MultiTaskRanker._scores_of(ranker, logits), want)
+
+
 @pytest.mark.parametrize(
     "ranker",
     [
