@@ -179,7 +179,7 @@ class World:
         step = max(1, PAIR_CHUNK // max(n_cand, 1))
         # The chunk's item factors are gathered with index_select into one buffer reused by every
         # chunk: ``factors[it]`` (the advanced-indexing kernel, a fresh [b, C, D] each chunk) took
-        # 3-4x as long at 100,000 x 200 pairs. The product is the one einsum("bd,bcd->bc") runs,
+        # 3-5x as long at 100,000 x 200 pairs. The product is the one einsum("bd,bcd->bc") runs,
         # [b, 1, D] x [b, D, C], so the values are its values bit for bit.
         buffer = torch.empty(min(step, len(items)) * n_cand, dim, dtype=factors.dtype, device=factors.device)
         for s in range(0, items.shape[0], step):  # chunks of users
