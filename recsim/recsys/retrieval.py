@@ -159,7 +159,7 @@ def fill_unique(
     for _ in range(1000):
         part = cands if rows is None else cands.index_select(0, rows)
         bad = _unusable(part)
-        n_bad = int(bad.count_nonzero())  # a bool sum() widens every element to int64 first: 25x slower
+        n_bad = int(bad.count_nonzero())  # 25x faster here than a bool sum() of [100,000, 200]
         if n_bad == 0:
             return cands
         part[bad] = torch.randint(n_available, (n_bad,), generator=gen, device=gen.device)
