@@ -5,6 +5,16 @@ on the new round's log (warm start, sparse row-wise Adam on its embedding tables
 
 from recsim.scenario import Scenario
 
+#: ``recsim run scale --quick`` and ``recsim bench --quick``: a tenth of the users and items, 3 rounds.
+QUICK = (
+    "world.n_users=100000",
+    "world.n_items=10000",
+    "loop.active_users=10000",
+    "loop.rounds=3",
+    "policy.ivf_lists=64",
+    "metrics.panel_items=2000",
+)
+
 _SHOWN = ("gold", "ndcg_truth", "gini", "coverage", "gap", "ece", "retrieval_recall", "spurious_share")
 
 SCENARIO = Scenario(
@@ -35,14 +45,5 @@ SCENARIO = Scenario(
     arms={"mmoe-shallow-tower": {}},
     plot=_SHOWN,
     table=("regret", *_SHOWN),
-)
-
-#: ``recsim bench --quick``'s preset of this scenario: a tenth of the users and items, 3 rounds.
-QUICK = (
-    "world.n_users=100000",
-    "world.n_items=10000",
-    "loop.active_users=10000",
-    "loop.rounds=3",
-    "policy.ivf_lists=64",
-    "metrics.panel_items=2000",
+    quick=QUICK,
 )

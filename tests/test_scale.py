@@ -123,6 +123,17 @@ def test_chunked_relevance_equals_the_formula(monkeypatch):
     torch.testing.assert_close(whole, expected)
 
 
+def test_scale_quick_preset_is_a_tenth_of_the_scenario():
+    """``recsim run scale --quick`` and ``recsim bench --quick`` read the scenario's own preset."""
+    from recsim.scenario import load_scenario
+
+    sc = load_scenario("scale")
+    full = next(iter(sc.resolve([]).values()))
+    quick = next(iter(sc.resolve(list(sc.quick)).values()))
+    assert (quick.world.n_users, quick.world.n_items) == (full.world.n_users // 10, full.world.n_items // 10)
+    assert quick.loop.active_users == full.loop.active_users // 10 and quick.loop.rounds == 3
+
+
 def _train_once(sparse: bool):
     from recsim.recsys.rankers.multitask import MultiTaskRanker
     from recsim.recsys.rankers.multitask_loss import TrainBatch

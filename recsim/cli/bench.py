@@ -182,7 +182,7 @@ def bench_rm_judgments(n: int, budgets: tuple[tuple[int, int], ...]) -> dict[tup
 
 
 def bench_scale(quick: bool) -> dict[str, float]:
-    """The ``scale`` scenario (``--quick``: its ``QUICK`` preset) run as ``recsim run`` in a child
+    """The ``scale`` scenario (``--quick``: its quick preset) run as ``recsim run`` in a child
     process, tracking off: wall seconds, rounds and impressions per second, and the child's peak
     resident memory (``getrusage(RUSAGE_CHILDREN).ru_maxrss``, the largest child so far)."""
     import resource
@@ -190,7 +190,7 @@ def bench_scale(quick: bool) -> dict[str, float]:
     from recsim.scenario import load_scenario
 
     sc = load_scenario("scale")
-    overrides = list(_scale_quick()) if quick else []
+    overrides = list(sc.quick) if quick else []
     config = next(iter(sc.resolve(overrides).values()))
     seconds = time_recsim_run("scale", tuple(a for o in overrides for a in ("--set", o)))
     rounds = config.loop.rounds
@@ -206,12 +206,6 @@ def bench_scale(quick: bool) -> dict[str, float]:
         "active": config.loop.active_users,
         "rounds": rounds,
     }
-
-
-def _scale_quick() -> tuple[str, ...]:
-    from scenarios.scale import QUICK
-
-    return QUICK
 
 
 def train_throughput(n_rows: int, n_users: int, n_items: int) -> dict[str, float]:
