@@ -844,6 +844,69 @@ def test_bench_profile_prints_stages_and_refuses_bad_input(small):
     assert bad.returncode == 2 and "--only" in bad.stderr
 
 
+def test_stage_flops_charge_each_product_to_the_stage_it_ran_in():
+    """2 x m x k x n FLOPs for an [m, k] x [k, n] product in the stage it ran in (batched products
+    per batch), none for elementwise ops; products outside any stage are left to the caller."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from recsim.cli.bench import _StageFlops
+
+    a, b = torch.ones(64, 32), torch.ones(32, 16)
+    counter = FlopCounterMode(display=False)
+    timer = _StageFlops(counter)
+    with counter:
+        a @ b  # outside the stages
+        timer.start(0)
+        with timer.stage("fit"):
+            a @ b
+            torch.bmm(torch.ones(3, 8, 4), torch.ones(3, 4, 5))
+        with timer.stage("act"):
+            (a * 2).relu_().sum()
+        with timer.stage("fit"):
+            torch.addmm(torch.zeros(16), torch.ones(10, 32), b)
+    assert timer.flops == {"fit": 2 * 64 * 32 * 16 + 2 * 3 * 8 * 4 * 5 + 2 * 10 * 32 * 16, "act": 0}
+    assert counter.get_total_flops() == timer.flops["fit"] + 2 * 64 * 32 * 16
+
+
+def test_profile_counts_the_rankers_training_products_from_their_shapes(small):
+    """The fit stage's counted FLOPs are the trained examples x 6 x the network's dense
+    multiply-accumulates (forward 2 per MAC, backward twice that), the count ``recsim bench``'s
+    training peak ratio uses: one epoch on a one-round window trains on every impression of the
+    round once. The CLI prints them per stage and against the GEMM peak."""
+    from recsim.cli.bench import count_dense_flops
+    from recsim.core.units import Unit
+    from recsim.recsys.rankers.multitask import MultiTaskRanker
+    from recsim.recsys.world import World
+    from recsim.scenario import load_scenario
+
+    sets = [*small, "loop.rounds=2", "tracking.enabled=false", "ranker.epochs=1", "ranker.window=1"]
+    config = load_scenario("feedback-loop").resolve(sets)["mmoe"]
+    flops = count_dense_flops(Unit("mmoe", config.seed, config))
+    model = MultiTaskRanker(config, World.create(config)).model_
+    assert config.loop.active_users is None  # every user is shown one slate a round
+    per_round = config.world.n_users * config.policy.slate_size
+    assert flops["fit"] == 2 * per_round * 6 * model.dense_macs_per_example()
+    assert flops["act"] > 0 and flops["measure"] > 0 and flops["log"] == 0
+
+    cmd = [sys.executable, "-m", "recsim", "bench", "--profile", "feedback-loop", "--arm", "mmoe", "--flops"]
+    res = subprocess.run(
+        [*cmd, *[a for s in sets for a in ("--set", s)]], capture_output=True, text=True, timeout=300
+    )
+    assert res.returncode == 0, res.stderr
+    lines = {d["name"]: d for d in map(json.loads, res.stdout.splitlines())}
+    assert lines["profile_fit_s"]["dense_gflop"] == round(flops["fit"] / 1e9, 3)
+    assert 0 < lines["profile_fit_s"]["gemm_peak_share"] < 2
+    dense = lines["profile_dense_gflop"]["value"]
+    assert dense == pytest.approx(sum(v for k, v in flops.items() if k != "setup") / 1e9, abs=1e-3)
+    at_peak = lines["profile_rounds_at_gemm_peak_s"]["value"]
+    # printed values are rounded to 4 decimals
+    assert at_peak == pytest.approx(dense / lines["profile_gemm_peak_gflops"]["value"], rel=1e-3, abs=1e-4)
+    bad = subprocess.run(
+        [sys.executable, "-m", "recsim", "bench", "--only", "core", "--flops"], capture_output=True, text=True
+    )
+    assert bad.returncode == 2 and "--profile" in bad.stderr and bad.stderr.count("\n") == 1
+
+
 def test_peer_size_scenario_and_the_loop_group_run(tmp_path):
     from recsim.cli.bench import _loop_lines, peer_scenario, time_recsim_run
 

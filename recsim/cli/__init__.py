@@ -100,6 +100,14 @@ def bench(
         list[str] | None, typer.Option("--set", help="--profile: dotted.key=value overrides.")
     ] = None,
     threads: Annotated[int | None, typer.Option(help="--profile: torch threads.")] = None,
+    flops: Annotated[
+        bool,
+        typer.Option(
+            "--flops",
+            help="--profile: run the arm a second time counting each stage's dense-product FLOPs, "
+            "and print them against the GEMM peak measured in the same process.",
+        ),
+    ] = False,
     peer_python: Annotated[
         str | None,
         typer.Option(help="peer: a Python with T-RECS installed, to time it beside recsim on this machine."),
@@ -109,8 +117,10 @@ def bench(
     from recsim.cli.bench import GROUPS, run_benchmarks
 
     if profile is not None:
-        _profile(profile, arm, rounds, set_ or [], threads)
+        _profile(profile, arm, rounds, set_ or [], threads, flops)
         return
+    if flops:
+        fail("--flops counts the FLOPs of a --profile run: give --profile SCENARIO")
     if only is not None and only not in GROUPS:
         fail(f"--only must be one of {', '.join(GROUPS)}, got {only!r}")
     if peer_python is not None:
@@ -137,7 +147,7 @@ def _check_peer(python: str) -> None:
 
 
 def _profile(
-    scenario: str, arm: str | None, rounds: int | None, overrides: list[str], threads: int | None
+    scenario: str, arm: str | None, rounds: int | None, overrides: list[str], threads: int | None, flops: bool
 ) -> None:
     from recsim.cli.bench import profile_lines, profile_unit
     from recsim.cli.run import _resolve
@@ -153,7 +163,7 @@ def _profile(
     config = configs[name]
     unit = Unit(name, config.seed, config)
     label = {"scenario": sc.name, "arm": name, "threads": threads}
-    for line in profile_lines(profile_unit(unit, threads), label):
+    for line in profile_lines(profile_unit(unit, threads, flops), label):
         print(line, flush=True)
 
 

@@ -13,6 +13,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -515,7 +516,7 @@ def process_age() -> float | None:
     return uptime - start
 
 
-def profile_unit(unit: Any, threads: int | None = None) -> dict[str, Any]:
+def profile_unit(unit: Any, threads: int | None = None, flops: bool = False) -> dict[str, Any]:
     """Run ``unit`` (one arm, one seed) as ``recsim run --no-tracking`` runs it, in a temporary
     folder, timing every stage of every round (:class:`recsim.core.loop.StageTimes`).
 
@@ -523,7 +524,8 @@ def profile_unit(unit: Any, threads: int | None = None) -> dict[str, Any]:
     stage's CPU seconds and minor page faults over all rounds: :class:`StageTimes`), ``setup``
     (seconds from the call to round 0: the domain, world and learner built), ``total`` (the call's
     wall seconds) and ``before`` (seconds from process start to the call: interpreter, imports,
-    config).
+    config). With ``flops``, also ``flops`` (:func:`count_dense_flops` of a second run of the
+    unit) and ``gemm_peak_gflops`` (:func:`bench_gemm_peak` at the run's thread count).
     """
     from recsim.core.loop import StageTimes
     from recsim.core.units import run_unit
@@ -535,22 +537,85 @@ def profile_unit(unit: Any, threads: int | None = None) -> dict[str, Any]:
         run_unit(unit, Path(tmp), threads=threads, timer=timer)
         total = time.perf_counter() - t0
     setup = timer.setup if timer.setup is not None else total
-    return {"rounds": timer.rounds, "usage": timer.usage, "setup": setup, "total": total, "before": before}
+    result = {"rounds": timer.rounds, "usage": timer.usage, "setup": setup, "total": total, "before": before}
+    if flops:
+        result["flops"] = count_dense_flops(unit, threads)
+        saved = torch.get_num_threads()
+        torch.set_num_threads(threads or saved)
+        try:
+            result["gemm_peak_gflops"] = bench_gemm_peak()
+        finally:
+            torch.set_num_threads(saved)
+    return result
+
+
+def count_dense_flops(unit: Any, threads: int | None = None) -> dict[str, int]:
+    """FLOPs of the dense products (``mm``, ``addmm``, ``bmm``, ``baddbmm``, convolutions,
+    attention; forward and backward) in each stage of a run of ``unit``, as
+    ``torch.utils.flop_counter.FlopCounterMode`` counts them from the operands' shapes (2 per
+    multiply-accumulate, whatever the dtype). Embedding lookups and elementwise ops count none.
+
+    The run is a second one, under the counter: every op goes through its Python dispatch, which
+    costs time but not values, so its stage times are not the profile's. Returns each name of
+    :data:`recsim.core.loop.STAGES` with its FLOPs over all rounds, and ``setup``: those outside
+    the rounds (building the learner, pre-training).
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from recsim.core.loop import STAGES
+    from recsim.core.units import run_unit
+
+    counter = FlopCounterMode(display=False)
+    timer = _StageFlops(counter)
+    with tempfile.TemporaryDirectory() as tmp, counter:
+        run_unit(unit, Path(tmp), threads=threads, timer=timer)
+    counted = {stage: timer.flops.get(stage, 0) for stage in STAGES}
+    return {**counted, "setup": counter.get_total_flops() - sum(counted.values())}
+
+
+class _StageFlops:
+    """A :class:`recsim.core.loop.StageTimes` stand-in that records the FLOPs ``counter`` counts
+    inside each stage instead of the seconds."""
+
+    def __init__(self, counter: Any) -> None:
+        self.counter = counter
+        self.flops: dict[str, int] = {}
+
+    def start(self, round_: int) -> None:
+        pass
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        before = self.counter.get_total_flops()
+        try:
+            yield
+        finally:
+            self.flops[name] = self.flops.get(name, 0) + self.counter.get_total_flops() - before
 
 
 def profile_lines(profile: dict[str, Any], label: dict[str, Any]) -> Iterator[str]:
     """One JSON line per stage: total seconds, share of the rounds' time, mean milliseconds per
     round, the milliseconds at round 10 (or the first) and at the last round, and the stage's CPU
-    seconds (user and system, every thread) and minor page faults; then the set-up."""
+    seconds (user and system, every thread) and minor page faults; then the set-up.
+
+    With FLOPs counted (``profile_unit(..., flops=True)``) each stage's line adds its dense GFLOP
+    and their rate as a share of the GEMM peak, and four lines follow: the peak, the rounds' dense
+    GFLOP (and the set-up's), the seconds those would take at the peak (a lower bound on these
+    rounds with float32 products on this machine) and that time as a share of the rounds' time."""
     from recsim.core.loop import STAGES
 
     rounds = profile["rounds"]
     in_rounds = sum(sum(r[s] for s in STAGES) for r in rounds)
     early = rounds[min(10, len(rounds) - 1)]
     last = rounds[-1]
+    flops, peak = profile.get("flops"), profile.get("gemm_peak_gflops")
     for stage in STAGES:
         total = sum(r[stage] for r in rounds)
         at = {f"ms_round_{r['round']}": round(1e3 * r[stage], 2) for r in (early, last)}
+        dense = {}
+        if flops is not None:
+            dense = {"dense_gflop": round(flops[stage] / 1e9, 3)}
+            dense["gemm_peak_share"] = round(flops[stage] / 1e9 / total / peak, 4) if total else None
         yield _line(
             f"profile_{stage}_s",
             total,
@@ -559,6 +624,7 @@ def profile_lines(profile: dict[str, Any], label: dict[str, Any]) -> Iterator[st
             ms_per_round=round(1e3 * total / len(rounds), 2),
             **at,
             **{k: round(v, 3) for k, v in profile["usage"][stage].items()},
+            **dense,
             **label,
         )
     per_round = {r["round"]: sum(r[s] for s in STAGES) for r in rounds}
@@ -568,6 +634,15 @@ def profile_lines(profile: dict[str, Any], label: dict[str, Any]) -> Iterator[st
     if profile["before"] is not None:
         yield _line("profile_process_start_to_run_s", profile["before"], "s", **label)
     yield _line("profile_total_s", profile["total"], "s", rounds=len(rounds), **label)
+    if flops is not None:
+        dense = sum(flops[stage] for stage in STAGES) / 1e9
+        yield _line("profile_gemm_peak_gflops", peak, "GFLOP/s", n=2048, dtype="float32", **label)
+        setup = round(flops["setup"] / 1e9, 3)
+        yield _line("profile_dense_gflop", dense, "GFLOP", setup_gflop=setup, **label)
+        # the rounds' dense products at the float32 peak: a lower bound for these rounds computed
+        # in float32 on this machine (bfloat16 products can run faster than it)
+        yield _line("profile_rounds_at_gemm_peak_s", dense / peak, "s", rounds_s=round(in_rounds, 3), **label)
+        yield _line("profile_rounds_gemm_peak_share", dense / peak / in_rounds, "ratio", **label)
 
 
 if __name__ == "__main__":  # python -m recsim.cli.bench ROWS USERS ITEMS (under torchrun: sharded)
