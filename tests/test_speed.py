@@ -925,6 +925,23 @@ def test_peer_size_scenario_and_the_loop_group_run(tmp_path):
     assert lines["loop_late_vs_early_round_cost"]["value"] > 0
 
 
+def test_peer_group_counts_the_mmoe_runs_training_products():
+    """The peer group's FLOP count of the MMoE run: with a window of 5 rounds and 2 epochs, round 0
+    trains on its 10,000 impressions twice and round 1 on 20,000 twice, 6 x the dense
+    multiply-accumulates each (the same count as the training peak ratio's)."""
+    from recsim.cli.bench import _scenario_flops, peer_scenario
+    from recsim.config import validate
+    from recsim.recsys.rankers.multitask import MultiTaskRanker
+    from recsim.recsys.world import World
+
+    flops = _scenario_flops(peer_scenario({"name": "mmoe", "window": 5}, 1, 1), "mmoe")
+    config = validate({"ranker": {"name": "mmoe"}, "world": {"n_users": 1000, "n_items": 1000}})
+    assert config.ranker.epochs == 2
+    macs = MultiTaskRanker(config, World.create(config)).model_.dense_macs_per_example()
+    assert flops["fit"] == (10_000 + 20_000) * 2 * 6 * macs
+    assert flops["act"] > flops["measure"] > 0 and flops["setup"] == 0
+
+
 def test_peer_python_without_trecs_is_refused_in_one_line():
     cmd = [sys.executable, "-m", "recsim", "bench", "--only", "peer", "--peer-python", sys.executable]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)

@@ -378,15 +378,41 @@ def _peer_lines(quick: bool, machine: dict[str, Any], peer_python: str | None) -
     startup, steps = (10, 10) if quick else (10, 50)
     size = {"users": 1000, "items": 1000, "slate": 10, "startup": startup, "steps": steps}
     mf = time_recsim_run(peer_scenario({"name": "mf"}, startup, steps))
-    mmoe = time_recsim_run(peer_scenario({"name": "mmoe", "window": 5}, startup, steps))
+    mmoe_scenario = peer_scenario({"name": "mmoe", "window": 5}, startup, steps)
+    mmoe = time_recsim_run(mmoe_scenario)
     yield _line("peer_size_recsim_mf_s", mf, "s", **size, **machine)
     yield _line("peer_size_recsim_mmoe_s", mmoe, "s", window=5, **size, **machine)
+    # the MMoE run's dense products (counted in a second, in-process run) at the GEMM peak: no
+    # run of these rounds with float32 products takes less time on this machine
+    dense = sum(v for k, v in _scenario_flops(mmoe_scenario, "mmoe").items() if k != "setup") / 1e9
+    peak = bench_gemm_peak()
+    at_peak = dense / peak
+    yield _line("peer_size_mmoe_dense_gflop", dense, "GFLOP", window=5, **size, **machine)
+    yield _line(
+        "peer_size_mmoe_at_gemm_peak_s", at_peak, "s", gemm_peak_gflops=round(peak, 1), **size, **machine
+    )
+    yield _line("peer_size_mmoe_gemm_peak_share", at_peak / mmoe, "ratio", **size, **machine)
     if peer_python is None:
         return
     trecs = _timed_process([peer_python, "-c", TRECS_SCRIPT, str(startup), str(steps)])
     yield _line("peer_size_trecs_s", trecs, "s", model="ContentFiltering", **size, **machine)
     yield _line("peer_mf_speedup_vs_trecs", trecs / mf, "ratio", target=5, **size, **machine)
     yield _line("peer_mmoe_time_vs_trecs", mmoe / trecs, "ratio", target=1.5, **size, **machine)
+    yield _line("peer_mmoe_time_vs_trecs_at_gemm_peak", at_peak / trecs, "ratio", **size, **machine)
+
+
+def _scenario_flops(scenario: dict[str, Any], arm: str) -> dict[str, int]:
+    """:func:`count_dense_flops` of one arm of a scenario mapping, tracking off."""
+    import yaml
+
+    from recsim.core.units import Unit
+    from recsim.scenario import load_scenario
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "scenario.yaml"
+        path.write_text(yaml.safe_dump(scenario))
+        config = load_scenario(str(path)).resolve(["tracking.enabled=false"])[arm]
+    return count_dense_flops(Unit(arm, config.seed, config))
 
 
 def _startup_lines(quick: bool, machine: dict[str, Any]) -> Iterator[str]:
