@@ -608,7 +608,7 @@ class _StageFlops:
         self.flops: dict[str, int] = {}
 
     def start(self, round_: int) -> None:
-        pass
+        """Nothing to record: the counts are totals over all rounds."""
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
