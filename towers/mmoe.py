@@ -69,9 +69,11 @@ class MultiTaskNet(nn.Module):
         gate_dropout: float = 0.0,
         hidden_activation: bool = True,
         bottom_width: int | None = None,
+        train_dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         self.hidden_activation = hidden_activation
+        self.train_dtype = train_dtype  # bfloat16: the first layer's products in training (see forward)
         self.arch, self.n_tasks, self.gate_dropout = arch, n_tasks, gate_dropout
         self.rng: torch.Generator | None = None  # set by the trainer; needed for gate dropout
         if arch == "shared_bottom":
@@ -123,21 +125,30 @@ class MultiTaskNet(nn.Module):
         return weights
 
     def forward(self, pre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-        """pre [B, H] -> (logits [B, T], gates [B, T, E] | None, tower inputs [B, T, X])."""
+        """pre [B, H] -> (logits [B, T], gates [B, T, E] | None, tower inputs [B, T, X]).
+
+        With ``train_dtype`` (bfloat16) and in training mode, the experts' and the gates' products
+        run in that type, forward and backward: ``h`` and the weights rounded to it, the products
+        accumulated in float32 and rounded to it, then widened to float32 (what ``torch.autocast``
+        does to a linear layer). The weights, their gradients, the optimizer and every other op stay
+        float32. In eval mode the products are float32 whatever ``train_dtype``."""
         h = torch.relu(pre) if self.hidden_activation else pre  # the shared hidden layer (or raw input)
         b = h.shape[0]
         ex = self.n_experts * self.expert_dim
         # The experts' and the gates' columns as two products: with gradients, slices of one
         # [B, E*X + G*E] product would each get a zero-filled full-width gradient buffer in backward.
-        out = torch.addmm(self.in_b[:ex], h, self.in_w[:, :ex])  # [B, E*X]
+        weight, bias = self.in_w, self.in_b
+        if self.training and self.train_dtype is not None:  # the two products in train_dtype
+            h, weight, bias = h.to(self.train_dtype), weight.to(self.train_dtype), bias.to(self.train_dtype)
+        out = torch.addmm(bias[:ex], h, weight[:, :ex]).float()  # [B, E*X] (float(): no-op in float32)
         # without gradients the product is ours to overwrite (the same values, one pass less)
         relu = torch.relu if torch.is_grad_enabled() else torch.relu_
         experts = relu(out).view(b, self.n_experts, self.expert_dim)  # [B, E, X]
         if self.arch == "shared_bottom":
             gates = None
             mixed = experts.expand(b, self.n_tasks, self.expert_dim)  # [B, T, X]
-        else:
-            gates = self.gates(torch.addmm(self.in_b[ex:], h, self.in_w[:, ex:]))  # [B, T, E]
+        else:  # gates() computes in float32
+            gates = self.gates(torch.addmm(bias[ex:], h, weight[:, ex:]))  # [B, T, E]
             mixed = torch.bmm(gates, experts)  # [B, T, X]
         return self._towers(mixed, relu), gates, mixed
 

@@ -71,6 +71,7 @@ class RankingSpec:
     observation_dropout: float = 0.5
     reversal_weight: float = 1.0
     sparse: bool = False  # embedding tables return sparse gradients (for a row-wise optimizer)
+    train_bf16: bool = False  # the experts' and gates' products in bfloat16 in training (MultiTaskNet)
 
 
 def import_torchrec() -> TorchRec:
@@ -160,6 +161,7 @@ class RankingModel(nn.Module):
             spec.expert_dim,
             spec.tower_dim,
             spec.gate_dropout,
+            train_dtype=torch.bfloat16 if spec.train_bf16 else None,
         )
         self.tower = (
             ShallowTower(spec.slate_size, spec.n_devices, gen) if spec.position in TOWER_MODES else None

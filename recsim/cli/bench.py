@@ -380,8 +380,12 @@ def _peer_lines(quick: bool, machine: dict[str, Any], peer_python: str | None) -
     mf = time_recsim_run(peer_scenario({"name": "mf"}, startup, steps))
     mmoe_scenario = peer_scenario({"name": "mmoe", "window": 5}, startup, steps)
     mmoe = time_recsim_run(mmoe_scenario)
+    # the same run with the first layer's products in bfloat16, in scoring and in training
+    bf16 = {"serve_bf16": True, "train_bf16": True}
+    mmoe_bf16 = time_recsim_run(peer_scenario({"name": "mmoe", "window": 5, **bf16}, startup, steps))
     yield _line("peer_size_recsim_mf_s", mf, "s", **size, **machine)
     yield _line("peer_size_recsim_mmoe_s", mmoe, "s", window=5, **size, **machine)
+    yield _line("peer_size_recsim_mmoe_bf16_s", mmoe_bf16, "s", window=5, **bf16, **size, **machine)
     # the MMoE run's dense products (counted in a second, in-process run) at the GEMM peak: no
     # run of these rounds with float32 products takes less time on this machine
     dense = sum(v for k, v in _scenario_flops(mmoe_scenario, "mmoe").items() if k != "setup") / 1e9
@@ -398,6 +402,9 @@ def _peer_lines(quick: bool, machine: dict[str, Any], peer_python: str | None) -
     yield _line("peer_size_trecs_s", trecs, "s", model="ContentFiltering", **size, **machine)
     yield _line("peer_mf_speedup_vs_trecs", trecs / mf, "ratio", target=5, **size, **machine)
     yield _line("peer_mmoe_time_vs_trecs", mmoe / trecs, "ratio", target=1.5, **size, **machine)
+    yield _line(
+        "peer_mmoe_bf16_time_vs_trecs", mmoe_bf16 / trecs, "ratio", target=1.5, **bf16, **size, **machine
+    )
     yield _line("peer_mmoe_time_vs_trecs_at_gemm_peak", at_peak / trecs, "ratio", **size, **machine)
 
 
