@@ -242,14 +242,15 @@ def test_bf16_training_runs_the_first_layers_products_in_bfloat16_forward_and_ba
     assert not torch.equal(l16, l32) and (l16 - l32).abs().max() < 0.02 * l32.abs().max()
     assert (w16 - w32).norm() < 0.05 * w32.norm()
     assert not torch.equal(g16, g32) and (g16 - g32).norm() < 0.15 * g32.norm()
-    full.eval(), half.eval()
+    full.eval()
+    half.eval()
     with torch.no_grad():
         assert torch.equal(full(x)[0], half(x)[0])
 
 
 def test_bf16_training_reaches_float32_trainings_loss():
     """A ranker trained with ``train_bf16`` on the same rows, batches and dropout draws ends within
-    1% of float32 training's loss: the rounding of the products does not change what it learns."""
+    1% of float32 training's loss: the products' rounding does not hold its training back here."""
     from recsim.cli.bench import synthetic_rows
 
     losses = {}
