@@ -70,6 +70,7 @@ ADDED = {
     "ranker.negatives_per_click": 4,
     "world.source": None,  # a drawn world, as before
     "policy.log_candidates": False,  # the log's columns as before
+    "ranker.train_bf16": False,  # the MMoE trains in float32, as before
 }
 CHANGED = {
     "llm-negative-reinforcement/default": {"llm.rm_refit": False},
