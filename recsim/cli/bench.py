@@ -378,11 +378,12 @@ def _peer_lines(quick: bool, machine: dict[str, Any], peer_python: str | None) -
     startup, steps = (10, 10) if quick else (10, 50)
     size = {"users": 1000, "items": 1000, "slate": 10, "startup": startup, "steps": steps}
     mf = time_recsim_run(peer_scenario({"name": "mf"}, startup, steps))
-    mmoe_scenario = peer_scenario({"name": "mmoe", "window": 5}, startup, steps)
+    ranker = {"name": "mmoe", "window": 5}
+    mmoe_scenario = peer_scenario(ranker, startup, steps)
     mmoe = time_recsim_run(mmoe_scenario)
     # the same run with the first layer's products in bfloat16, in scoring and in training
     bf16 = {"serve_bf16": True, "train_bf16": True}
-    mmoe_bf16 = time_recsim_run(peer_scenario({"name": "mmoe", "window": 5, **bf16}, startup, steps))
+    mmoe_bf16 = time_recsim_run(peer_scenario({**ranker, **bf16}, startup, steps))
     yield _line("peer_size_recsim_mf_s", mf, "s", **size, **machine)
     yield _line("peer_size_recsim_mmoe_s", mmoe, "s", window=5, **size, **machine)
     yield _line("peer_size_recsim_mmoe_bf16_s", mmoe_bf16, "s", window=5, **bf16, **size, **machine)
