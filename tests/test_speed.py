@@ -844,6 +844,25 @@ def test_bench_profile_prints_stages_and_refuses_bad_input(small):
     assert bad.returncode == 2 and "--only" in bad.stderr
 
 
+def test_startup_floor_draws_the_runs_three_figures_and_times_each_step(tmp_path):
+    """``startup_feedback_loop_floor_s``'s child: on a finished one-round run of the default scenario
+    it draws what that run drew (the same three figures) and prints the seconds of its five steps."""
+    from recsim.cli.bench import STARTUP_FLOOR_SCRIPT, _timed_output, time_recsim_run
+
+    run, figures = tmp_path / "run", tmp_path / "figures"
+    figures.mkdir()
+    time_recsim_run("feedback-loop", ("--rounds", "1", "--set", "world.n_users=300"), out=run)
+    drawn = {"curves.png", "position_curves.png", "intervals.png"}
+    assert drawn <= {p.name for p in run.iterdir()}
+    cmd = [sys.executable, "-c", STARTUP_FLOOR_SCRIPT, str(run), str(figures), "feedback-loop"]
+    seconds, printed = _timed_output(cmd)
+    steps = json.loads(printed.strip().splitlines()[-1])
+    assert list(steps) == ["torch_s", "torchrec_s", "recsim_s", "matplotlib_s", "figures_s"]
+    assert all(v > 0 for v in steps.values()) and sum(steps.values()) < seconds
+    assert {p.name for p in figures.iterdir()} == drawn
+    assert all((figures / name).read_bytes() == (run / name).read_bytes() for name in drawn)
+
+
 def test_stage_flops_charge_each_product_to_the_stage_it_ran_in():
     """2 x m x k x n FLOPs for an [m, k] x [k, n] product in the stage it ran in (batched products
     per batch), none for elementwise ops; products outside any stage are left to the caller."""

@@ -346,6 +346,11 @@ def peer_scenario(ranker: dict[str, Any], startup: int, steps: int) -> dict[str,
 def _timed_process(cmd: list[str]) -> float:
     """Wall seconds of a child process, its start included (raises if it fails). It runs in a
     temporary folder: T-RECS writes ``trecs.log`` into its working directory."""
+    return _timed_output(cmd)[0]
+
+
+def _timed_output(cmd: list[str]) -> tuple[float, str]:
+    """:func:`_timed_process`, with the child's standard output."""
     import subprocess
 
     with tempfile.TemporaryDirectory() as cwd:
@@ -355,12 +360,15 @@ def _timed_process(cmd: list[str]) -> float:
     if res.returncode != 0:
         tail = (res.stderr.strip().splitlines() or ["no output"])[-1]
         raise RuntimeError(f"{' '.join(cmd[:4])} ... failed ({res.returncode}): {tail}")
-    return seconds
+    return seconds, res.stdout
 
 
-def time_recsim_run(scenario: dict[str, Any] | str, extra: tuple[str, ...] = ()) -> float:
+def time_recsim_run(
+    scenario: dict[str, Any] | str, extra: tuple[str, ...] = (), out: Path | None = None
+) -> float:
     """Wall seconds of ``recsim run SCENARIO --no-tracking -q EXTRA`` in a child process, process
-    start included: ``scenario`` a built-in name, or a mapping written to a YAML file first."""
+    start included: ``scenario`` a built-in name, or a mapping written to a YAML file first. The
+    run writes into ``out`` (None: a temporary folder, removed after)."""
     import sys
 
     import yaml
@@ -370,7 +378,8 @@ def time_recsim_run(scenario: dict[str, Any] | str, extra: tuple[str, ...] = ())
             path = Path(tmp) / "scenario.yaml"
             path.write_text(yaml.safe_dump(scenario))
             scenario = str(path)
-        cmd = [sys.executable, "-m", "recsim", "run", scenario, "--no-tracking", "-q", "--out", f"{tmp}/run"]
+        run = str(out) if out is not None else f"{tmp}/run"
+        cmd = [sys.executable, "-m", "recsim", "run", scenario, "--no-tracking", "-q", "--out", run]
         return _timed_process([*cmd, *extra])
 
 
@@ -423,14 +432,64 @@ def _scenario_flops(scenario: dict[str, Any], arm: str) -> dict[str, int]:
     return count_dense_flops(Unit(arm, config.seed, config))
 
 
+#: What a one-round run of the default scenario costs whatever its rounds do: a Python process that
+#: imports torch, TorchRec's embedding modules (the MMoE arms' tables), the config and scenario
+#: modules and matplotlib, and draws the run's three figures from its finished tables, as the run
+#: draws them, then ends as ``recsim run`` does. Prints the seconds of each step as JSON.
+STARTUP_FLOOR_SCRIPT = """
+import json, os, sys, time
+from pathlib import Path
+t = [time.perf_counter()]
+import torch
+t.append(time.perf_counter())
+from towers.torchrec_modules import load
+load()
+t.append(time.perf_counter())
+import polars as pl
+from recsim.core.domain import domain_class
+from recsim.core.runner import metric_columns
+from recsim.core.stats import describe
+from recsim.scenario import load_scenario
+sc = load_scenario(sys.argv[3])
+t.append(time.perf_counter())
+import matplotlib
+matplotlib.use("Agg")
+import matplotlib.pyplot
+from recsim.io.plots import plot_curves, plot_intervals
+t.append(time.perf_counter())
+run, out = Path(sys.argv[1]), Path(sys.argv[2])
+frame = pl.read_parquet(run / "metrics.parquet")
+plot_curves(frame, sc.plot, out / "curves.png", title=sc.name)
+tables = {p.stem: pl.read_parquet(p) for p in run.glob("*.parquet") if p.stem != "metrics"}
+domain_class("recsys").figures(tables, out)
+stats = describe(frame, metric_columns(frame))
+plot_intervals(stats.filter(pl.col("metric").is_in(list(sc.table))), out / "intervals.png")
+t.append(time.perf_counter())
+steps = ("torch_s", "torchrec_s", "recsim_s", "matplotlib_s", "figures_s")
+print(json.dumps({k: round(b - a, 3) for k, a, b in zip(steps, t, t[1:])}), flush=True)
+os._exit(0)  # no interpreter teardown, as `recsim run` ends (recsim.cli.exit_process)
+"""
+
+
 def _startup_lines(quick: bool, machine: dict[str, Any]) -> Iterator[str]:
-    """One round, 300 users, process start included: an MF world, and the default scenario."""
+    """One round, 300 users, process start included: an MF world, and the default scenario; then
+    the default scenario's floor (:data:`STARTUP_FLOOR_SCRIPT` on that run's outputs)."""
+    import sys
+
     mf = peer_scenario({"name": "mf"}, 1, 0)
     mf["base"]["world"]["n_users"] = 300
     mf["base"]["loop"]["rounds"] = 1
     yield _line("startup_one_round_mf_s", time_recsim_run(mf), "s", users=300, target=2.5, **machine)
-    seconds = time_recsim_run("feedback-loop", ("--rounds", "1", "--set", "world.n_users=300"))
-    yield _line("startup_one_round_feedback_loop_s", seconds, "s", users=300, target=2.5, **machine)
+    with tempfile.TemporaryDirectory() as tmp:
+        run, figures = Path(tmp) / "run", Path(tmp) / "figures"
+        figures.mkdir()
+        extra = ("--rounds", "1", "--set", "world.n_users=300")
+        seconds = time_recsim_run("feedback-loop", extra, out=run)
+        yield _line("startup_one_round_feedback_loop_s", seconds, "s", users=300, target=2.5, **machine)
+        cmd = [sys.executable, "-c", STARTUP_FLOOR_SCRIPT, str(run), str(figures), "feedback-loop"]
+        floor, printed = _timed_output(cmd)
+        steps = json.loads(printed.strip().splitlines()[-1])
+        yield _line("startup_feedback_loop_floor_s", floor, "s", users=300, target=2.5, **steps, **machine)
 
 
 def _loop_lines(quick: bool, machine: dict[str, Any]) -> Iterator[str]:

@@ -437,6 +437,12 @@ def summary_fields(
     return {"reference": reference, "window": study.window, "final": final, "stats": stats, "paired": diffs}
 
 
+def metric_columns(frame: pl.DataFrame) -> list[str]:
+    """The metric columns of a metrics frame (every numeric one but seed and round), in its order."""
+    skip = {"arm", "seed", "domain", "round"}
+    return [c for c, t in frame.schema.items() if c not in skip and t.is_numeric()]
+
+
 def write_statistics(
     frame: pl.DataFrame, scenario: Any, configs: dict[str, Any], study: Study, tracker: Tracker, out: Path
 ) -> list[Path]:
@@ -447,8 +453,7 @@ def write_statistics(
     from recsim.io.plots import plot_intervals
 
     reference = reference_arm(scenario, configs)
-    skip = {"arm", "seed", "domain", "round"}
-    metrics = [c for c, t in frame.schema.items() if c not in skip and t.is_numeric()]
+    metrics = metric_columns(frame)
     stats = describe(frame, metrics, study.window)
     diffs = paired(frame, metrics, reference, study.window)
     (out / "summary.md").write_text(summary_markdown(stats, diffs, reference, study))
