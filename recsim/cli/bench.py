@@ -451,6 +451,7 @@ from recsim.core.runner import metric_columns
 from recsim.core.stats import describe
 from recsim.scenario import load_scenario
 sc = load_scenario(sys.argv[3])
+domains = {c.domain: domain_class(c.domain) for c in sc.resolve(["tracking.enabled=false"]).values()}
 t.append(time.perf_counter())
 import matplotlib
 matplotlib.use("Agg")
@@ -461,7 +462,8 @@ run, out = Path(sys.argv[1]), Path(sys.argv[2])
 frame = pl.read_parquet(run / "metrics.parquet")
 plot_curves(frame, sc.plot, out / "curves.png", title=sc.name)
 tables = {p.stem: pl.read_parquet(p) for p in run.glob("*.parquet") if p.stem != "metrics"}
-domain_class("recsys").figures(tables, out)
+for cls in domains.values():
+    cls.figures(tables, out)
 stats = describe(frame, metric_columns(frame))
 plot_intervals(stats.filter(pl.col("metric").is_in(list(sc.table))), out / "intervals.png")
 t.append(time.perf_counter())
