@@ -18,6 +18,7 @@ from recsim.cli.bench import synthetic_rows
 from recsim.config import validate
 from recsim.recsys.rankers.multitask import MultiTaskRanker
 from recsim.recsys.world import World
+from towers.ranking import TrainStreams
 
 BATCH = 512
 
@@ -51,7 +52,7 @@ def main(mode: str, out: str, sharding: str) -> None:
         data = data.take(rows)
     ranker = MultiTaskRanker(cfg, world, ctx)
     init = {k: v.clone() for k, v in ranker.model_.state_dict().items()}
-    stats = ranker._train(data, torch.Generator().manual_seed(1))
+    stats = ranker._train(data, TrainStreams.seeded(1))
     rank = 0 if ctx is None else ctx.rank
     payload = {"init": init, "state": ranker.model_.state_dict(), "stats": stats}
     torch.save(payload, os.path.join(out, f"{mode}-{rank}.pt"))

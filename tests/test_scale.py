@@ -9,6 +9,7 @@ import recsim.recsys.world as world_mod
 from recsim.config import validate
 from recsim.recsys.retrieval import IvfIndex, fill_unique
 from recsim.recsys.world import World
+from towers.ranking import TrainStreams
 
 
 def _keys(n: int = 3000, d: int = 9, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -163,7 +164,7 @@ def _train_once(sparse: bool):
         clicks=clicks,
         satisfied=clicks,
     )
-    ranker._train(data, torch.Generator().manual_seed(1))
+    ranker._train(data, TrainStreams.seeded(1))
     after = ranker.model_.user_ebc.embedding_bags["t_user"].weight.detach()
     return before, after
 

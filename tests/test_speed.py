@@ -26,6 +26,7 @@ from recsim.core import metrics
 from recsim.io.checkpoint import CheckpointStore, CheckpointWriter
 from recsim.recsys.rankers.training import FlatAdam, train_bce
 from towers.mf import LogisticMF
+from towers.ranking import TrainStreams
 
 
 def _mf_data(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -335,7 +336,7 @@ def test_row_gradients_equal_the_dense_backward_up_to_rounding():
         model = ranker.model_
         model.row_gradients(row_grads)
         model.train()
-        model.rng = model.net.rng = torch.Generator().manual_seed(1)
+        model.use_streams(TrainStreams.seeded(1))
         loss, _ = ranker.loss_(rows)
         model.backward(loss)
         grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
@@ -367,7 +368,7 @@ def test_row_gradients_land_in_flat_adams_gradient_as_autograds_own_accumulation
         assert all(bag.sparse for bag in model._bags())  # row gradients on the CPU
         before = [t.detach().clone() for t in tables]
         model.train()
-        model.rng = model.net.rng = torch.Generator().manual_seed(1)
+        model.use_streams(TrainStreams.seeded(1))
         loss, _ = ranker.loss_(rows)
         ranker.opt_.zero_grad()
         if ours:  # autograd hands each table its row gradient; the add into the view is ours

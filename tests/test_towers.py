@@ -10,6 +10,7 @@ from recsim.recsys.rankers.multitask import MultiTaskRanker, append_history
 from recsim.recsys.world import World
 from towers.mmoe import MultiTaskNet
 from towers.position import grad_reverse, position_cells
+from towers.ranking import TrainStreams
 
 
 def _net(arch="mmoe", gate_dropout=0.0, **kw):
@@ -261,9 +262,9 @@ def test_bf16_training_reaches_float32_trainings_loss():
         world = World.create(cfg)
         rows = synthetic_rows(world, 8192, cfg.ranker.history_len, torch.Generator().manual_seed(0))
         ranker = MultiTaskRanker(cfg, world)
-        first = ranker._train(rows, torch.Generator().manual_seed(1))["train_loss"]
+        first = ranker._train(rows, TrainStreams.seeded(1))["train_loss"]
         for _ in range(4):
-            last = ranker._train(rows, torch.Generator().manual_seed(1))["train_loss"]
+            last = ranker._train(rows, TrainStreams.seeded(1))["train_loss"]
         losses[flag] = (first, last)
     (first32, last32), last16 = losses[False], losses[True][1]
     assert last32 < 0.97 * first32  # it learned something to compare

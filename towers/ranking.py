@@ -74,6 +74,33 @@ class RankingSpec:
     train_bf16: bool = False  # the experts' and gates' products in bfloat16 in training (MultiTaskNet)
 
 
+@dataclass(frozen=True)
+class TrainStreams:
+    """The random draws of one fit, one generator per purpose, so that two models that differ in
+    one mechanism share every other draw (common random numbers): models that differ only in
+    the position mode see the same minibatch order and the same gate-dropout masks, and the
+    tower modes the same position-dropout masks. Each stream is drawn once per minibatch with a
+    shape that does not depend on the mode ([M] rows, or [M, T, E] gates).
+
+    Attributes:
+        order: each epoch's permutation of the rows (:func:`recsim.core.batches.minibatches`).
+        gate: MMoE gate dropout, [M, T, E] per step (:class:`towers.mmoe.MultiTaskNet`).
+        position: the tower modes' position feature replaced by 'missing', [M] per step.
+        observation: ``obs_dropout``'s zeroed bias-tower output, [M] per step.
+    """
+
+    order: torch.Generator
+    gate: torch.Generator
+    position: torch.Generator
+    observation: torch.Generator
+
+    @classmethod
+    def seeded(cls, seed: int, device: str | torch.device = "cpu") -> TrainStreams:
+        """Four generators seeded ``seed``, ``seed + 1``, ... (benchmarks and tests)."""
+        gens = [torch.Generator(device=device).manual_seed(seed + i) for i in range(4)]
+        return cls(*gens)
+
+
 def import_torchrec() -> TorchRec:
     """TorchRec's classes that the model uses, imported lazily and without the parts of TorchRec a
     run does not use (see :mod:`towers.torchrec_modules`)."""
@@ -172,7 +199,12 @@ class RankingModel(nn.Module):
         if self.adversary is not None:
             nn.init.normal_(self.adversary.weight, std=0.05, generator=gen)
             nn.init.zeros_(self.adversary.bias)
-        self.rng: torch.Generator | None = None
+        self.streams: TrainStreams | None = None  # set by the trainer for the dropouts of a fit
+
+    def use_streams(self, streams: TrainStreams | None) -> None:
+        """The generators of the training-time dropouts (None: none set, as at serving)."""
+        self.streams = streams
+        self.net.rng = streams.gate if streams is not None else None
 
     def _bags(self) -> list[nn.EmbeddingBag]:
         return [bag for ebc in (self.user_ebc, self.item_ebc) for bag in ebc.embedding_bags.values()]
@@ -278,8 +310,14 @@ class RankingModel(nn.Module):
             logit = f
             per = bce(logit, clicks * weights, reduction="none")
         else:
-            assert self.tower is not None and self.rng is not None
-            drop = torch.rand(cells.shape, generator=self.rng, device=cells.device) < spec.position_dropout
+            if self.streams is None:
+                raise RuntimeError("position dropout in training needs generators: call use_streams")
+            assert self.tower is not None
+            streams = self.streams
+            drop = (
+                torch.rand(cells.shape, generator=streams.position, device=cells.device)
+                < spec.position_dropout
+            )
             cells = torch.where(drop, torch.zeros_like(cells), cells)
             offset = self.tower(cells)
             if mode == "pal":
@@ -290,7 +328,7 @@ class RankingModel(nn.Module):
                 return (per * w).mean(), p
             if mode == "obs_dropout":
                 keep = (
-                    torch.rand(cells.shape, generator=self.rng, device=cells.device)
+                    torch.rand(cells.shape, generator=streams.observation, device=cells.device)
                     >= spec.observation_dropout
                 )
                 offset = offset * keep

@@ -112,6 +112,7 @@ def bench_mmoe(n_examples: int) -> dict[str, float]:
     from recsim.config import validate
     from recsim.recsys.rankers.multitask import MultiTaskRanker
     from recsim.recsys.world import World
+    from towers.ranking import TrainStreams
 
     config = validate({"ranker": {"name": "mmoe", "epochs": 1}})
     world = World.create(config)
@@ -119,8 +120,8 @@ def bench_mmoe(n_examples: int) -> dict[str, float]:
     g = torch.Generator().manual_seed(0)
     n = n_examples
     data = synthetic_rows(world, n, config.ranker.history_len, g)
-    ranker._train(data, torch.Generator().manual_seed(1))  # warm-up
-    seconds = _median_time(lambda: ranker._train(data, torch.Generator().manual_seed(1)), 3)
+    ranker._train(data, TrainStreams.seeded(1))  # warm-up
+    seconds = _median_time(lambda: ranker._train(data, TrainStreams.seeded(1)), 3)
     flops = 6 * ranker.model_.dense_macs_per_example() * n
     score_users = torch.arange(1000)
     cands = torch.randint(world.n_items_total, (1000, 1000), generator=g)
@@ -216,6 +217,7 @@ def train_throughput(n_rows: int, n_users: int, n_items: int) -> dict[str, float
     from recsim.config import validate
     from recsim.recsys.rankers.multitask import MultiTaskRanker
     from recsim.recsys.world import World
+    from towers.ranking import TrainStreams
 
     ctx = None
     if "WORLD_SIZE" in os.environ:
@@ -233,9 +235,9 @@ def train_throughput(n_rows: int, n_users: int, n_items: int) -> dict[str, float
     ws, rank = (1, 0) if ctx is None else (ctx.world_size, ctx.rank)
     n = n_rows // ws
     data = synthetic_rows(world, n, config.ranker.history_len, torch.Generator().manual_seed(rank))
-    ranker._train(data, torch.Generator().manual_seed(1))  # warm-up (and the DMP build)
+    ranker._train(data, TrainStreams.seeded(1))  # warm-up (and the DMP build)
     t0 = time.perf_counter()
-    ranker._train(data, torch.Generator().manual_seed(2))
+    ranker._train(data, TrainStreams.seeded(2))
     seconds = time.perf_counter() - t0
     return {"examples_per_s": n * ws / seconds, "ranks": ws, "rank": rank}
 

@@ -31,6 +31,7 @@ from recsim.recsys.world import World, shared_row
 
 if TYPE_CHECKING:
     from recsim.config import SimConfig
+    from towers.ranking import TrainStreams
 
 __all__ = ["KIND", "MultiTaskConfig", "MultiTaskRanker", "append_history"]
 
@@ -346,9 +347,7 @@ class MultiTaskRanker:
             self.model_ = self._make(round_)
             self.loss_ = BatchLoss(self.model_, self.config.mitigations)
             self.opt_ = self._optimizer()
-        return self._train(
-            self._batch(logs, world), generator(self.config.seed, round_, "ranker-fit", self.device)
-        )
+        return self._train(self._batch(logs, world), fit_streams(self.config.seed, round_, self.device))
 
     def _batch(self, logs: pl.DataFrame, world: World) -> TrainBatch:
         """The window's rows with their features as of serving time."""
@@ -408,8 +407,8 @@ class MultiTaskRanker:
             weight = gate if weight is None else weight * gate
         return weight
 
-    def _train(self, data: TrainBatch, gen: torch.Generator) -> dict[str, float]:
-        """Adam over shuffled minibatches of ``data``.
+    def _train(self, data: TrainBatch, streams: TrainStreams) -> dict[str, float]:
+        """Adam over shuffled minibatches of ``data``, each random draw from its own stream.
 
         Under ``--distributed`` each rank steps through its own rows with ``batch / N`` per step
         (the same number of steps on every rank, its rows reused cyclically where it has fewer),
@@ -428,11 +427,11 @@ class MultiTaskRanker:
         model = trainer.model if trainer is not None else self.model_
         loss_fn = trainer.step if trainer is not None else self._step
         model.train()
-        model.rng = model.net.rng = gen
+        model.use_streams(streams)
         totals = [0.0, 0.0, 0.0]  # loss * rows, click loss * rows, rows
         for _ in range(rc.epochs):
             totals = [0.0, 0.0, 0.0]
-            for b in minibatches(n, batch, gen, total):
+            for b in minibatches(n, batch, streams.order, total):
                 rows = data.take(b)
                 clicked = (
                     ctx.mean_tensor(rows.clicks.sum()) if ctx is not None and self.spec.n_tasks > 1 else None
@@ -442,7 +441,7 @@ class MultiTaskRanker:
                 totals[1] += float(click_loss) * len(b)
                 totals[2] += len(b)
         model.eval()
-        model.rng = model.net.rng = None
+        model.use_streams(None)
         if ctx is not None:
             totals = ctx.sum_floats(totals)
             trainer.sync(self.model_)
@@ -476,6 +475,22 @@ class MultiTaskRanker:
                 rc.weight_decay,
             )
         return self.trainer_
+
+
+#: purpose -> stream name of a fit's random draws (see :class:`towers.ranking.TrainStreams`)
+FIT_STREAMS = {
+    "order": "ranker-fit",
+    "gate": "ranker-gate-dropout",
+    "position": "ranker-position-dropout",
+    "observation": "ranker-observation-dropout",
+}
+
+
+def fit_streams(seed: int, round_: int, device: torch.device | str = "cpu") -> TrainStreams:
+    """The generators of one round's fit, one per purpose, each derived from (seed, round, name)."""
+    from towers.ranking import TrainStreams
+
+    return TrainStreams(**{k: generator(seed, round_, name, device) for k, name in FIT_STREAMS.items()})
 
 
 def _on_device(model: Any, device: torch.device) -> Any:
