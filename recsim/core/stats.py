@@ -9,7 +9,13 @@ round (or its mean over a window of rounds). Then, over the n seeds:
 - for every arm but the reference, the paired difference d_s = x_{arm, s} - x_{ref, s}: its mean,
   t-interval and the two-sided paired t-test p-value (``scipy.stats.ttest_rel``). The difference
   is *distinguishable* from zero when its interval excludes 0; with n < 2 there is no interval
-  and nothing is distinguishable.
+  and nothing is distinguishable;
+- its power: the minimum detectable effect of the paired design at 95% two-sided and 80% power,
+  MDE = (t_{0.975, n-1} + t_{0.8, n-1}) sd / sqrt(n), and the seeds a study would need to detect
+  half the observed difference at that power (:func:`seeds_needed`);
+- per round, the same paired difference (:func:`paired_rounds`), and the round from which its
+  interval stays on one side of zero (:func:`settling_round`): before it the two loops are still
+  pulling apart (the transient), so effects are read over a window of rounds after it.
 
 >>> import polars as pl
 >>> frame = pl.DataFrame({"arm": ["a"] * 3 + ["b"] * 3, "seed": [0, 1, 2] * 2,
@@ -61,6 +67,52 @@ def t_quantile(df: int) -> float:
     return float(stats.t.ppf(0.5 + LEVEL / 2, df))
 
 
+POWER = 0.8
+
+
+@functools.cache
+def _t(q: float, df: int) -> float:
+    from scipy import stats
+
+    return float(stats.t.ppf(q, df))
+
+
+def mde(sd: float, n: int) -> float:
+    """Minimum detectable effect of a paired design with ``n`` seeds and per-seed sd ``sd``, at
+    95% two-sided and 80% power: (t_{0.975, n-1} + t_{0.8, n-1}) sd / sqrt(n) (NaN if n < 2).
+
+    >>> round(mde(1.0, 10), 3)
+    0.995
+    """
+    if n < 2 or not math.isfinite(sd):
+        return math.nan
+    return (t_quantile(n - 1) + _t(POWER, n - 1)) * sd / math.sqrt(n)
+
+
+def seeds_needed(sd: float, effect: float, limit: int = 100_000) -> int | None:
+    """The fewest seeds n >= 2 whose :func:`mde` at per-seed sd ``sd`` is at most ``|effect|``
+    (None: more than ``limit``, or no effect or sd to speak of).
+
+    >>> seeds_needed(1.0, 1.0), seeds_needed(1.0, 0.5), seeds_needed(0.0, 0.5)
+    (10, 34, 2)
+    """
+    if not (math.isfinite(sd) and math.isfinite(effect)) or effect == 0:
+        return None
+    if sd == 0:
+        return 2
+    guess = max(2, int(((1.96 + 0.8416) * sd / abs(effect)) ** 2))  # the normal approximation
+    if guess > limit:
+        return None
+    n = guess
+    while n > 2 and mde(sd, n - 1) <= abs(effect):
+        n -= 1
+    while mde(sd, n) > abs(effect):
+        n += 1
+        if n > limit:
+            return None
+    return n
+
+
 def interval(values: np.ndarray) -> tuple[float, float, int, float, float]:
     """(mean, sd, n, low, high) of the finite ``values``, with the 95% t-interval (NaN if n < 2)."""
     x = values[np.isfinite(values)]
@@ -92,8 +144,9 @@ def describe(
 def paired(
     frame: pl.DataFrame, metrics: Sequence[str], reference: str, window: tuple[int, int] | None = None
 ) -> pl.DataFrame:
-    """Rows (arm, metric, diff, sd, n, low, high, p, distinguishable): each arm minus ``reference``,
-    paired by seed over the seeds both have, with the paired t-test's two-sided p-value."""
+    """Rows (arm, metric, diff, sd, n, low, high, p, distinguishable, mde, seeds_for_half): each
+    arm minus ``reference``, paired by seed over the seeds both have, with the paired t-test's
+    two-sided p-value, the design's :func:`mde` and the seeds that would detect half ``diff``."""
     seeds = per_seed(frame, metrics, window)
     ref = seeds.filter(pl.col("arm") == reference)
     rows = []
@@ -122,9 +175,73 @@ def paired(
                     "high": high,
                     "p": p,
                     "distinguishable": bool(n >= 2 and (low > 0 or high < 0)),
+                    "mde": mde(sd, n),
+                    "seeds_for_half": seeds_needed(sd, mean / 2) if n >= 2 else None,
                 }
             )
     return pl.DataFrame(rows, schema=_PAIRED_SCHEMA)
+
+
+def paired_rounds(frame: pl.DataFrame, metrics: Sequence[str], reference: str) -> pl.DataFrame:
+    """Rows (arm, metric, round, diff, sd, n, low, high): each arm minus ``reference`` in every
+    round, paired by seed, with its 95% t-interval (the per-round paired difference)."""
+    seed = frame["seed"] if "seed" in frame.columns else pl.Series("seed", [0] * frame.height)
+    frame = frame.with_columns(seed.alias("seed"))
+    cols = [m for m in metrics if m in frame.columns]
+    ref = frame.filter(pl.col("arm") == reference).select("seed", "round", *cols)
+    rows = []
+    for (arm,), part in frame.group_by("arm", maintain_order=True):
+        if arm == reference:
+            continue
+        both = part.select("seed", "round", *cols).join(ref, on=["seed", "round"], suffix="__ref")
+        for (r,), at in both.sort("round").group_by("round", maintain_order=True):
+            for m in cols:
+                a = at[m].cast(pl.Float64).fill_null(math.nan).to_numpy()
+                b = at[f"{m}__ref"].cast(pl.Float64).fill_null(math.nan).to_numpy()
+                mean, sd, n, low, high = interval(a - b)
+                rows.append(
+                    {
+                        "arm": arm,
+                        "metric": m,
+                        "round": r,
+                        "diff": mean,
+                        "sd": sd,
+                        "n": n,
+                        "low": low,
+                        "high": high,
+                    }
+                )
+    schema = {
+        "arm": pl.String,
+        "metric": pl.String,
+        "round": pl.Int64,
+        **{k: _PAIRED_SCHEMA[k] for k in ("diff", "sd", "n", "low", "high")},
+    }
+    return pl.DataFrame(rows, schema=schema).sort("arm", "metric", "round", maintain_order=True)
+
+
+def settling_round(
+    rounds: Sequence[int], low: Sequence[float], high: Sequence[float]
+) -> tuple[int, int] | None:
+    """The first round from which the paired difference's interval stays on one side of zero
+    through the last round, and that side (+1 above, -1 below); None when the last round's
+    interval covers zero (or is undefined): the difference does not settle.
+
+    >>> settling_round([0, 1, 2, 3], [-1.0, 0.1, -0.2, 0.1], [1.0, 0.5, 0.4, 0.3])
+    (3, 1)
+    >>> settling_round([0, 1, 2], [-0.5, -0.4, -0.3], [-0.1, -0.2, -0.1])
+    (0, -1)
+    >>> settling_round([0, 1], [0.1, -0.1], [0.2, 0.1]) is None
+    True
+    """
+    side = 0
+    first = None
+    for r, lo, hi in zip(rounds, low, high, strict=True):
+        here = 1 if lo > 0 else -1 if hi < 0 else 0  # NaN compares False: 0
+        if here != 0 and here == side:
+            continue
+        side, first = here, (r if here != 0 else None)
+    return (int(first), side) if first is not None and side != 0 else None
 
 
 def curves(frame: pl.DataFrame, metrics: Sequence[str]) -> pl.DataFrame:
@@ -160,4 +277,6 @@ _PAIRED_SCHEMA = {
     "high": pl.Float64,
     "p": pl.Float64,
     "distinguishable": pl.Boolean,
+    "mde": pl.Float64,
+    "seeds_for_half": pl.Int64,
 }
