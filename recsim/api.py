@@ -63,7 +63,7 @@ def run(
         tracking: log to MLflow (None: the configs' ``tracking.enabled``).
         quick: apply the scenario's small preset (its ``quick`` overrides) before ``overrides``.
     """
-    from recsim.core.runner import Study
+    from recsim.core.runner import Study, study_window
 
     sc = _scenario(scenario)
     texts = _override_strings(overrides)
@@ -79,7 +79,13 @@ def run(
     picked = tuple(seeds) if seeds is not None else (next(iter(configs.values())).seed,)
     if not picked or len(set(picked)) != len(picked):
         raise ConfigError(f"seeds must be distinct, got {list(picked)}")
-    study = Study(seeds=picked, threads=threads, workers=workers, ray_address=ray_address, window=window)
+    study = Study(
+        seeds=picked,
+        threads=threads,
+        workers=workers,
+        ray_address=ray_address,
+        window=study_window(sc, configs, window),
+    )
     owned = None
     if out is None:
         owned = tempfile.TemporaryDirectory(prefix=f"recsim-{sc.name}-")
@@ -148,14 +154,21 @@ class Result:
         """The arm the others are compared with."""
         return self.config.get("reference") or self.metrics["arm"][0]
 
+    @property
+    def window(self) -> tuple[int, int] | None:
+        """The rounds (first, last) the run's summary read (None: the final round): ``--window``,
+        or the scenario's declared final rounds."""
+        window = self.config.get("window")
+        return (int(window[0]), int(window[1])) if window else None
+
     def summary(
         self, metrics: Sequence[str] | None = None, window: tuple[int, int] | None = None
     ) -> pl.DataFrame:
         """Per arm and metric: mean over seeds, sd, n and the 95% t-interval (``low``, ``high``) of
-        the final round (or the mean of the rounds ``window``)."""
+        the mean over the rounds ``window`` (None: the run's own :attr:`window`)."""
         from recsim.core.stats import describe
 
-        return describe(self.metrics, list(metrics or self.table), window)
+        return describe(self.metrics, list(metrics or self.table), window or self.window)
 
     def compare(
         self,
@@ -163,16 +176,32 @@ class Result:
         metrics: Sequence[str] | None = None,
         window: tuple[int, int] | None = None,
     ) -> pl.DataFrame:
-        """Per arm but ``reference`` and metric: the paired difference to ``reference`` over seeds,
-        its 95% interval, the paired t-test's p and whether it is distinguishable from 0."""
+        """Per arm but ``reference`` and metric: the paired difference to ``reference`` over seeds
+        (each seed's mean over ``window``, None: the run's own :attr:`window`), its 95% interval,
+        the paired t-test's p, whether it is distinguishable from 0, the design's minimum
+        detectable effect (``mde``) and the seeds that would detect half the difference."""
         from recsim.core.stats import paired
 
+        return paired(
+            self.metrics, list(metrics or self.table), self._reference(reference), window or self.window
+        )
+
+    def rounds(self, reference: str | None = None, metrics: Sequence[str] | None = None) -> pl.DataFrame:
+        """The per-round paired difference to ``reference`` (arm, metric, round, diff, sd, n, low,
+        high) and, per arm and metric, ``settles``: the round from which its 95% interval stays
+        on one side of zero through the last round (null: it does not settle)."""
+        from recsim.core.stats import paired_rounds, settled
+
+        per_round = paired_rounds(self.metrics, list(metrics or self.table), self._reference(reference))
+        return per_round.join(settled(per_round), on=["arm", "metric"], how="left")
+
+    def _reference(self, reference: str | None) -> str:
         reference = reference or self.reference
         if reference not in set(self.metrics["arm"]):
             raise ConfigError(
                 f"reference must be one of the arms {sorted(set(self.metrics['arm']))}, got {reference!r}"
             )
-        return paired(self.metrics, list(metrics or self.table), reference, window)
+        return reference
 
     def plot(self, metrics: Sequence[str] | None = None, path: str | Path | None = None) -> Path:
         """Mean curves over seeds with 95% bands, one panel per metric; returns the PNG."""

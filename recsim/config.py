@@ -155,6 +155,11 @@ class SimConfig(Section):
                 f"metrics.panel_items must be <= world.n_items ({w.n_items}) or null, "
                 f"got {self.metrics.panel_items}"
             )
+        if self.loop.feedback != "closed" and self.domain != "recsys":
+            raise ValueError(
+                f"loop.feedback={self.loop.feedback!r} (the open-loop logger) runs the recommender "
+                "domain only; the llm domain's loop is closed"
+            )
         if self.device == "cuda" and self.domain != "recsys":
             raise ValueError("device='cuda' runs the recommender domain only; the llm domain runs on 'cpu'")
         if self.metrics.panel_users > w.n_users:

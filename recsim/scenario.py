@@ -1,7 +1,8 @@
 """Named, runnable experiments: a base config, arms as config deltas, and what to show.
 
 A scenario is a Python module in ``scenarios/`` exposing ``SCENARIO``, or a YAML file with the same
-keys (``name``, ``description``, ``base``, ``arms``, ``plot``, ``table``). Overrides given as
+keys (``name``, ``description``, ``base``, ``arms``, ``plot``, ``table``, ``reference``,
+``quick``, ``window``). Overrides given as
 ``dotted.key=value`` apply to every arm; ``arms.NAME.dotted.key=value`` to one arm only.
 """
 
@@ -58,6 +59,9 @@ class Scenario:
         reference: the arm the others are compared with, paired by seed (None: the first arm).
         quick: ``--set`` overrides of a small preset for checks and tests (``recsim run --quick``),
             applied before the caller's own; empty: the scenario has none.
+        window: the number of final rounds whose mean is each seed's value in the summary (the
+            window is declared before the run, past the loop's transient); None: the final round.
+            ``--window FIRST-LAST`` replaces it for one run.
     """
 
     name: str
@@ -68,6 +72,7 @@ class Scenario:
     table: tuple[str, ...] = DEFAULT_TABLE
     reference: str | None = None
     quick: tuple[str, ...] = ()
+    window: int | None = None
 
     def resolve(
         self,
@@ -149,11 +154,14 @@ class Scenario:
 def _from_mapping(data: Any, source: str) -> Scenario:
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: a scenario must be a mapping with name, description and arms")
-    unknown = set(data) - {"name", "description", "base", "arms", "plot", "table", "reference", "quick"}
+    keys = ("name", "description", "base", "arms", "plot", "table", "reference", "quick", "window")
+    unknown = set(data) - set(keys)
     if unknown:
+        raise ConfigError(f"{source}: unknown scenario key(s) {sorted(unknown)} (allowed: {', '.join(keys)})")
+    window = data.get("window")
+    if window is not None and (isinstance(window, bool) or not isinstance(window, int) or window < 1):
         raise ConfigError(
-            f"{source}: unknown scenario key(s) {sorted(unknown)} "
-            "(allowed: name, description, base, arms, plot, table, reference, quick)"
+            f"{source}: window is the number of final rounds read, an integer >= 1; got {window!r}"
         )
     if not isinstance(data.get("arms"), dict) or not all(isinstance(v, dict) for v in data["arms"].values()):
         raise ConfigError(f"{source}: 'arms' must map each arm name to a config delta")
@@ -168,6 +176,7 @@ def _from_mapping(data: Any, source: str) -> Scenario:
         table=tuple(data.get("table", DEFAULT_TABLE)),
         reference=data.get("reference"),
         quick=tuple(str(o) for o in data.get("quick") or ()),
+        window=window,
     )
 
 
@@ -261,4 +270,10 @@ def load_run(folder: Path) -> tuple[Scenario, dict[str, SimConfig], str, dict[st
     threads = data.get("threads")
     if not all(isinstance(s, int) for s in seeds) or not (threads is None or isinstance(threads, int)):
         raise ConfigError(f"--resume: {path}: 'seeds' must be a list of integers and 'threads' an integer")
-    return sc, configs, source, {"seeds": tuple(seeds), "threads": threads}
+    window = data.get("window")
+    if window is not None and not (
+        isinstance(window, list) and len(window) == 2 and all(isinstance(r, int) for r in window)
+    ):
+        raise ConfigError(f"--resume: {path}: 'window' must be [FIRST, LAST] rounds or null")
+    saved = {"seeds": tuple(seeds), "threads": threads, "window": tuple(window) if window else None}
+    return sc, configs, source, saved

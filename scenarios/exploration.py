@@ -29,4 +29,5 @@ SCENARIO = Scenario(
         "homogenization",
         "rank_stability",
     ),
+    window=6,  # rounds 14-19, past the loops' transient
 )

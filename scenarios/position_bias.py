@@ -22,7 +22,7 @@ SCENARIO = Scenario(
         "policy": {"slate_size": 10, "n_candidates": 100},
         "ranker": {"window": 5},
         "metrics": {"panel_users": 128},
-        "loop": {"rounds": 10},
+        "loop": {"rounds": 16},
     },
     arms={
         f"{model}-{mode}-{tag}": {
@@ -44,4 +44,5 @@ SCENARIO = Scenario(
         "gap",
         "ece",
     ),
+    window=6,  # rounds 10-15: a tower and the loop it trains on pull apart up to round ~7
 )

@@ -62,3 +62,44 @@ def test_ndcg_and_rank_stability_extremes():
     s = torch.tensor([[0.1, 0.5, 0.3, 0.9], [1.0, 2.0, 3.0, 4.0]])
     assert metrics.rank_stability(s, s) == pytest.approx(1.0)
     assert metrics.rank_stability(s, -s) == pytest.approx(-1.0)
+
+
+class _Serving:
+    """A learner serving the true value of the objective (w_c, w_s) it declares."""
+
+    def __init__(self, objective: tuple[float, float]) -> None:
+        self.objective = objective
+
+    def score(self, world, users, items, round_):
+        w_c, w_s = self.objective
+        rel = world.relevance(users, items)
+        return rel * (w_c + w_s * world.satisfaction(users, items))
+
+
+@pytest.mark.parametrize("objective", [(1.0, 1.0), (0.5, 2.0), (1.0, 0.0)])
+def test_ndcg_truth_scores_the_true_value_of_the_served_objective(objective):
+    """A learner that orders by the truth of what it serves has ndcg_truth 1; ordered by p_click
+    p_sat that is not the click-relevance order, so ndcg_click falls below 1 unless w_s = 0."""
+    from dataclasses import replace
+
+    from recsim.config import validate
+    from recsim.recsys.domain import RecsysDomain
+    from recsim.recsys.measures import RoundView, panel
+
+    config = validate(
+        {
+            "world": {"n_users": 60, "n_items": 80},
+            "metrics": {"panel_users": 20},
+            "policy": {"n_candidates": 30},
+        }
+    )
+    dom = RecsysDomain(config)
+    state = dom.initial_state()
+    slates = dom.act(state, 0)
+    fb = dom.feedback(state, slates, 0)
+    row = panel(RoundView(dom, replace(state, ranker=_Serving(objective)), slates, fb, 0))
+    assert row["ndcg_truth"] == pytest.approx(1.0, abs=1e-6)
+    if objective[1] == 0:
+        assert row["ndcg_click"] == pytest.approx(1.0, abs=1e-6)
+    else:
+        assert row["ndcg_click"] < 0.9999  # 0.991 at (1, 1) in this world

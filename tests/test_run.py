@@ -132,7 +132,7 @@ def test_cli_run_tracks_mlflow_and_compare_reads_it_back(tmp_path, monkeypatch, 
             args += ["--set", s]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    assert "final round" in result.output and "ndcg_truth" in result.output
+    assert "rounds 0-2" in result.output and "ndcg_truth" in result.output  # the last 6 of 3 rounds
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
     runs = mlflow.search_runs(experiment_names=["exploration"])

@@ -14,6 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from recsim.cli import app
+from recsim.core.stats import mde
 from recsim.validation.claims import (
     CLAIMS,
     STUDIES,
@@ -190,3 +191,39 @@ def test_list_names_every_claim():
     result = CliRunner().invoke(app, ["validate", "--list"])
     assert result.exit_code == 0
     assert all(cid in result.output for cid in CLAIMS)
+
+
+def _rounds_frame(onset: int, rounds: int = 12, seeds: int = 8) -> pl.DataFrame:
+    """b = a + 0.5 from round ``onset`` on (noise sd 0.05), a random walk shared by the pair."""
+    gen = np.random.default_rng(3)
+    rows = []
+    for s in range(seeds):
+        base = gen.normal(0, 1, rounds)
+        for r in range(rounds):
+            rows.append({"arm": "a", "seed": s, "round": r, "m": base[r]})
+            b = base[r] + (0.5 if r >= onset else -0.3) + gen.normal(0, 0.05)
+            rows.append({"arm": "b", "seed": s, "round": r, "m": b})
+    return pl.DataFrame(rows)
+
+
+def test_a_claim_reads_its_final_rounds_reports_power_and_where_it_settles():
+    frame = _rounds_frame(onset=5)
+    claim = Claim("c", "p", "s", "st", diff("b", "a", "m", last=4), +1)
+    (r,) = evaluate(claim, {"x": (frame, "c")})
+    assert r.rounds == (8, 11) and r.verdict == "holds" and math.isclose(r.mean, 0.5, abs_tol=0.05)
+    assert r.settles == 5  # below zero before round 5, above from it on
+    assert math.isclose(r.mde, mde(r.sd, 8))
+    # read in the transient (rounds 0-11 at onset 10) the same pair is the opposite
+    (early,) = evaluate(Claim("c", "p", "s", "st", diff("b", "a", "m"), +1), {"x": (_rounds_frame(12), "c")})
+    assert early.verdict == "opposite" and early.settles == 0
+
+
+@pytest.mark.parametrize(
+    ("effect", "expected"),
+    [(None, "not distinguishable"), (0.01, "under-powered"), (5.0, "not distinguishable")],
+)
+def test_an_interval_covering_zero_is_under_powered_where_the_mde_exceeds_the_papers_effect(effect, expected):
+    claim = Claim("c", "p", "s", "st", diff("b", "a", "m"), +1, effect=effect)
+    (r,) = evaluate(claim, {"x": (_frame(0.0), "c")})
+    assert r.low < 0 < r.high and r.verdict == expected
+    assert 0.01 < r.mde < 5.0

@@ -143,6 +143,8 @@ def _resume(
         fail(str(exc))
     if scenario is not None and scenario not in (source, sc.name):
         fail(f"--resume: {folder} holds a run of '{sc.name}', not '{scenario}'")
+    if parallel["window"] is None:
+        parallel = {**parallel, "window": saved["window"]}
     study = Study(seeds=saved["seeds"], threads=saved["threads"], **parallel)
     _check_workers(study)
     _run(sc, configs, folder, quiet, None, True, source, study)
@@ -191,7 +193,7 @@ def _study(
     window: tuple[int, int] | None,
 ) -> Any:
     """The study the flags ask for (one line and exit 2 on a bad combination)."""
-    from recsim.core.runner import Study
+    from recsim.core.runner import Study, study_window
     from recsim.scenario import Scenario
 
     loop = isinstance(sc, Scenario)
@@ -221,6 +223,7 @@ def _study(
     rounds = max(c.loop.rounds for c in configs.values()) if loop else 0
     if window is not None and window[1] >= rounds:
         fail(f"--window {window[0]}-{window[1]} reaches past the last round ({rounds - 1})")
+    window = study_window(sc, configs, window) if loop else None
     study = Study(seeds=picked, threads=threads, workers=workers, ray_address=ray_address, window=window)
     _check_workers(study)
     if loop:

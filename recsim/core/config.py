@@ -7,7 +7,7 @@ config that composes them is :class:`recsim.config.SimConfig`.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -34,6 +34,15 @@ class LoopConfig(Section):
     """Users sampled to act each round (B); None = every user."""
     keep_checkpoints: int = Field(1, gt=0)
     """Per-round checkpoints kept per arm, newest first (``--resume`` needs only the last)."""
+    feedback: Literal["closed", "open", "random"] = "closed"
+    """Whose decisions are logged, reach the users and train the learner: ``closed``, the
+    learner's own (the feedback loop); ``open``, those of one fixed logger shared by every arm of a
+    seed (``policy.logger``), so the learner's decisions never reach its data; ``random``,
+    uniformly random ones. Every metric reads the learner's own decisions in every mode (under
+    ``open`` and ``random`` they are measured against the same users and truth and not logged),
+    so closed - open of a metric is what the loop itself adds to it: its amplification
+    (an arm with ``loop.feedback=open`` beside the closed one, paired by seed). The recommender
+    domain only."""
 
 
 class MetricsConfig(Section):

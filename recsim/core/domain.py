@@ -52,7 +52,12 @@ class Domain(Protocol):
         ...
 
     def measure(self, state: Any, batch: Any, fb: Any, round_: int) -> tuple[dict[str, float], Any]:
-        """5. Metrics of the round against the truth (shared names mean one thing in every domain)."""
+        """5. Metrics of the round against the truth (shared names mean one thing in every domain).
+
+        A domain with an open loop also has ``logged(state, round_) -> (batch, fb) | None``: the
+        fixed logger's decisions and their feedback when ``loop.feedback`` is not "closed" (None
+        when it is); the loop then logs, fits on and evolves with those, and passes them to
+        ``measure`` as ``logged=``, which still measures the learner's ``batch``."""
         ...
 
     def evolve(self, state: Any, batch: Any, fb: Any, round_: int) -> Any:

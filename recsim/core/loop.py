@@ -10,6 +10,11 @@ Per round, in order (one function, top to bottom: :func:`run_arm`):
     6. track     the row goes to metrics.parquet, MLflow and the progress display
     7. evolve    the world reacts to what was consumed (interest drift) before the next round
 
+Open loop (``loop.feedback`` "open" or "random", a domain with ``logged``): after 2, the domain's
+fixed logger decides for the same users and they respond to it; its decisions, not the learner's,
+are logged (3), trained on (4) and consumed (7), while 5 still measures the learner's own
+decisions. The learner's decisions then never reach its data: closed - open is the loop's part.
+
 What a domain implements is :class:`recsim.core.domain.Domain`; the run folder around the loop is
 written by :mod:`recsim.core.runner`.
 """
@@ -99,6 +104,7 @@ def run_arm(
     wait counts as ``checkpoint`` time). Act, feedback and log only read the state.
     """
     first, state = start if start is not None else (0, domain.initial_state())
+    logged = getattr(domain, "logged", None)
     stage = timer.stage if timer is not None else lambda name: nullcontext()
     rows = []
     for r in range(first, rounds):
@@ -109,8 +115,11 @@ def run_arm(
                 batch = domain.act(state, r)  # 1
             with stage("feedback"):
                 fb = domain.feedback(state, batch, r)  # 2
+            with stage("act"):
+                opened = logged(state, r) if logged is not None else None  # the fixed logger's
+            shown, shown_fb = opened if opened is not None else (batch, fb)
             with stage("log"):
-                logs.append(r, arm, domain.log_frame(state, batch, fb))  # 3
+                logs.append(r, arm, domain.log_frame(state, shown, shown_fb))  # 3
             faults.point("fit")
             if before_fit is not None:
                 with stage("checkpoint"):
@@ -118,7 +127,8 @@ def run_arm(
             with stage("fit"):
                 state = domain.fit(state, logs, arm, r)  # 4
             with stage("measure"):
-                row, state = domain.measure(state, batch, fb, r)  # 5
+                extra = {"logged": shown} if opened is not None else {}
+                row, state = domain.measure(state, batch, fb, r, **extra)  # 5
             for key in domain.finite_keys:
                 if key in row:
                     check_finite(key, row[key])
@@ -135,7 +145,7 @@ def run_arm(
             on_round(arm, r, row)  # 6
         rows.append(row)
         with stage("evolve"):
-            state = domain.evolve(state, batch, fb, r)  # 7
+            state = domain.evolve(state, shown, shown_fb, r)  # 7: what the users were shown
         if save is not None:
             with stage("checkpoint"):
                 save(r, state)  # the round is complete once its checkpoint is on disk

@@ -8,7 +8,11 @@
 | gap               | proxy - gold (clicks per slate): the learner's over(+)/under(-)estimate of itself |
 | clicks            | observed clicks per slate (the biased signal the learner is fed)                  |
 | regret            | gold of the oracle's slates from the same candidates - gold                       |
-| ndcg_truth        | NDCG@K of the learner's order of every available item vs true relevance, on the panel |
+| ndcg_truth        | NDCG@K (Jarvelin & Kekalainen 2002) of the learner's order of every available item |
+|                   | on the panel, gains = the true value of the objective it serves: w_c rel +        |
+|                   | w_s rel sat for a multi-task ranker serving w_c p_click + w_s p_click p_sat, rel  |
+|                   | for a learner that serves click relevance                                          |
+| ndcg_click        | the same NDCG@K with gains = true click relevance rel for every learner           |
 | gini              | Gini coefficient of item exposure (impressions per available item) this round     |
 | entropy           | Shannon entropy (nats) of the exposure distribution over available items          |
 | coverage          | share of available items shown at least once this round                           |

@@ -120,7 +120,8 @@ def resolved_config(
     scenario: ScenarioSpec, configs: dict[str, Any], source: str | None = None, study: Study | None = None
 ) -> dict:
     """What config.yaml holds: the scenario's name, where it came from, what it shows, the study's
-    seeds and threads per unit, every arm (with the first seed; each unit sets its own)."""
+    seeds, threads per unit and summary window, every arm (with the first seed; each unit sets its
+    own)."""
     study = study or Study.single(configs)
     return {
         "scenario": scenario.name,
@@ -130,6 +131,7 @@ def resolved_config(
         "reference": reference_arm(scenario, configs),
         "seeds": list(study.seeds),
         "threads": study.threads,
+        "window": list(study.window) if study.window is not None else None,
         "arms": {a: c.model_dump(mode="json") for a, c in configs.items()},
     }
 
@@ -152,7 +154,7 @@ class Study:
         workers: units run at once on Ray (0: sequential, in-process).
         ray_address: an existing Ray cluster ("HOST:PORT"); None starts a local one on demand.
         window: rounds (first, last) whose mean is each seed's value in the summary; None: the
-            final round.
+            final round (see :func:`study_window` for the scenario's declared one).
     """
 
     seeds: tuple[int, ...] = (0,)
@@ -415,12 +417,29 @@ class StudyRun:
         return extra
 
 
+def study_window(
+    scenario: Any, configs: dict[str, Any], window: tuple[int, int] | None
+) -> tuple[int, int] | None:
+    """The rounds the summary reads: ``window`` when given; else the scenario's declared number of
+    final rounds (``Scenario.window``) as (last - W + 1, last) of the shortest arm's rounds, or
+    from round 0 when the run is shorter than W; else None (the final round)."""
+    if window is not None:
+        return window
+    last = getattr(scenario, "window", None)
+    if not last or not configs:
+        return None
+    rounds = min(c.loop.rounds for c in configs.values())
+    return (max(0, rounds - last), rounds - 1)
+
+
 def summary_fields(
     frame: pl.DataFrame, scenario: Any, configs: dict[str, Any], study: Study
 ) -> dict[str, Any]:
     """summary.json's statistics: ``final`` (arm -> metric -> mean over seeds), ``stats`` (mean,
-    sd, n, 95% interval), ``paired`` (difference to ``reference`` with interval, p, distinguishable)."""
-    from recsim.core.stats import describe, paired
+    sd, n, 95% interval), ``paired`` (difference to ``reference`` with interval, p, distinguishable,
+    minimum detectable effect, seeds for half the difference, and ``settles``: the round from
+    which the per-round difference stays on one side of zero, null if it does not)."""
+    from recsim.core.stats import describe, paired, paired_rounds, settled
 
     reference = reference_arm(scenario, configs)
     nan_to_none = lambda v: None if isinstance(v, float) and not math.isfinite(v) else v  # noqa: E731
@@ -430,9 +449,12 @@ def summary_fields(
             k: nan_to_none(row[k]) for k in ("mean", "sd", "n", "low", "high")
         }
     diffs: dict[str, dict[str, Any]] = {}
-    keys = ("diff", "sd", "n", "low", "high", "p", "distinguishable")
+    keys = ("diff", "sd", "n", "low", "high", "p", "distinguishable", "mde", "seeds_for_half")
     for row in paired(frame, scenario.table, reference, study.window).iter_rows(named=True):
         diffs.setdefault(row["arm"], {})[row["metric"]] = {k: nan_to_none(row[k]) for k in keys}
+    for row in settled(paired_rounds(frame, scenario.table, reference)).iter_rows(named=True):
+        if row["metric"] in diffs.get(row["arm"], {}):
+            diffs[row["arm"]][row["metric"]]["settles"] = row["settles"]
     final = {arm: {m: v["mean"] for m, v in ms.items()} for arm, ms in stats.items()}
     return {"reference": reference, "window": study.window, "final": final, "stats": stats, "paired": diffs}
 
@@ -446,28 +468,40 @@ def metric_columns(frame: pl.DataFrame) -> list[str]:
 def write_statistics(
     frame: pl.DataFrame, scenario: Any, configs: dict[str, Any], study: Study, tracker: Tracker, out: Path
 ) -> list[Path]:
-    """summary.md (every metric: means with 95% intervals; paired differences to the reference),
-    intervals.png (the scenario's table metrics), and the summary table on the parent MLflow run
-    (``summary_table.json``); returns the files written."""
-    from recsim.core.stats import describe, paired
-    from recsim.io.plots import plot_intervals
+    """summary.md (every metric: means with 95% intervals; paired differences to the reference
+    with their power; the round each settles at), intervals.png (the scenario's table metrics),
+    paired.png (their per-round paired differences, with two or more seeds and arms), and the
+    summary table on the parent MLflow run (``summary_table.json``); returns the files written."""
+    from recsim.core.stats import describe, paired, paired_rounds, settled
+    from recsim.io.plots import plot_intervals, plot_paired_rounds
 
     reference = reference_arm(scenario, configs)
     metrics = metric_columns(frame)
     stats = describe(frame, metrics, study.window)
     diffs = paired(frame, metrics, reference, study.window)
-    (out / "summary.md").write_text(summary_markdown(stats, diffs, reference, study))
+    per_round = paired_rounds(frame, list(scenario.table), reference)
+    settling = settled(per_round)
+    (out / "summary.md").write_text(summary_markdown(stats, diffs, reference, study, settling))
     figure = plot_intervals(stats.filter(pl.col("metric").is_in(list(scenario.table))), out / "intervals.png")
+    figures = [figure]
+    if len(study.seeds) >= 2 and per_round.height:
+        figures.append(plot_paired_rounds(per_round, out / "paired.png", reference, study.window))
     table = stats.join(
         diffs.select("arm", "metric", "diff", "p", "distinguishable", dlow="low", dhigh="high"),
         on=["arm", "metric"],
         how="left",
     )
     tracker.log_table(table, "summary_table.json")
-    return [out / "summary.md", figure]
+    return [out / "summary.md", *figures]
 
 
-def summary_markdown(stats: pl.DataFrame, diffs: pl.DataFrame, reference: str, study: Study) -> str:
+def summary_markdown(
+    stats: pl.DataFrame,
+    diffs: pl.DataFrame,
+    reference: str,
+    study: Study,
+    settling: pl.DataFrame | None = None,
+) -> str:
     """Markdown tables: arms as rows, metrics as columns (any number of arms stays readable)."""
     when = "final round" if study.window is None else f"mean of rounds {study.window[0]}-{study.window[1]}"
     lines = [f"# Summary: {when}, {len(study.seeds)} seed(s) {list(study.seeds)}", ""]
@@ -479,7 +513,35 @@ def summary_markdown(stats: pl.DataFrame, diffs: pl.DataFrame, reference: str, s
         "",
     ]
     lines += _markdown(diffs, _diff_cell)
+    lines += [
+        "",
+        "Power of each paired difference: minimum detectable effect (95% two-sided, 80% power) / "
+        "seeds that would detect half the observed difference.",
+        "",
+    ]
+    lines += _markdown(diffs, _power_cell)
+    if settling is not None and settling.height and len(study.seeds) >= 2:
+        lines += [
+            "",
+            "Round from which the per-round paired difference's 95% interval stays above (+) or below "
+            "(-) zero through the last round; - : it does not settle (paired.png draws it).",
+            "",
+        ]
+        lines += _markdown(settling, _settle_cell)
     return "\n".join(lines) + "\n"
+
+
+def _power_cell(r: dict[str, Any]) -> str:
+    mde, need = r["mde"], r["seeds_for_half"]
+    if mde is None or not math.isfinite(mde):
+        return "-"
+    return f"{mde:.3g} / {need if need is not None else '-'}"
+
+
+def _settle_cell(r: dict[str, Any]) -> str:
+    if r["settles"] is None:
+        return "-"
+    return f"{r['settles']} ({'+' if r['side'] > 0 else '-'})"
 
 
 def _diff_cell(r: dict[str, Any]) -> str:

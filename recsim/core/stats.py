@@ -184,7 +184,8 @@ def paired(
 
 def paired_rounds(frame: pl.DataFrame, metrics: Sequence[str], reference: str) -> pl.DataFrame:
     """Rows (arm, metric, round, diff, sd, n, low, high): each arm minus ``reference`` in every
-    round, paired by seed, with its 95% t-interval (the per-round paired difference)."""
+    round, paired by seed, with its 95% t-interval (the per-round paired difference). Arms in
+    first-seen order, metrics in the order given, rounds ascending."""
     seed = frame["seed"] if "seed" in frame.columns else pl.Series("seed", [0] * frame.height)
     frame = frame.with_columns(seed.alias("seed"))
     cols = [m for m in metrics if m in frame.columns]
@@ -194,8 +195,9 @@ def paired_rounds(frame: pl.DataFrame, metrics: Sequence[str], reference: str) -
         if arm == reference:
             continue
         both = part.select("seed", "round", *cols).join(ref, on=["seed", "round"], suffix="__ref")
-        for (r,), at in both.sort("round").group_by("round", maintain_order=True):
-            for m in cols:
+        by_round = list(both.sort("round").group_by("round", maintain_order=True))
+        for m in cols:
+            for (r,), at in by_round:
                 a = at[m].cast(pl.Float64).fill_null(math.nan).to_numpy()
                 b = at[f"{m}__ref"].cast(pl.Float64).fill_null(math.nan).to_numpy()
                 mean, sd, n, low, high = interval(a - b)
@@ -217,7 +219,7 @@ def paired_rounds(frame: pl.DataFrame, metrics: Sequence[str], reference: str) -
         "round": pl.Int64,
         **{k: _PAIRED_SCHEMA[k] for k in ("diff", "sd", "n", "low", "high")},
     }
-    return pl.DataFrame(rows, schema=schema).sort("arm", "metric", "round", maintain_order=True)
+    return pl.DataFrame(rows, schema=schema)
 
 
 def settling_round(
@@ -237,11 +239,31 @@ def settling_round(
     side = 0
     first = None
     for r, lo, hi in zip(rounds, low, high, strict=True):
+        lo, hi = (math.nan if v is None else v for v in (lo, hi))
         here = 1 if lo > 0 else -1 if hi < 0 else 0  # NaN compares False: 0
         if here != 0 and here == side:
             continue
         side, first = here, (r if here != 0 else None)
     return (int(first), side) if first is not None and side != 0 else None
+
+
+def settled(per_round: pl.DataFrame) -> pl.DataFrame:
+    """Rows (arm, metric, settles, side) from :func:`paired_rounds`' rows: the
+    :func:`settling_round` of each arm and metric (null when it does not settle)."""
+    rows = []
+    for (arm, metric), part in per_round.group_by("arm", "metric", maintain_order=True):
+        part = part.sort("round")
+        found = settling_round(part["round"].to_list(), part["low"].to_list(), part["high"].to_list())
+        rows.append(
+            {
+                "arm": arm,
+                "metric": metric,
+                "settles": found[0] if found else None,
+                "side": found[1] if found else 0,
+            }
+        )
+    schema = {"arm": pl.String, "metric": pl.String, "settles": pl.Int64, "side": pl.Int64}
+    return pl.DataFrame(rows, schema=schema)
 
 
 def curves(frame: pl.DataFrame, metrics: Sequence[str]) -> pl.DataFrame:

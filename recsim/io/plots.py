@@ -137,3 +137,45 @@ def plot_intervals(stats: pl.DataFrame, path: Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def plot_paired_rounds(
+    per_round: pl.DataFrame, path: Path, reference: str, window: tuple[int, int] | None = None
+) -> Path:
+    """One panel per metric, one line per arm: its paired difference to ``reference`` in every
+    round with the 95% interval as a band, zero as a dashed line, and the summary's window of
+    rounds shaded. ``per_round``: rows as :func:`recsim.core.stats.paired_rounds` gives."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = list(dict.fromkeys(per_round["metric"].to_list())) if per_round.height else []
+    n = max(len(metrics), 1)
+    cols = min(n, 3)
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
+    for ax, metric in zip(axes.flat, metrics, strict=False):
+        part = per_round.filter(pl.col("metric") == metric)
+        for (arm,), curve in part.sort("round").group_by("arm", maintain_order=True):
+            x = curve["round"].to_numpy()
+            (line,) = ax.plot(x, curve["diff"].to_numpy(), marker=".", label=str(arm))
+            low, high = curve["low"].to_numpy(), curve["high"].to_numpy()
+            ax.fill_between(x, low, high, color=line.get_color(), alpha=0.15, linewidth=0)
+        ax.axhline(0.0, color="k", ls="--", lw=0.8)
+        if window is not None:
+            ax.axvspan(window[0] - 0.5, window[1] + 0.5, color="0.85", zorder=0)
+        ax.set_title(f"{metric} - {metric}[{reference}]", fontsize=9)
+        ax.set_xlabel("round")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(metrics) :]:
+        ax.set_visible(False)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    ncol = min(len(labels), 5) or 1
+    fig.legend(handles, labels, loc="lower center", ncol=ncol, frameon=False)
+    legend_rows = -(-max(len(labels), 1) // ncol)
+    _margins(fig, left=0.7, right=0.25, top=0.45, bottom=0.55 + 0.25 * legend_rows)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

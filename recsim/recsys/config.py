@@ -149,6 +149,11 @@ class PolicyConfig(Section):
     """False: an item a user has clicked is never shown to that user again, by any arm or by the
     ideal recommender of ``homogenization`` (Chaney et al. 2018's users interact with an item at
     most once; T-RECS ``repeated_items=False``). True: items may be shown and clicked again."""
+    logger: Literal["popularity", "oracle"] = "popularity"
+    """With ``loop.feedback="open"``: the fixed logger whose slates are logged and shown, the same
+    for every arm of a seed (it fits on its own logs: ``popularity`` ranks by clicks in the
+    ranker's window; ``oracle`` by true relevance, a logger that ranks perfectly), under the
+    arm's exploration settings."""
     log_candidates: bool = False
     """Also log each slate's candidate set and their true relevance at the round (list columns
     ``candidates`` and ``candidate_relevance`` on the slate's position-1 row), which off-policy

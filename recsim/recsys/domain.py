@@ -22,6 +22,7 @@ from recsim.io.logs import LogStore
 from recsim.mitigations import describe
 from recsim.recsys import behavior
 from recsim.recsys.behavior import Feedback
+from recsim.recsys.config import ranker_section
 from recsim.recsys.distributed import Dist
 from recsim.recsys.measures import RoundView, measure
 from recsim.recsys.policy import Scored, Slates, build_slates, exploration_bucket, sample_candidates
@@ -52,6 +53,8 @@ class RecsysState:
             recommender, as keys ``panel index * N_total + item`` (for ``homogenization``).
         clicked: with ``policy.repeat_consumption=False``, every user's clicks so far as sorted
             distinct keys ``user * N_total + item`` (those pairs are not shown again); else None.
+        logger: with ``loop.feedback`` "open", the fixed logger (``policy.logger``, fitted on its
+            own logs); with "random", a random ranker whose slates are all random; else None.
     """
 
     world: World
@@ -62,6 +65,7 @@ class RecsysState:
     shown: torch.Tensor | None = None
     consumed: tuple[torch.Tensor, torch.Tensor] | None = None
     clicked: torch.Tensor | None = None
+    logger: Ranker | None = None
 
 
 class RecsysDomain:
@@ -105,7 +109,14 @@ class RecsysDomain:
     def initial_state(self) -> RecsysState:
         cfg, world = self.config, self.world0
         retriever = TwoTowerRetriever(cfg, world) if cfg.policy.retrieval == "two_tower" else None
-        return RecsysState(world=world, ranker=make_ranker(cfg, world, self.dist), retriever=retriever)
+        logger = None
+        if cfg.loop.feedback != "closed":
+            name = cfg.policy.logger if cfg.loop.feedback == "open" else "random"
+            ranker = {"name": name, "window": cfg.ranker.window}
+            logger = make_ranker(cfg.model_copy(update={"ranker": ranker_section(ranker)}), world, self.dist)
+        return RecsysState(
+            world=world, ranker=make_ranker(cfg, world, self.dist), retriever=retriever, logger=logger
+        )
 
     def _split(
         self, fn: Callable[..., torch.Tensor], users: torch.Tensor, *rows: torch.Tensor
@@ -126,12 +137,15 @@ class RecsysDomain:
             "shown": state.shown,
             "consumed": state.consumed,
             "clicked": state.clicked,
+            "logger": None if state.logger is None else state.logger.state_dict(),
         }
 
     def restore(self, payload: dict[str, Any]) -> RecsysState:
         """The state a :meth:`checkpoint` payload describes (loaded onto this arm's device)."""
         state = self.initial_state()
         state.ranker.load_state_dict(payload["ranker"])
+        if state.logger is not None:
+            state.logger.load_state_dict(payload["logger"])
         if state.retriever is not None:
             state.retriever.load_state_dict(payload["retriever"])
         world = replace(state.world, user_factors=payload["world"]["user_factors"].to(self.device))
@@ -152,7 +166,22 @@ class RecsysDomain:
 
     # 1. act: the learner decides which items each active user sees ---------------------------
     def act(self, state: RecsysState, round_: int) -> Slates:
+        return self._act(state, round_, state.ranker, "policy")
+
+    def logged(self, state: RecsysState, round_: int) -> tuple[Slates, Feedback] | None:
+        """With ``loop.feedback`` "open" or "random": the fixed logger's slates for the same users
+        and candidates as the learner's (streams ``active`` and ``candidates``), their order and
+        random slates drawn from stream ``logger-policy`` and the users' response from
+        ``logger-behavior``; None in the closed loop. Every arm of a seed sees the same."""
+        if state.logger is None:
+            return None
+        slates = self._act(state, round_, state.logger, "logger-policy")
+        return slates, self.feedback(state, slates, round_, "logger-behavior")
+
+    def _act(self, state: RecsysState, round_: int, ranker: Ranker, stream: str) -> Slates:
+        """Slates of ``ranker`` (the learner, or the open loop's logger) for the round's users."""
         cfg, world = self.config, state.world
+        learner = ranker is state.ranker
         n_active = cfg.loop.active_users or world.n_users
         if world.user_activity is not None and n_active < world.n_users:  # a fitted world's activity
             users = torch.multinomial(world.user_activity, n_active, generator=self.gen(round_, "active"))
@@ -168,7 +197,6 @@ class RecsysDomain:
                 n_active, world.n_available(round_), cfg.policy.n_candidates, self.gen(round_, "candidates")
             )  # [B, C]
 
-        ranker = state.ranker
         # one pass for the scores and the predictions of the shown items, where the ranker has it
         fused = self.dist is None and hasattr(ranker, "score_and_predict")
 
@@ -181,11 +209,15 @@ class RecsysDomain:
             return self._split(lambda u_, i_: ranker.predict_proba(world, u_, i_), u, i)
 
         forced = self.bucket[users] | (round_ < cfg.policy.startup_rounds)
+        if not learner and cfg.loop.feedback == "random":
+            forced = torch.ones_like(forced)
         p_random = torch.where(forced, 1.0, cfg.policy.epsilon)  # [B]
         # every slate random (the start-up rounds): no candidate is ranked, only the shown are scored
         scores, predicted_at = (None, None)
         if not bool(forced.all()):
-            scores, predicted_at = self._scores(state, users, cands, score)  # [B, C]
+            scores, predicted_at = (
+                self._scores(state, users, cands, score) if learner else score(users, cands)
+            )  # [B, C]
         allowed = None
         if not cfg.policy.repeat_consumption and state.clicked is not None:
             keys = users.unsqueeze(1) * world.n_items_total + cands  # [B, C]
@@ -197,7 +229,7 @@ class RecsysDomain:
             scores,
             cfg.policy.slate_size,
             p_random,
-            self.gen(round_, "policy"),
+            self.gen(round_, stream),
             predict,
             allowed,
             score_shown=score,
@@ -247,12 +279,12 @@ class RecsysDomain:
         return out, None  # the shown items' predictions from ``predict``, all in one pass
 
     # 2. feedback: users examine, click, and (after a click) are satisfied or not -------------
-    def feedback(self, state: RecsysState, slates: Slates, round_: int) -> Feedback:
+    def feedback(self, state: RecsysState, slates: Slates, round_: int, stream: str = "behavior") -> Feedback:
         world = state.world
         rel = world.relevance(slates.users, slates.items)  # [B, K]
         sat = world.satisfaction(slates.users, slates.items)  # [B, K]
         return behavior.simulate(
-            self.config.behavior.model, self.theta, slates.device, rel, sat, self.gen(round_, "behavior")
+            self.config.behavior.model, self.theta, slates.device, rel, sat, self.gen(round_, stream)
         )
 
     # 3. log: the round as an impression table (schema in recsim.io.logs) -------------------------
@@ -302,16 +334,20 @@ class RecsysDomain:
         # rankers allowed there); their features follow every row of the round.
         extra = {"latest": latest} if self.dist is not None and self.config.ranker.multitask else {}
         train = state.ranker.fit(frame, state.world, round_, **extra)
+        if state.logger is not None:  # the open loop's logger fits on its own logs, as the learner
+            state.logger.fit(frame, state.world, round_)
         if state.retriever is not None:
             train = {**train, **state.retriever.fit(latest, state.world, round_)}
         return replace(state, train=train)
 
     # 5. measure: the truth the platform cannot see ---------------------------------------------
     def measure(
-        self, state: RecsysState, slates: Slates, fb: Feedback, round_: int
+        self, state: RecsysState, slates: Slates, fb: Feedback, round_: int, logged: Slates | None = None
     ) -> tuple[dict[str, float], RecsysState]:
-        """Every registered metric (:mod:`recsim.recsys.measures`), then the fit's statistics."""
-        state = replace(state, shown=self._count_shown(state, slates))
+        """Every registered metric (:mod:`recsim.recsys.measures`) of the learner's ``slates``,
+        then the fit's statistics. ``logged``: in the open loop, the logger's slates, which are
+        what the loop showed each item (``spurious_share``'s variables)."""
+        state = replace(state, shown=self._count_shown(state, slates if logged is None else logged))
         view = RoundView(self, state, slates, fb, round_)
         row = measure(view)
         row.update(state.train or {})

@@ -107,6 +107,18 @@ class RoundView:
         return self.state.world.relevance(self.domain.panel, self.panel_items).cpu()
 
     @cached_property
+    def panel_value(self) -> torch.Tensor:
+        """[P, N_r] the true value of the objective the learner serves, per panel pair (CPU):
+        w_c rel + w_s rel sat, with (w_c, w_s) the learner's ``objective`` (its serving score
+        w_c P(click) + w_s P(click) P(satisfied) with the truth in place of its predictions), and
+        (1, 0) for a learner that serves click relevance alone (MF, popularity, the oracle)."""
+        w_click, w_sat = getattr(self.state.ranker, "objective", (1.0, 0.0))
+        if w_sat == 0:
+            return self.panel_truth
+        sat = self.state.world.satisfaction(self.domain.panel, self.panel_items).cpu()
+        return self.panel_truth * (w_click + w_sat * sat)
+
+    @cached_property
     def panel_scores(self) -> torch.Tensor:
         """[P, N_r] the learner's scores for the panel after this round's fit (served next round)."""
         dom, world = self.domain, self.state.world
@@ -171,8 +183,10 @@ def gap(v: RoundView, row: dict[str, float]) -> dict[str, float]:
 
 @METRICS("panel")
 def panel(v: RoundView) -> dict[str, float]:
-    """ndcg_truth, rank_stability on the panel's scores of every available item (or the fixed
-    sample); homogenization (Chaney et al. 2018): the mean Jaccard index of the item sets the panel
+    """ndcg_truth (gains: the true value of the objective the learner serves, :attr:`RoundView.
+    panel_value`), ndcg_click (gains: true click relevance, whatever the learner serves),
+    rank_stability on the panel's scores of every available item (or the fixed sample);
+    homogenization (Chaney et al. 2018): the mean Jaccard index of the item sets the panel
     users have interacted with so far, between nearest neighbours by true taste (``jaccard``),
     minus the same under the ideal recommender; homogenization_topk and jaccard_topk: the same on
     this round's top-K lists, against the oracle's lists."""
@@ -189,7 +203,8 @@ def panel(v: RoundView) -> dict[str, float]:
     consumed = metrics.mean_jaccard_keys(mine, partner, n_total)
     prev = v.state.panel_scores
     return {
-        "ndcg_truth": metrics.ndcg_at_k(truth, scores, k),
+        "ndcg_truth": metrics.ndcg_at_k(v.panel_value, scores, k),
+        "ndcg_click": metrics.ndcg_at_k(truth, scores, k),
         "jaccard": consumed,
         "homogenization": consumed - metrics.mean_jaccard_keys(by_ideal, partner, n_total),
         "jaccard_topk": jaccard,

@@ -51,18 +51,36 @@ def _window_text(window: tuple[int, int] | None) -> str:
 
 @dataclass(frozen=True)
 class Contrast:
-    """Per seed: sum over arms of weight x metric, in the final round (or the mean over ``window``).
-    A paired difference is the contrast {treatment: +1, reference: -1}."""
+    """Per seed: sum over arms of weight x metric, in the final round, or its mean over the rounds
+    ``window`` (first, last), or over the ``last`` final rounds of the run (past the loop's
+    transient; a run shorter than that reads all its rounds). A paired difference is the contrast
+    {treatment: +1, reference: -1}."""
 
     metric: str
     weights: tuple[tuple[str, float], ...]
     window: tuple[int, int] | None = None
+    last: int | None = None
 
     def arms(self) -> tuple[str, ...]:
         return tuple(a for a, _ in self.weights)
 
+    def rounds_read(self, frame: pl.DataFrame) -> tuple[int, int] | None:
+        """The (first, last) rounds whose mean is each seed's value (None: the final round)."""
+        if self.last is None or not frame.height:
+            return self.window
+        final = int(frame.filter(pl.col("arm").is_in(list(self.arms())))["round"].max())
+        return (max(0, final - self.last + 1), final)
+
     def values(self, frame: pl.DataFrame) -> dict[int, float]:
-        seeds = per_seed(frame, [self.metric], self.window)
+        return self._values(frame, self.rounds_read(frame))
+
+    def per_round(self, frame: pl.DataFrame) -> dict[int, dict[int, float]]:
+        """round -> seed -> the contrast in that round alone (for where it settles)."""
+        rounds = sorted(frame.filter(pl.col("arm").is_in(list(self.arms())))["round"].unique().to_list())
+        return {int(r): self._values(frame, (int(r), int(r))) for r in rounds}
+
+    def _values(self, frame: pl.DataFrame, window: tuple[int, int] | None) -> dict[int, float]:
+        seeds = per_seed(frame, [self.metric], window)
         table: dict[int, dict[str, float]] = {}
         for row in seeds.iter_rows(named=True):
             value = row.get(self.metric)
@@ -79,12 +97,19 @@ class Contrast:
         for arm, w in self.weights:
             coef = "" if abs(w) == 1 else f"{abs(w):g} x "
             terms.append(f"{'-' if w < 0 else '+'} {coef}{self.metric}[{arm}]")
-        return f"{' '.join(terms).lstrip('+ ')} ({_window_text(self.window)})"
+        when = f"mean of the last {self.last} rounds" if self.last else _window_text(self.window)
+        return f"{' '.join(terms).lstrip('+ ')} ({when})"
 
 
-def diff(treatment: str, reference: str, metric: str, window: tuple[int, int] | None = None) -> Contrast:
+def diff(
+    treatment: str,
+    reference: str,
+    metric: str,
+    window: tuple[int, int] | None = None,
+    last: int | None = None,
+) -> Contrast:
     """metric[treatment] - metric[reference], paired by seed."""
-    return Contrast(metric, ((treatment, 1.0), (reference, -1.0)), window)
+    return Contrast(metric, ((treatment, 1.0), (reference, -1.0)), window, last)
 
 
 @dataclass(frozen=True)
@@ -207,6 +232,10 @@ class Claim:
     statistic: Statistic
     direction: int
     regime: str = ""
+    effect: float | None = None
+    """The paper's effect in the statistic's units, where it translates to them (None: it does
+    not). A claim whose interval covers zero while its minimum detectable effect exceeds this is
+    *under-powered* at the study's seed count, not refuted."""
 
 
 # --- settings shared by several studies ---------------------------------------------------------
@@ -240,7 +269,9 @@ _LLM_TINY = (
 _REC_TINY = ("world.n_users=300", "world.n_items=200", "loop.rounds=3", "metrics.panel_users=32")
 
 # The position-bias grid: examination curve (1/k)^eta, by device (default mobile 1.2, desktop 0.6)
-# x share of randomized slates x slate size, at 1,000 users x 500 items, 6 rounds.
+# x share of randomized slates x slate size, at 1,000 users x 500 items, 16 rounds; the claims read
+# the mean of the last 6 (rounds 10-15), past the transient in which a tower arm and the plain arm
+# pull apart (their per-round difference changes sign up to round ~7 at 6 seeds).
 _ETA = {
     "weak": "behavior.eta={mobile: 0.6, desktop: 0.3}",
     "default": "behavior.eta={mobile: 1.2, desktop: 0.6}",
@@ -249,12 +280,14 @@ _ETA = {
 _TOWER_GRID = tuple(
     Setting(
         f"eta-{bias}/explore{round(100 * share)}/K{k}",
-        (eta, f"policy.exploration_share={share}", f"policy.slate_size={k}", "loop.rounds=6"),
+        (eta, f"policy.exploration_share={share}", f"policy.slate_size={k}", "loop.rounds=16"),
     )
     for bias, eta in _ETA.items()
     for share in (0.0, 0.1)
     for k in (5, 10)
 )
+
+_LAST = 6  # the position claims read the mean of the last 6 rounds
 
 STUDIES: dict[str, Study] = {
     s.id: s
@@ -270,9 +303,11 @@ STUDIES: dict[str, Study] = {
             ),
             _TOWER_GRID,
             quick=_REC_TINY,
+            seeds=8,
             about="MMoE rankers retrained on their own position-biased logs (1,000 users x 500 items, "
-            "6 rounds): bias strength x share of randomized users x slate size. The arms are the "
-            "scenario's explore0 arms; each setting sets the share of randomized users itself.",
+            "16 rounds, effects read over rounds 10-15): bias strength x share of randomized users x "
+            "slate size. The arms are the scenario's explore0 arms; each setting sets the share of "
+            "randomized users itself.",
         ),
         Study(
             "ma-tasks",
@@ -379,7 +414,7 @@ CLAIMS: dict[str, Claim] = {
             "A shallow position tower added to the click logit and dropped at serving ranks by "
             "relevance better than a ranker that ignores position, when trained on position-biased logs.",
             "position-grid",
-            diff("mmoe-shallow_tower-explore0", "mmoe-none-explore0", "ndcg_truth"),
+            diff("mmoe-shallow_tower-explore0", "mmoe-none-explore0", "ndcg_truth", last=_LAST),
             +1,
             regime=_POSITION_REGIME,
         ),
@@ -389,7 +424,7 @@ CLAIMS: dict[str, Claim] = {
             "The shallow tower beats position used as an ordinary input feature (position treated as "
             "1 at serving).",
             "position-grid",
-            diff("mmoe-shallow_tower-explore0", "mmoe-feature-explore0", "ndcg_truth"),
+            diff("mmoe-shallow_tower-explore0", "mmoe-feature-explore0", "ndcg_truth", last=_LAST),
             +1,
             regime=_POSITION_REGIME,
         ),
@@ -399,7 +434,7 @@ CLAIMS: dict[str, Claim] = {
             "When the logger ranks well, observation dropout on the bias tower keeps relevance out "
             "of it: the served relevance ranks better than with the plain shallow tower.",
             "position-grid",
-            diff("mmoe-obs_dropout-explore0", "mmoe-shallow_tower-explore0", "ndcg_truth"),
+            diff("mmoe-obs_dropout-explore0", "mmoe-shallow_tower-explore0", "ndcg_truth", last=_LAST),
             +1,
         ),
         Claim(

@@ -6,7 +6,10 @@ Layout of the output folder::
                                study.json: what was run (scenario, arms, overrides, seeds) and at
                                which commit; a folder without it is unfinished and is run again
     report.json, report.md     per claim and setting: n seeds, the statistic's mean, its 95%
-                               t-interval, the one-sample t-test's p, and whether it holds
+                               t-interval, the one-sample t-test's p, the minimum detectable
+                               effect at n seeds, the seeds that would detect half the mean,
+                               the round from which the per-round statistic settles, and the
+                               verdict (holds, opposite, under-powered, not distinguishable)
     figures/CLAIM.png          the statistic per setting with its interval
 
 A finished study folder whose study.json matches what would be run is re-used, so claims can be
@@ -29,7 +32,7 @@ import numpy as np
 import polars as pl
 
 from recsim.core.config import ConfigError
-from recsim.core.stats import interval
+from recsim.core.stats import interval, mde, seeds_needed, settling_round
 from recsim.validation.claims import CLAIMS, STUDIES, Claim, Setting, Study
 
 QUICK_SEEDS = 2
@@ -50,6 +53,32 @@ class SettingResult:
     holds: bool
     values: dict[int, float]
     commit: str
+    mde: float = math.nan
+    seeds_for_half: int | None = None
+    settles: int | None = None
+    verdict: str = ""
+    rounds: tuple[int, int] | None = None
+
+    @property
+    def sd(self) -> float:
+        x = np.array(list(self.values.values()), dtype=float)
+        return float(x.std(ddof=1)) if len(x) >= 2 else math.nan
+
+
+#: what a setting's result says: the interval excludes zero on the claimed side; on the other
+#: side; covers zero while the smallest effect the study can detect exceeds the paper's; covers zero.
+VERDICTS = ("holds", "opposite", "under-powered", "not distinguishable")
+
+
+def verdict(claim: Claim, n: int, low: float, high: float, detectable: float) -> str:
+    """One of :data:`VERDICTS` for a setting's interval [low, high] over ``n`` seeds."""
+    if n >= 2 and (low > 0 if claim.direction > 0 else high < 0):
+        return "holds"
+    if n >= 2 and (high < 0 if claim.direction > 0 else low > 0):
+        return "opposite"
+    if claim.effect is not None and not (math.isfinite(detectable) and detectable <= abs(claim.effect)):
+        return "under-powered"
+    return "not distinguishable"
 
 
 def plan(only: Sequence[str] | None = None) -> tuple[list[Claim], list[Study]]:
@@ -234,7 +263,9 @@ def study_frames(
 
 
 def evaluate(claim: Claim, frames: dict[str, tuple[pl.DataFrame, str]]) -> list[SettingResult]:
-    """The claim's statistic per setting: mean, 95% t-interval over seeds, p, holds."""
+    """The claim's statistic per setting: mean, 95% t-interval over seeds, p, holds, the minimum
+    detectable effect and the seeds for half the mean, where the per-round statistic settles (for
+    statistics that have one per round) and the verdict."""
     from scipy import stats
 
     results = []
@@ -244,8 +275,44 @@ def evaluate(claim: Claim, frames: dict[str, tuple[pl.DataFrame, str]]) -> list[
         mean, sd, n, low, high = interval(x)
         p = float(stats.ttest_1samp(x, 0.0).pvalue) if n >= 2 and sd > 0 else math.nan
         holds = bool(n >= 2 and (low > 0 if claim.direction > 0 else high < 0))
-        results.append(SettingResult(name, n, mean, low, high, p, holds, values, commit))
+        detectable = mde(sd, n)
+        half = seeds_needed(sd, mean / 2) if n >= 2 else None
+        reads = getattr(claim.statistic, "rounds_read", None)
+        results.append(
+            SettingResult(
+                name,
+                n,
+                mean,
+                low,
+                high,
+                p,
+                holds,
+                values,
+                commit,
+                detectable,
+                half,
+                settles(claim, frame),
+                verdict(claim, n, low, high, detectable),
+                reads(frame) if reads is not None else None,
+            )
+        )
     return results
+
+
+def settles(claim: Claim, frame: pl.DataFrame) -> int | None:
+    """The round from which the statistic's per-round 95% interval stays on one side of zero
+    through the last round (None: it does not settle, or the statistic has no per-round value)."""
+    per_round = getattr(claim.statistic, "per_round", None)
+    if per_round is None:
+        return None
+    rounds, lows, highs = [], [], []
+    for r, by_seed in per_round(frame).items():
+        _, _, _, low, high = interval(np.array(list(by_seed.values()), dtype=float))
+        rounds.append(r)
+        lows.append(low)
+        highs.append(high)
+    found = settling_round(rounds, lows, highs)
+    return found[0] if found else None
 
 
 def validate(
@@ -311,6 +378,7 @@ def validate(
                 "direction": "> 0" if claim.direction > 0 else "< 0",
                 "regime": claim.regime,
                 "held": sum(r.holds for r in results),
+                "effect": claim.effect,
                 "settings": [
                     {
                         "setting": r.setting,
@@ -320,6 +388,11 @@ def validate(
                         "high": _finite(r.high),
                         "p": _finite(r.p),
                         "holds": r.holds,
+                        "verdict": r.verdict,
+                        "mde": _finite(r.mde),
+                        "seeds_for_half": r.seeds_for_half,
+                        "settles": r.settles,
+                        "rounds": list(r.rounds) if r.rounds is not None else None,
                         "commit": r.commit,
                         "values": {str(k): v for k, v in r.values.items()},
                     }
@@ -370,6 +443,9 @@ def effect_text(row: dict[str, Any]) -> str:
     return f"{_num(row['mean'])} [{_num(row['low'])}, {_num(row['high'])}]"
 
 
+_MARK = {"holds": " ✓", "opposite": " ✗", "under-powered": " (under-powered)"}
+
+
 def summary_rows(report: dict[str, Any]) -> list[str]:
     """The Markdown table of every claim: paper, claim id, holds in k / n settings, effects."""
     lines = [
@@ -379,7 +455,7 @@ def summary_rows(report: dict[str, Any]) -> list[str]:
     ]
     for c in report["claims"]:
         effects = "; ".join(
-            f"{r['setting']}: {effect_text(r)}{' ✓' if r['holds'] else ''}" for r in c["settings"]
+            f"{r['setting']}: {effect_text(r)}{_MARK.get(r.get('verdict', ''), '')}" for r in c["settings"]
         )
         lines.append(
             f"| `{c['id']}` | {c['paper']} | {c['statistic']} {c['direction']} | "
@@ -397,7 +473,12 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"# {title}",
         "",
         f"Run {report['date']} at commit {report['commit'][:10]}. A claim holds in a setting when the 95% "
-        "t-interval of its statistic over seeds excludes zero on the claimed side (✓).",
+        "t-interval of its statistic over seeds excludes zero on the claimed side (✓); it is opposite "
+        "(✗) when the interval excludes zero on the other side; it is under-powered when the interval "
+        "covers zero and the minimum detectable effect (MDE: 95% two-sided, 80% power, at the study's "
+        "seeds and per-seed sd) exceeds the paper's effect; otherwise not distinguishable. Settles "
+        "at round: the first round from which the per-round statistic's interval stays on one side "
+        "of zero through the last round.",
         "",
         *summary_rows(report),
         "",
@@ -421,17 +502,31 @@ def render_markdown(report: dict[str, Any]) -> str:
                 f"### `{c['id']}`: {c['paper']}",
                 "",
                 f"{c['claim']} Statistic: {c['statistic']}, claimed {c['direction']}. "
-                f"Holds in {c['held']} of {len(c['settings'])} settings.",
+                f"Holds in {c['held']} of {len(c['settings'])} settings."
+                + (
+                    f" The paper's effect in these units: {_num(c['effect'])}."
+                    if c.get("effect") is not None
+                    else " The paper's effect does not translate to these units: a setting whose "
+                    "interval covers zero is not distinguishable, at its MDE."
+                ),
                 "",
-                "| setting | n | mean | 95% CI | p | holds | commit |",
-                "|---|---|---|---|---|---|---|",
+                "| setting | n | mean | 95% CI | p | MDE | seeds for half | settles at round | verdict "
+                "| commit |",
+                "|---|---|---|---|---|---|---|---|---|---|",
             ]
             for r in c["settings"]:
                 p = "-" if r["p"] is None else f"{r['p']:.2g}"
+                mde_text = "-" if r.get("mde") is None else f"{r['mde']:.3g}"
+                half = r.get("seeds_for_half")
+                settle = r.get("settles")
+                settle_text = "-" if settle is None else str(settle)
+                if settle is None and r.get("rounds") is not None:
+                    settle_text = "does not settle"
                 lines.append(
                     f"| {r['setting']} | {r['n']} | {_num(r['mean'])} "
-                    f"| [{_num(r['low'])}, {_num(r['high'])}] | {p} "
-                    f"| {'yes' if r['holds'] else 'no'} | {r['commit'][:8]} |"
+                    f"| [{_num(r['low'])}, {_num(r['high'])}] | {p} | {mde_text} "
+                    f"| {'-' if half is None else half} | {settle_text} "
+                    f"| {r.get('verdict') or ('holds' if r['holds'] else 'no')} | {r['commit'][:8]} |"
                 )
             lines.append("")
             for names in c.get("identical", []):

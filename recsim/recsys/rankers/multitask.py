@@ -240,6 +240,14 @@ class MultiTaskRanker:
         satisfied = torch.sigmoid(logits[..., 1]).mul_(self.rc.satisfaction_weight * p_click)
         return p_click.mul_(self.rc.click_weight).add_(satisfied)
 
+    @property
+    def objective(self) -> tuple[float, float]:
+        """(w_c, w_s) of the objective it serves, w_c P(click) + w_s P(click) P(satisfied): the
+        serving score's weights; (1, 0) for single-task (it scores P(click) alone)."""
+        if self.spec.n_tasks == 1:
+            return (1.0, 0.0)
+        return (float(self.rc.click_weight), float(self.rc.satisfaction_weight))
+
     def score(self, world: World, users: torch.Tensor, items: torch.Tensor, round_: int) -> torch.Tensor:
         """[B, C] serving score = w_c p_click + w_s p_click p_sat (p_sat = 1 for single-task)."""
         return self._scores_of(self._served_logits(world, users, items, round_, at_top=False)[0])
