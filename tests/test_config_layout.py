@@ -71,8 +71,12 @@ ADDED = {
     "world.source": None,  # a drawn world, as before
     "policy.log_candidates": False,  # the log's columns as before
     "ranker.train_bf16": False,  # the MMoE trains in float32, as before
+    "loop.feedback": "closed",  # the learner's own slates are logged, as before
+    "policy.logger": "popularity",  # read only with loop.feedback=open
 }
 CHANGED = {
+    # past the loop's transient: the position grid's effects are read over rounds 10-15 of 16
+    "position-bias/default": {"loop.rounds": 16},
     "llm-negative-reinforcement/default": {"llm.rm_refit": False},
     "llm-negative-reinforcement/tiny": {"llm.rm_refit": False},
     "llm-critique/default": {"llm.label_prompts": 512},
