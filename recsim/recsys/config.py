@@ -151,9 +151,9 @@ class PolicyConfig(Section):
     most once; T-RECS ``repeated_items=False``). True: items may be shown and clicked again."""
     logger: Literal["popularity", "oracle"] = "popularity"
     """With ``loop.feedback="open"``: the fixed logger whose slates are logged and shown, the same
-    for every arm of a seed (it fits on its own logs: ``popularity`` ranks by clicks in the
-    ranker's window; ``oracle`` by true relevance, a logger that ranks perfectly), under the
-    arm's exploration settings."""
+    for every arm of a seed with the same ``ranker.window`` and exploration settings (it fits on
+    its own logs: ``popularity`` ranks by clicks in that window; ``oracle`` by true relevance, a
+    logger that ranks perfectly)."""
     log_candidates: bool = False
     """Also log each slate's candidate set and their true relevance at the round (list columns
     ``candidates`` and ``candidate_relevance`` on the slate's position-1 row), which off-policy
