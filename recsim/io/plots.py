@@ -57,17 +57,25 @@ def plot_curves(frame: pl.DataFrame, metrics: Sequence[str], path: Path, title: 
         ax.set_title(metric)
         ax.set_xlabel("round")
         ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(metrics) :]:
+    return _save_panels(fig, axes, len(metrics), path, title)
+
+
+def _save_panels(fig: object, axes: object, used: int, path: Path, title: str = "") -> Path:
+    """Hide the panels past ``used``, put the first panel's legend below them, fix the margins,
+    write the PNG and close the figure."""
+    import matplotlib.pyplot as plt
+
+    for ax in list(axes.flat)[used:]:  # type: ignore[attr-defined]
         ax.set_visible(False)
-    handles, labels = axes.flat[0].get_legend_handles_labels()
+    handles, labels = axes.flat[0].get_legend_handles_labels()  # type: ignore[attr-defined]
     ncol = min(len(labels), 5) or 1
-    fig.legend(handles, labels, loc="lower center", ncol=ncol, frameon=False)
+    fig.legend(handles, labels, loc="lower center", ncol=ncol, frameon=False)  # type: ignore[attr-defined]
     if title:
-        fig.suptitle(title)
+        fig.suptitle(title)  # type: ignore[attr-defined]
     legend_rows = -(-max(len(labels), 1) // ncol)
     _margins(fig, left=0.7, right=0.25, top=0.85 if title else 0.45, bottom=0.55 + 0.25 * legend_rows)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110)  # type: ignore[attr-defined]
     plt.close(fig)
     return path
 
@@ -168,14 +176,4 @@ def plot_paired_rounds(
         ax.set_title(f"{metric} - {metric}[{reference}]", fontsize=9)
         ax.set_xlabel("round")
         ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(metrics) :]:
-        ax.set_visible(False)
-    handles, labels = axes.flat[0].get_legend_handles_labels()
-    ncol = min(len(labels), 5) or 1
-    fig.legend(handles, labels, loc="lower center", ncol=ncol, frameon=False)
-    legend_rows = -(-max(len(labels), 1) // ncol)
-    _margins(fig, left=0.7, right=0.25, top=0.45, bottom=0.55 + 0.25 * legend_rows)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save_panels(fig, axes, len(metrics), path)
