@@ -44,6 +44,7 @@ def run(
     window: tuple[int, int] | None = None,
     tracking: bool | None = None,
     quick: bool = False,
+    amplification: bool = False,
 ) -> Result:
     """Run every arm of ``scenario`` on every seed; returns the :class:`Result`.
 
@@ -62,10 +63,16 @@ def run(
             :class:`recsim.core.runner.Study`).
         tracking: log to MLflow (None: the configs' ``tracking.enabled``).
         quick: apply the scenario's small preset (its ``quick`` overrides) before ``overrides``.
+        amplification: add each arm's open-loop companions (``ARM@open``, ``ARM@random``: see
+            :meth:`recsim.scenario.Scenario.amplified`); :meth:`Result.amplification` reads them.
     """
     from recsim.core.runner import Study, study_window
 
     sc = _scenario(scenario)
+    if amplification:
+        if not hasattr(sc, "amplified"):
+            raise ConfigError(f"scenario '{sc.name}' is not a round loop; amplification is for loops")
+        sc = sc.amplified()
     texts = _override_strings(overrides)
     if quick:
         if not getattr(sc, "quick", ()):
@@ -194,6 +201,21 @@ class Result:
 
         per_round = paired_rounds(self.metrics, list(metrics or self.table), self._reference(reference))
         return per_round.join(settled(per_round), on=["arm", "metric"], how="left")
+
+    def amplification(
+        self, metrics: Sequence[str] | None = None, window: tuple[int, int] | None = None
+    ) -> pl.DataFrame:
+        """The loop's amplification: per closed-loop arm, feedback ``mode`` of its open-loop
+        companion (an arm that differs from it only in ``loop.feedback``, as ``amplification=True``
+        adds) and metric, closed - open paired by seed over ``window`` (None: the run's own), with
+        the columns of :meth:`compare`. Empty when the run has no such pairs."""
+        from recsim.config import validate
+        from recsim.core.runner import amplification_pairs
+        from recsim.core.stats import amplification
+
+        configs = {arm: validate(raw, arm) for arm, raw in self.config.get("arms", {}).items()}
+        pairs = amplification_pairs(configs)
+        return amplification(self.metrics, list(metrics or self.table), pairs, window or self.window)
 
     def _reference(self, reference: str | None) -> str:
         reference = reference or self.reference

@@ -155,10 +155,10 @@ class SimConfig(Section):
                 f"metrics.panel_items must be <= world.n_items ({w.n_items}) or null, "
                 f"got {self.metrics.panel_items}"
             )
-        if self.loop.feedback != "closed" and self.domain != "recsys":
+        if self.loop.feedback == "random" and self.domain != "recsys":
             raise ValueError(
-                f"loop.feedback={self.loop.feedback!r} (the open-loop logger) runs the recommender "
-                "domain only; the llm domain's loop is closed"
+                "loop.feedback='random' (uniformly random slates) runs the recommender domain only; "
+                "the llm domain's open loop is 'open' (the reward model on the base policy's samples)"
             )
         if self.device == "cuda" and self.domain != "recsys":
             raise ValueError("device='cuda' runs the recommender domain only; the llm domain runs on 'cpu'")

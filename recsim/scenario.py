@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,10 @@ DEFAULT_TABLE = (
     "homogenization",
     "ece",
 )
+
+
+AMPLIFICATION_MODES = {"recsys": ("open", "random"), "llm": ("open",)}
+"""The open-loop arms :meth:`Scenario.amplified` adds to a closed-loop arm, per domain."""
 
 
 @dataclass(frozen=True)
@@ -114,6 +118,22 @@ class Scenario:
         if len({c.tracking for c in configs.values()}) > 1:
             raise ConfigError(f"scenario '{self.name}': arms differ in tracking, a run-level setting")
         return configs
+
+    def amplified(self) -> Scenario:
+        """This scenario with the loop's amplification study: beside every closed-loop arm A, the
+        same arm on the fixed logger's logs (``A@open``) and, in the recommender domain, on
+        uniformly random logs (``A@random``) (``loop.feedback``). The summary pairs each with A
+        (closed - open, closed - random: :func:`recsim.core.stats.amplification`)."""
+        arms: dict[str, dict[str, Any]] = {}
+        for arm, delta in self.arms.items():
+            arms[arm] = delta
+            data = deep_merge(canonical(self.base), canonical(delta))
+            if data.get("loop", {}).get("feedback", "closed") != "closed":
+                continue
+            for mode in AMPLIFICATION_MODES[data.get("domain", "recsys")]:
+                if f"{arm}@{mode}" not in self.arms:
+                    arms[f"{arm}@{mode}"] = deep_merge(canonical(delta), {"loop": {"feedback": mode}})
+        return replace(self, arms=arms)
 
     def total_steps(self, configs: dict[str, SimConfig]) -> int:
         """Rounds over all arms (for progress displays)."""
@@ -253,6 +273,8 @@ def load_run(folder: Path) -> tuple[Scenario, dict[str, SimConfig], str, dict[st
         sc = known[source]
         if not isinstance(sc, Scenario):
             raise ConfigError(f"--resume: scenario '{source}' is not a round loop and cannot be resumed")
+        if set(sc.arms) != set(configs) and set(sc.amplified().arms) == set(configs):
+            sc = sc.amplified()  # a run of --amplification
         if set(sc.arms) != set(configs):
             raise ConfigError(
                 f"--resume: {path} names arms {sorted(configs)}, scenario '{source}' has {sorted(sc.arms)}"

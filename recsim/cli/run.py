@@ -60,6 +60,14 @@ Window = Annotated[
 Quick = Annotated[
     bool, typer.Option("--quick", help="The scenario's small preset (its `quick` overrides, then --set).")
 ]
+Amplification = Annotated[
+    bool,
+    typer.Option(
+        "--amplification",
+        help="Beside every arm, the same learner on a fixed logger's logs (ARM@open) and on random "
+        "ones (ARM@random, recommender): the summary gives closed - open, the loop's amplification.",
+    ),
+]
 Resume = Annotated[
     Path | None,
     typer.Option(help="Continue the run in this folder from its last complete round (same config)."),
@@ -85,6 +93,7 @@ def run(
     threads: Threads = None,
     window: Window = None,
     quick: Quick = False,
+    amplification: Amplification = False,
     resume: Resume = None,
 ) -> None:
     """Run every arm of a scenario on every seed; write config.yaml, metrics.parquet, logs/,
@@ -103,6 +112,7 @@ def run(
             "--no-tracking": no_tracking,
             "--distributed": distributed,
             "--quick": quick,
+            "--amplification": amplification,
         }
         _resume(scenario, resume, [flag for flag, on in given.items() if on], quiet, parallel)
         return
@@ -111,7 +121,7 @@ def run(
     overrides += [f"device={device}"] if device is not None else []
     overrides += ["tracking.enabled=false"] if no_tracking else []
     overrides += [f"tracking.uri={tracking_uri}"] if tracking_uri else []
-    sc, configs = _resolve(scenario, overrides, rounds, seed, quick)
+    sc, configs = _resolve(scenario, overrides, rounds, seed, quick, amplification)
     study = _study(sc, configs, seeds, seed, threads, distributed, **parallel)
     wants_cuda = any(getattr(c, "device", "cpu") == "cuda" for c in configs.values())
     ctx = _distributed(sc, configs, "cuda" if wants_cuda else "cpu", sharding) if distributed else None
@@ -261,15 +271,25 @@ def _check_memory(configs: dict[str, Any], study: Any) -> None:
 
 
 def _resolve(
-    scenario: str, overrides: list[str], rounds: int | None, seed: int | None, quick: bool = False
+    scenario: str,
+    overrides: list[str],
+    rounds: int | None,
+    seed: int | None,
+    quick: bool = False,
+    amplification: bool = False,
 ) -> tuple[Any, dict]:
-    """The scenario and every arm's validated config (one line and exit 2 on bad input)."""
+    """The scenario (with its open-loop arms under ``amplification``) and every arm's validated
+    config (one line and exit 2 on bad input)."""
     from recsim.scenario import load_scenario
 
     try:
         sc = load_scenario(scenario)
         if quick and not getattr(sc, "quick", ()):
             fail(f"scenario '{sc.name}' has no --quick preset")
+        if amplification:
+            if not hasattr(sc, "amplified"):
+                fail(f"scenario '{sc.name}' is not a round loop; --amplification is for loops")
+            sc = sc.amplified()
         overrides = [*sc.quick, *overrides] if quick else overrides
         configs = sc.resolve(overrides, rounds=rounds, seed=seed)
     except ConfigError as exc:

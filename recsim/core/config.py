@@ -41,8 +41,10 @@ class LoopConfig(Section):
     uniformly random ones. Every metric reads the learner's own decisions in every mode (under
     ``open`` and ``random`` they are measured against the same users and truth and not logged),
     so closed - open of a metric is what the loop itself adds to it: its amplification
-    (an arm with ``loop.feedback=open`` beside the closed one, paired by seed). The recommender
-    domain only."""
+    (an arm with ``loop.feedback=open`` beside the closed one, paired by seed; ``recsim run
+    --amplification`` adds both to every arm). In the llm domain ``open`` retrains the reward
+    model on the base policy's samples instead of the current policy's (``random`` is the
+    recommender's only)."""
 
 
 class MetricsConfig(Section):

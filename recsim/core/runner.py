@@ -432,6 +432,28 @@ def study_window(
     return (max(0, rounds - last), rounds - 1)
 
 
+def amplification_pairs(configs: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(arm, mode, other) for every arm ``other`` whose config differs from the closed-loop arm
+    ``arm``'s only in ``loop.feedback`` (= ``mode``, "open" or "random"): the pairs whose paired
+    difference is the loop's amplification (``recsim run --amplification`` adds them as
+    ``ARM@open`` and ``ARM@random``), in the order of ``configs``."""
+
+    def key(config: Any) -> str:
+        data = config.model_dump(mode="json")
+        data["loop"].pop("feedback", None)
+        return json.dumps(data, sort_keys=True, default=str)
+
+    closed: dict[str, str] = {}
+    for arm, c in configs.items():
+        if c.loop.feedback == "closed":
+            closed.setdefault(key(c), arm)
+    return [
+        (closed[key(c)], c.loop.feedback, arm)
+        for arm, c in configs.items()
+        if c.loop.feedback != "closed" and key(c) in closed
+    ]
+
+
 def summary_fields(
     frame: pl.DataFrame, scenario: Any, configs: dict[str, Any], study: Study
 ) -> dict[str, Any]:
@@ -439,7 +461,7 @@ def summary_fields(
     sd, n, 95% interval), ``paired`` (difference to ``reference`` with interval, p, distinguishable,
     minimum detectable effect, seeds for half the difference, and ``settles``: the round from
     which the per-round difference stays on one side of zero, null if it does not)."""
-    from recsim.core.stats import describe, paired, paired_rounds, settled
+    from recsim.core.stats import amplification, describe, paired, paired_rounds, settled
 
     reference = reference_arm(scenario, configs)
     nan_to_none = lambda v: None if isinstance(v, float) and not math.isfinite(v) else v  # noqa: E731
@@ -456,7 +478,15 @@ def summary_fields(
         if row["metric"] in diffs.get(row["arm"], {}):
             diffs[row["arm"]][row["metric"]]["settles"] = row["settles"]
     final = {arm: {m: v["mean"] for m, v in ms.items()} for arm, ms in stats.items()}
-    return {"reference": reference, "window": study.window, "final": final, "stats": stats, "paired": diffs}
+    fields = {"reference": reference, "window": study.window, "final": final, "stats": stats, "paired": diffs}
+    pairs = amplification_pairs(configs)
+    if pairs:
+        amp: dict[str, dict[str, dict[str, Any]]] = {}
+        for row in amplification(frame, scenario.table, pairs, study.window).iter_rows(named=True):
+            cell = {k: nan_to_none(row[k]) for k in keys}
+            amp.setdefault(row["arm"], {}).setdefault(row["mode"], {})[row["metric"]] = cell
+        fields["amplification"] = amp
+    return fields
 
 
 def metric_columns(frame: pl.DataFrame) -> list[str]:
@@ -469,10 +499,12 @@ def write_statistics(
     frame: pl.DataFrame, scenario: Any, configs: dict[str, Any], study: Study, tracker: Tracker, out: Path
 ) -> list[Path]:
     """summary.md (every metric: means with 95% intervals; paired differences to the reference
-    with their power; the round each settles at), intervals.png (the scenario's table metrics),
-    paired.png (their per-round paired differences, with two or more seeds and arms), and the
+    with their power; the round each settles at; the amplification of every arm run closed and
+    open, :func:`amplification_pairs`), intervals.png (the scenario's table metrics), paired.png
+    (their per-round paired differences, with two or more seeds and arms), amplification.png
+    (the per-round amplification, where there are pairs), and the
     summary table on the parent MLflow run (``summary_table.json``); returns the files written."""
-    from recsim.core.stats import describe, paired, paired_rounds, settled
+    from recsim.core.stats import amplification, amplification_rounds, describe, paired, paired_rounds, settled
     from recsim.io.plots import plot_intervals, plot_paired_rounds
 
     reference = reference_arm(scenario, configs)
@@ -481,11 +513,19 @@ def write_statistics(
     diffs = paired(frame, metrics, reference, study.window)
     per_round = paired_rounds(frame, list(scenario.table), reference)
     settling = settled(per_round)
-    (out / "summary.md").write_text(summary_markdown(stats, diffs, reference, study, settling))
+    pairs = amplification_pairs(configs)
+    amp = amplification(frame, metrics, pairs, study.window)
+    amp_rounds = amplification_rounds(frame, list(scenario.table), pairs)
+    text = summary_markdown(stats, diffs, reference, study, settling)
+    if pairs:
+        text += amplification_markdown(amp, settled(amp_rounds))
+    (out / "summary.md").write_text(text)
     figure = plot_intervals(stats.filter(pl.col("metric").is_in(list(scenario.table))), out / "intervals.png")
     figures = [figure]
     if len(study.seeds) >= 2 and per_round.height:
         figures.append(plot_paired_rounds(per_round, out / "paired.png", reference, study.window))
+    if len(study.seeds) >= 2 and amp_rounds.height:
+        figures.append(plot_paired_rounds(amp_rounds, out / "amplification.png", None, study.window))
     table = stats.join(
         diffs.select("arm", "metric", "diff", "p", "distinguishable", dlow="low", dhigh="high"),
         on=["arm", "metric"],
@@ -527,6 +567,26 @@ def summary_markdown(
             "(-) zero through the last round; - : it does not settle (paired.png draws it).",
             "",
         ]
+        lines += _markdown(settling, _settle_cell)
+    return "\n".join(lines) + "\n"
+
+
+def amplification_markdown(amp: pl.DataFrame, settling: pl.DataFrame) -> str:
+    """The amplification section of summary.md: per arm and mode, closed - open (or random) of
+    every metric with its 95% interval, then the round each settles at (amplification.png)."""
+    rows = amp.with_columns(arm=pl.format("{}: closed - {}", "arm", "mode"))
+    lines = [
+        "",
+        "Amplification: each arm on its own logs (closed loop) minus the same arm on the fixed "
+        "logger's logs (open) or on random ones, paired by seed [95% interval]; * distinguishable "
+        "from 0; p: paired t-test; then MDE / seeds for half.",
+        "",
+    ]
+    lines += _markdown(rows, _diff_cell)
+    lines += [""]
+    lines += _markdown(rows, _power_cell)
+    if settling.height:
+        lines += ["", "Round from which the per-round amplification stays above (+) or below (-) zero.", ""]
         lines += _markdown(settling, _settle_cell)
     return "\n".join(lines) + "\n"
 

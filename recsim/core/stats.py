@@ -15,7 +15,10 @@ round (or its mean over a window of rounds). Then, over the n seeds:
   half the observed difference at that power (:func:`seeds_needed`);
 - per round, the same paired difference (:func:`paired_rounds`), and the round from which its
   interval stays on one side of zero (:func:`settling_round`): before it the two loops are still
-  pulling apart (the transient), so effects are read over a window of rounds after it.
+  pulling apart (the transient), so effects are read over a window of rounds after it;
+- the loop's amplification of a metric (:func:`amplification`): an arm run closed-loop on its
+  own logs minus the same arm on a fixed logger's logs (open) or on random ones, paired by seed
+  as above.
 
 >>> import polars as pl
 >>> frame = pl.DataFrame({"arm": ["a"] * 3 + ["b"] * 3, "seed": [0, 1, 2] * 2,
@@ -264,6 +267,48 @@ def settled(per_round: pl.DataFrame) -> pl.DataFrame:
         )
     schema = {"arm": pl.String, "metric": pl.String, "settles": pl.Int64, "side": pl.Int64}
     return pl.DataFrame(rows, schema=schema)
+
+
+def amplification(
+    frame: pl.DataFrame,
+    metrics: Sequence[str],
+    pairs: Sequence[tuple[str, str, str]],
+    window: tuple[int, int] | None = None,
+) -> pl.DataFrame:
+    """Rows (arm, mode, metric, and :func:`paired`'s columns): for each ``(arm, mode, other)`` of
+    ``pairs`` (the closed-loop arm, the feedback mode of ``other``, the arm that differs from it
+    only in that mode), arm - other paired by seed: what retraining on its own decisions adds to
+    each metric, its amplification.
+
+    >>> f = pl.DataFrame({"arm": ["a"] * 2 + ["a@open"] * 2, "seed": [0, 1] * 2, "round": [0] * 4,
+    ...                   "gini": [0.5, 0.6, 0.3, 0.5]})
+    >>> row = amplification(f, ["gini"], [("a", "open", "a@open")]).row(0, named=True)
+    >>> row["arm"], row["mode"], round(row["diff"], 3)
+    ('a', 'open', 0.15)
+    """
+    parts = [
+        paired(frame.filter(pl.col("arm").is_in([arm, other])), metrics, other, window)
+        .with_columns(arm=pl.lit(arm), mode=pl.lit(mode))
+        for arm, mode, other in pairs
+    ]
+    schema = {"arm": pl.String, "mode": pl.String, **{k: v for k, v in _PAIRED_SCHEMA.items() if k != "arm"}}
+    if not parts:
+        return pl.DataFrame(schema=schema)
+    return pl.concat(parts).select(list(schema))
+
+
+def amplification_rounds(
+    frame: pl.DataFrame, metrics: Sequence[str], pairs: Sequence[tuple[str, str, str]]
+) -> pl.DataFrame:
+    """:func:`paired_rounds` of each pair of :func:`amplification`, with ``arm`` named
+    "ARM: closed - MODE" (rows arm, metric, round, diff, sd, n, low, high)."""
+    parts = [
+        paired_rounds(frame.filter(pl.col("arm").is_in([arm, other])), metrics, other).with_columns(
+            arm=pl.lit(f"{arm}: closed - {mode}")
+        )
+        for arm, mode, other in pairs
+    ]
+    return pl.concat(parts) if parts else paired_rounds(frame.clear(), metrics, "")
 
 
 def curves(frame: pl.DataFrame, metrics: Sequence[str]) -> pl.DataFrame:

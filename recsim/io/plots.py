@@ -148,11 +148,13 @@ def plot_intervals(stats: pl.DataFrame, path: Path) -> Path:
 
 
 def plot_paired_rounds(
-    per_round: pl.DataFrame, path: Path, reference: str, window: tuple[int, int] | None = None
+    per_round: pl.DataFrame, path: Path, reference: str | None, window: tuple[int, int] | None = None
 ) -> Path:
     """One panel per metric, one line per arm: its paired difference to ``reference`` in every
     round with the 95% interval as a band, zero as a dashed line, and the summary's window of
-    rounds shaded. ``per_round``: rows as :func:`recsim.core.stats.paired_rounds` gives."""
+    rounds shaded. ``per_round``: rows as :func:`recsim.core.stats.paired_rounds` gives (each
+    line's own reference is named in its label when ``reference`` is None, as the amplification's
+    "ARM: closed - open")."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -173,7 +175,7 @@ def plot_paired_rounds(
         ax.axhline(0.0, color="k", ls="--", lw=0.8)
         if window is not None:
             ax.axvspan(window[0] - 0.5, window[1] + 0.5, color="0.85", zorder=0)
-        ax.set_title(f"{metric} - {metric}[{reference}]", fontsize=9)
+        ax.set_title(f"{metric} - {metric}[{reference}]" if reference else metric, fontsize=9)
         ax.set_xlabel("round")
         ax.grid(alpha=0.3)
     return _save_panels(fig, axes, len(metrics), path)

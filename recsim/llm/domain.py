@@ -145,10 +145,7 @@ class LlmDomain(BasePolicy, RewardFit, PolicyOptimization, Evaluation):
     # 1. act ----------------------------------------------------------------------------------------
     def act(self, state: LlmState, round_: int) -> Batch:
         c = self.cfg
-        idx = torch.randperm(len(self.pool), generator=self.gen(round_, "prompts"))[: c.labeler.label_prompts]
-        rollouts = self.sample(
-            state.policy, self.pool.take(idx), c.optimization.group_size, self.gen(round_, "sample")
-        )
+        rollouts = self._label_samples(state.policy, round_)
         if c.optimization.optimizer != "best_of_n":
             return Batch(rollouts)
         n = 2**round_
@@ -157,6 +154,24 @@ class LlmDomain(BasePolicy, RewardFit, PolicyOptimization, Evaluation):
         best = self.score(state.reward_model, cand).view(-1, n).argmax(1) + torch.arange(len(self.eval)) * n
         served = Rollouts.build(self.fmt, self.eval, cand.prompt[best], cand.tokens[best])
         return Batch(rollouts, served, n)
+
+    def _label_samples(self, policy: torch.nn.Module, round_: int) -> Rollouts:
+        """G samples of ``policy`` for each of the round's ``label_prompts`` training prompts."""
+        c = self.cfg
+        idx = torch.randperm(len(self.pool), generator=self.gen(round_, "prompts"))[: c.labeler.label_prompts]
+        return self.sample(policy, self.pool.take(idx), c.optimization.group_size, self.gen(round_, "sample"))
+
+    def logged(self, state: LlmState, round_: int) -> tuple[Batch, Labels] | None:
+        """With ``loop.feedback`` "open": the base (reference) policy's samples for the round's
+        prompts, labeled as the policy's would be, so the reward model retrains on a fixed logger's
+        samples instead of the current policy's own; None in the closed loop. The logger draws from
+        the learner's own streams (``prompts``, ``sample``, ``labels``): in round 0, where the policy
+        is the reference, both loops log the same pairs, and with ``reward_model.refit`` off the
+        two loops are identical."""
+        if self.config.loop.feedback == "closed":
+            return None
+        batch = Batch(self._label_samples(self.reference, round_))
+        return batch, self.feedback(state, batch, round_)
 
     def feedback(self, state: LlmState, batch: Batch, round_: int) -> Labels:
         c, r = self.cfg, batch.rollouts

@@ -21,9 +21,11 @@ class Evaluation(DomainParts):
 
     # 5. measure --------------------------------------------------------------------------------
     def measure(
-        self, state: LlmState, batch: Batch, labels: Labels, round_: int
+        self, state: LlmState, batch: Batch, labels: Labels, round_: int, logged: Batch | None = None
     ) -> tuple[dict[str, float], LlmState]:
-        """The round's metrics on the fixed evaluation prompts (K = ``pass_k_samples`` per prompt)."""
+        """The round's metrics on the fixed evaluation prompts (K = ``pass_k_samples`` per prompt),
+        and on the round's own samples (``batch``: the policy's, whichever loop logged; ``logged``,
+        the open loop's base-policy samples, is not read)."""
         many = self.sample(
             state.policy, self.eval, self.cfg.evaluation.pass_k_samples, self.gen(round_, "eval")
         )
