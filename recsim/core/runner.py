@@ -504,7 +504,14 @@ def write_statistics(
     (their per-round paired differences, with two or more seeds and arms), amplification.png
     (the per-round amplification, where there are pairs), and the
     summary table on the parent MLflow run (``summary_table.json``); returns the files written."""
-    from recsim.core.stats import amplification, amplification_rounds, describe, paired, paired_rounds, settled
+    from recsim.core.stats import (
+        amplification,
+        amplification_rounds,
+        describe,
+        paired,
+        paired_rounds,
+        settled,
+    )
     from recsim.io.plots import plot_intervals, plot_paired_rounds
 
     reference = reference_arm(scenario, configs)

@@ -287,8 +287,9 @@ def amplification(
     ('a', 'open', 0.15)
     """
     parts = [
-        paired(frame.filter(pl.col("arm").is_in([arm, other])), metrics, other, window)
-        .with_columns(arm=pl.lit(arm), mode=pl.lit(mode))
+        paired(frame.filter(pl.col("arm").is_in([arm, other])), metrics, other, window).with_columns(
+            arm=pl.lit(arm), mode=pl.lit(mode)
+        )
         for arm, mode, other in pairs
     ]
     schema = {"arm": pl.String, "mode": pl.String, **{k: v for k, v in _PAIRED_SCHEMA.items() if k != "arm"}}
