@@ -35,16 +35,24 @@ def _merge(domain: dict, delta: dict) -> dict:
     return {**domain, **{k: {**domain.get(k, {}), **v} for k, v in delta.items()}}
 
 
+ARMS = {
+    f"{name}/{mitigation}": _merge(domain, deltas[i])
+    for i, (name, domain) in enumerate((("recsys", RECSYS), ("llm", LLM)))
+    for mitigation, deltas in MITIGATIONS.items()
+}
+# The cross-domain row of the loop's amplification: the unmitigated loop of each domain with its
+# learner trained on a fixed logger's data (the recommender's popularity logger; the LLM reward
+# model on the base policy's samples); summary.md pairs each with its closed loop.
+for _name in ("recsys", "llm"):
+    ARMS[f"{_name}/none@open"] = _merge(ARMS[f"{_name}/none"], {"loop": {"feedback": "open"}})
+
 SCENARIO = CrossDomainScenario(
     name="cross-domain",
     description="Both domains, matched bias knobs, each shared mitigation on or off: cascade "
-    "curves of spurious_share, gap and gini normalized to round 0 (cascade.png).",
+    "curves of spurious_share, gap and gini normalized to round 0 (cascade.png); the "
+    "unmitigated loops' amplification (closed - open) in both domains.",
     base={"loop": {"rounds": 8}},
-    arms={
-        f"{name}/{mitigation}": _merge(domain, deltas[i])
-        for i, (name, domain) in enumerate((("recsys", RECSYS), ("llm", LLM)))
-        for mitigation, deltas in MITIGATIONS.items()
-    },
+    arms=ARMS,
     plot=("gap", "spurious_share", "gini", "ece", "gold"),
     table=("gold", "gap", "spurious_share", "gini", "ece", "entropy"),
 )

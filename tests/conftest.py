@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test` runs one worker per core: one thread each
+    import torch
+
+    torch.set_num_threads(1)
 
 SMALL = [
     "world.n_users=300",
