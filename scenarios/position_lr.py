@@ -9,6 +9,7 @@ the learned examination curve is from the true one) and ``ndcg_truth`` over roun
 """
 
 from recsim.scenario import Scenario
+from scenarios.position_bias import SCENARIO as GRID
 
 _BASE_LR = 0.003  # the ranker's own learning rate (ranker.lr's default)
 
@@ -16,13 +17,7 @@ SCENARIO = Scenario(
     name="position-lr",
     description="Shallow position tower at position_lr 0.05 (default) and 0.003 (the ranker's own "
     "rate) vs plain MMoE: learned curve error and ndcg_truth over rounds 10-15.",
-    base={
-        "world": {"n_users": 1000, "n_items": 500},
-        "policy": {"slate_size": 10, "n_candidates": 100},
-        "ranker": {"name": "mmoe", "window": 5},
-        "metrics": {"panel_users": 128},
-        "loop": {"rounds": 16},
-    },
+    base={**GRID.base, "ranker": {**GRID.base["ranker"], "name": "mmoe"}},  # the grid's world
     arms={
         "none": {"ranker": {"position": "none"}},
         "tower-lr0.05": {"ranker": {"position": "shallow_tower", "position_lr": 0.05}},
@@ -30,5 +25,5 @@ SCENARIO = Scenario(
     },
     plot=("ndcg_truth", "position_curve_error", "position_share", "gold"),
     table=("ndcg_truth", "position_curve_error", "position_share", "gold", "gini"),
-    window=6,  # rounds 10-15, as the position-bias scenario
+    window=GRID.window,  # rounds 10-15, as the position-bias scenario
 )
