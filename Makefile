@@ -13,6 +13,9 @@ ML_WHEEL := $(DATA)/recbole-1.2.1-py3-none-any.whl
 ML_WORLD := $(DATA)/worlds/ml-100k
 FIT_CODE := recsim/recsys/worldfit.py recsim/recsys/datasets.py recsim/experiments/fitted.py
 
+# Test workers (pytest-xdist), one per core; each runs torch on one thread (tests/conftest.py).
+TEST_WORKERS ?= $(shell $(PYTHON) -c "import os; print(max(1, len(os.sched_getaffinity(0))))")
+
 .PHONY: setup run test lint bench clean data
 
 setup: $(STAMP)
@@ -40,8 +43,7 @@ run: $(STAMP)
 
 test: $(STAMP) data
 	$(VENV)/bin/ruff check recsim towers scenarios tests
-	$(VENV)/bin/pytest -q tests --doctest-modules recsim towers
-	$(VENV)/bin/pytest -q --nbmake notebooks
+	$(VENV)/bin/pytest -q -n $(TEST_WORKERS) tests --doctest-modules recsim towers --nbmake notebooks
 
 bench: $(STAMP)
 	$(VENV)/bin/recsim bench

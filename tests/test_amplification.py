@@ -167,3 +167,27 @@ def test_random_logs_are_for_the_recommender_domain():
     with pytest.raises(ConfigError, match="runs the recommender domain only"):
         validate({"domain": "llm", "loop": {"feedback": "random"}})
     assert validate({"domain": "llm", "loop": {"feedback": "open"}}).loop.feedback == "open"
+
+
+def test_amplified_arms_are_tracked_under_mlflow_keys(tmp_path):
+    # an amplified arm's name carries '@', which MLflow refuses in metric keys: the tracker logs
+    # the scenario run's per-arm results under keys it accepts, and every arm gets its own run
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    spec = {
+        "name": "amp-tracked",
+        "arms": {"none": {"ranker": {"name": "random"}}},
+        "base": {**BASE, "loop": {"rounds": 2}, "tracking": {"uri": uri, "experiment": "amp"}},
+    }
+    recsim.run(spec, seeds=2, out=tmp_path / "run", tracking=True, threads=1, amplification=True)
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("amp")
+    runs = client.search_runs([exp.experiment_id])
+    arms = {r.data.tags.get("arm") for r in runs} - {None}
+    assert {"none", "none@open", "none@random"} <= arms
+    arm_run = next(r for r in runs if r.data.tags.get("arm") == "none@open" and "seed" not in r.data.tags)
+    assert "gold" in arm_run.data.metrics
+    from recsim.io.tracking import finite_metrics
+
+    assert finite_metrics({"llm/none@open.gold": 0.5, "seed": 1}) == {"llm/none_open.gold": 0.5}

@@ -12,6 +12,7 @@ under the scenario run, so the UI shows every arm's curves at once.
 from __future__ import annotations
 
 import math
+import re
 import subprocess
 from pathlib import Path
 from typing import Any, Protocol
@@ -120,11 +121,20 @@ def domain_params(config: Any) -> dict[str, Any]:
     return flat
 
 
+_NOT_IN_KEY = re.compile(r"[^\w\-. :/]")
+
+
+def metric_key(name: str) -> str:
+    """``name`` as an MLflow metric key: MLflow takes alphanumerics, ``_ - . : /`` and spaces, so
+    any other character becomes ``_`` (``llm/none@open.gold`` is logged as ``llm/none_open.gold``)."""
+    return _NOT_IN_KEY.sub("_", name)
+
+
 def finite_metrics(row: dict[str, Any]) -> dict[str, float]:
-    """The numeric, finite entries of a metrics row (MLflow rejects or mangles the others); the
-    seed is the run's identity, not a metric."""
+    """The numeric, finite entries of a metrics row (MLflow rejects or mangles the others), keyed
+    by :func:`metric_key`; the seed is the run's identity, not a metric."""
     return {
-        k: float(v)
+        metric_key(k): float(v)
         for k, v in row.items()
         if k != "seed" and isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
     }
