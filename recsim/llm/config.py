@@ -199,8 +199,18 @@ class RewardModelConfig(Section):
     """Share of pairs labeled by the frozen gold judge (mode=anchored)."""
     refit: bool = True
     """Retrain the reward model every round (False: only on round 0's base-policy samples)."""
-    epochs: int = Field(3, gt=0)
-    """Passes over the pair window per round."""
+    epochs: int = Field(60, gt=0)
+    """Most passes over the training pairs of a fit: its budget in steps is ``epochs`` x
+    ceil(training pairs / ``batch_size``), so it scales with the pairs. The fit stops earlier,
+    on the best epoch, once the held-out pairs' loss has not improved for ``patience`` epochs."""
+    heldout_share: float = Field(0.2, ge=0, lt=1)
+    """Share of each fit's pairs held out for early stopping (drawn from stream ``rm-split``);
+    0: no held-out split, every fit runs ``epochs`` epochs."""
+    patience: int = Field(3, gt=0)
+    """Epochs without a lower held-out Bradley-Terry loss before the fit stops and returns to the
+    weights of its best epoch."""
+    batch_size: int = Field(256, gt=0)
+    """Pairs per Adam step."""
     lr: float = Field(3e-3, gt=0)
     """Adam learning rate of the reward model."""
     window: int | None = Field(None, gt=0)

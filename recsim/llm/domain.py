@@ -54,7 +54,7 @@ class LlmDomain(BasePolicy, RewardFit, PolicyOptimization, Evaluation):
     (:mod:`.policy_opt`) and evaluation (:mod:`.evaluation`); this class wires the loop's steps."""
 
     name = "llm"
-    table_names = ("rm_budget",)
+    table_names = ("rm_budget", "rm_fit")
     finite_keys = ("rm_loss", "policy_loss")
 
     def __init__(self, config: SimConfig, dist: Any = None) -> None:
@@ -233,19 +233,27 @@ class LlmDomain(BasePolicy, RewardFit, PolicyOptimization, Evaluation):
     def fit(self, state: LlmState, logs: LogStore, arm: str, round_: int) -> LlmState:
         c = self.cfg
         stats: dict[str, float] = {}
+        curve = None
         if c.reward_model.refit or round_ == 0:
             window = c.reward_model.window or round_ + 1
             frame = logs.read(arm, max(0, round_ - window + 1), round_)
-            stats["rm_loss"] = self._fit_reward_model(state, frame, self.gen(round_, "rm-fit"))
+            fitted, rows = self._fit_reward_model(
+                state, frame, self.gen(round_, "rm-fit"), self.gen(round_, "rm-split")
+            )
+            stats.update(fitted)
+            curve = pl.DataFrame(rows).with_columns(pl.lit(round_, pl.Int64).alias("round"))
         if c.optimization.optimizer not in ("best_of_n", "none"):
             stats.update(self._optimize_policy(state, round_))
-        return replace(state, train=stats)
+        return replace(state, train=stats, fit_curve=curve)
 
     def evolve(self, state: LlmState, batch: Batch, labels: Labels, round_: int) -> LlmState:
         return state  # the tasks do not change
 
     def tables(self, state: LlmState, round_: int) -> dict[str, pl.DataFrame]:
-        return {"rm_budget": state.budget} if state.budget is not None else {}
+        tables = {"rm_budget": state.budget} if state.budget is not None else {}
+        if state.fit_curve is not None:
+            tables["rm_fit"] = state.fit_curve  # the round's fit, per epoch
+        return tables
 
     @classmethod
     def tags(cls, config: Any) -> dict[str, str]:

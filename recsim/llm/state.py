@@ -56,6 +56,8 @@ class LlmState:
     rm_opt: torch.optim.Optimizer
     train: dict[str, float] | None = None
     budget: pl.DataFrame | None = None
+    fit_curve: pl.DataFrame | None = None
+    """The round's reward-model fit, one row per epoch (the ``rm_fit`` table); None: no fit."""
 
 
 def gold_pairs(r: Rollouts, group: int) -> tuple[torch.Tensor, torch.Tensor]:
