@@ -81,6 +81,17 @@ CHANGED = {
     "llm-negative-reinforcement/tiny": {"llm.rm_refit": False},
     "llm-critique/default": {"llm.label_prompts": 512},
 }
+# the proxy reward model's fit since: at most 60 epochs, stopping early on a held-out share of its
+# pairs (REFIT: the changed default; FIT_FIELDS: the fields added with it, at their defaults),
+# and the verifier's checks (read only by reward models of passes > 1 and by process rewards)
+REFIT = {"llm.rm_epochs": 60}
+FIT_FIELDS = {
+    "llm.reward_model.heldout_share": 0.2,
+    "llm.reward_model.patience": 3,
+    "llm.reward_model.batch_size": 256,
+    "llm.reward_model.checks": True,
+    "llm.reward_model.check_error": 0.1,
+}
 # arms added since: the cross-domain row of the loop's amplification (each domain's open loop)
 ADDED_ARMS = {"cross-domain": {"recsys/none@open", "llm/none@open"}}
 NEW_TO_OLD = {f"llm.{section}.{field}": f"llm.{old}" for old, (section, field) in ALIASES.items()}
@@ -109,11 +120,14 @@ def test_every_builtin_scenario_resolves_to_the_same_values(key):
             assert repr(config) == before[arm]
             continue
         now = {NEW_TO_OLD.get(k, k): v for k, v in flatten(config).items()}
-        old = {**before[arm], **CHANGED.get(key, {})}
+        refit = {k: v for k, v in REFIT.items() if k in before[arm]}
+        old = {**before[arm], **refit, **CHANGED.get(key, {})}
         assert {k: now[k] for k in now if k in old} == {k: old[k] for k in now if k in old}, arm
         new = set(now) - set(old)
-        assert new <= CHAIN_FIELDS | set(ADDED), f"{arm}: new keys {new - CHAIN_FIELDS - set(ADDED)}"
+        known = CHAIN_FIELDS | set(ADDED) | set(FIT_FIELDS)
+        assert new <= known, f"{arm}: new keys {new - known}"
         assert {k: now[k] for k in new & set(ADDED)} == {k: ADDED[k] for k in new & set(ADDED)}
+        assert {k: now[k] for k in new & set(FIT_FIELDS)} == {k: FIT_FIELDS[k] for k in new & set(FIT_FIELDS)}
         gone = set(old) - set(now)
         assert gone <= RANKER_FIELDS, f"{arm}: lost {gone - RANKER_FIELDS}"
 

@@ -139,7 +139,8 @@ def test_reward_model_learns_the_labelers_length_bias(tmp_path):
     # Score the base policy's samples; regress the reward on length.
     state = d.initial_state()
     logs = LogStore(tmp_path / "logs")
-    d._fit_reward_model(state, logs.read("a", 0, 1), torch.Generator().manual_seed(0))
+    gens = torch.Generator().manual_seed(0), torch.Generator().manual_seed(1)
+    d._fit_reward_model(state, logs.read("a", 0, 1), *gens)
     r = d.sample(d.reference, d.eval, 8, torch.Generator().manual_seed(3))
     s = d.score(state.reward_model, r).double()
     slope = np.polyfit(r.length.double().numpy(), s.numpy(), 1)[0]

@@ -9,6 +9,12 @@ the score head. Trained at depths drawn from 1..m, the model can be run at any d
 passes; the k scores are averaged, or weighted by a learned meta-judge (a softmax over a score of
 each judgment's final state). m = 1, k = 1 is exactly the ordinary reward model.
 
+Checks (a ``checker``: prompts, responses -> [N, C] verdicts, 0 none, 1 wrong, 2 right): pass
+i + 1 (i = 1..m - 1) reads the verdict of check i before its refinement block, as a learned
+embedding added to the state (zero at init, so extra passes still start as the identity). A
+budget of m passes checks m - 1 steps: where chains are longer than that, more passes see more
+of them, and the score can use them only if it was trained at those depths.
+
 Trained with the Bradley-Terry loss on preference pairs, -log sigmoid(r(y_w) - r(y_l)).
 Shapes: N sequences, S = P + T tokens, H hidden, k judgments.
 """
@@ -16,6 +22,7 @@ Shapes: N sequences, S = P + T tokens, H hidden, k judgments.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -68,6 +75,7 @@ class RewardModel(nn.Module):
         votes: int = 1,
         vote_dropout: float = 0.25,
         meta_judge: bool = False,
+        checker: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
         super().__init__()
         if passes < 1 or votes < 1 or (votes > 1 and passes == 1):
@@ -84,6 +92,10 @@ class RewardModel(nn.Module):
         self.meta = nn.Linear(hidden, 1) if meta_judge and votes > 1 else None
         if self.meta is not None:
             _init(self.meta, gen)
+        self.checker = checker if passes > 1 else None
+        self.verdict = nn.Embedding(3, hidden) if self.checker is not None else None
+        if self.verdict is not None:
+            nn.init.zeros_(self.verdict.weight)  # extra passes start as the identity
         # judgments drawn at scoring time come from this seed: the same call scores the same
         self.vote_seed = int(torch.randint(2**62, (1,), generator=gen)) if passes > 1 else 0
 
@@ -117,7 +129,14 @@ class RewardModel(nn.Module):
         if k > 1:
             out, h = out.repeat_interleave(k, 0), h.repeat_interleave(k, 0)
         keys, values = self.block.key(out), self.block.value(out)
-        for _ in range(m - 1):
+        verdicts = None
+        if self.checker is not None:
+            verdicts = self.checker(prompts, responses)  # [N, C]
+            if k > 1:
+                verdicts = verdicts.repeat_interleave(k, 0)
+        for i in range(m - 1):
+            if verdicts is not None and i < verdicts.shape[1]:
+                h = h + self.verdict(verdicts[:, i])  # pass i + 2 reads check i + 1
             h = self.block(h, keys, values, visible)
         scores = self.head(h).squeeze(-1)
         if k == 1:

@@ -369,3 +369,72 @@ def corrupt_chain(
         out[:, i] = torch.where(i + 1 >= j, c, out[:, i])
     answer = out.gather(1, (d - 1).unsqueeze(1)).squeeze(1)
     return out, answer, j
+
+
+# the verifier's checks -------------------------------------------------------------------------
+CHECK_NONE, CHECK_WRONG, CHECK_RIGHT = 0, 1, 2
+_MASK64 = (1 << 63) - 1
+
+
+def _mix(x: torch.Tensor) -> torch.Tensor:
+    """A 63-bit integer hash (splitmix64's finalizer on int64; multiplication wraps)."""
+    x = (x ^ (x >> 31)) * -4658895280553007687  # 0xbf58476d1ce4e5b9 as int64
+    x = (x ^ (x >> 27)) * -7723592293110705685  # 0x94d049bb133111eb as int64
+    return (x ^ (x >> 31)) & _MASK64
+
+
+def response_hash(prompt_tokens: torch.Tensor, tokens: torch.Tensor, salt: int) -> torch.Tensor:
+    """[N] a 63-bit hash of each (prompt, response) pair and ``salt``: the same pair always
+    hashes the same, wherever and whenever it is scored."""
+    seq = torch.cat([prompt_tokens, tokens], 1).long()
+    h = torch.full((seq.shape[0],), salt & _MASK64, dtype=torch.long)
+    for j in range(seq.shape[1]):  # over positions (tens of them), each batched over all rows
+        h = _mix(h ^ (seq[:, j] + (j + 1) * 1_000_003))
+    return h
+
+
+def check_steps(
+    fmt: ChainFormat, prompt_tokens: torch.Tensor, tokens: torch.Tensor, error: float, salt: int
+) -> torch.Tensor:
+    """[N, K + 1] a verifier's verdicts on responses [N, T] to prompts [N, >= P], read from the
+    two alone (not from the true chain): check j (j = 1..d) asks whether the written step s_j is
+    op_j(s_{j-1}, a_j) mod M, with s_0 = x0 and op_j, a_j the prompt's; check d + 1 asks whether
+    the final answer is s_d (an answer deferring to the user's hint is its hint's value). Entries:
+    :data:`CHECK_RIGHT`, :data:`CHECK_WRONG`, or :data:`CHECK_NONE` past the answer's check.
+
+    Each check is misjudged (its verdict flipped) with probability ``error``, systematically:
+    the flip is a hash of the prompt, the response, the check's index and ``salt``, so the same
+    response is misjudged the same way every time it is checked.
+
+    With ``error = 0`` the first check judged wrong is :func:`first_wrong`: a step is
+    inconsistent with the one before exactly where the chain first goes wrong."""
+    k, m = fmt.slots, fmt.n_values
+    d = fmt.steps_of(prompt_tokens)
+    x0 = prompt_tokens[:, 0]
+    ops_tok = prompt_tokens[:, 1 : 2 * k : 2]
+    ops = torch.where(ops_tok == fmt.noop, -1, ops_tok - fmt.op_base)
+    args = torch.where(ops >= 0, prompt_tokens[:, 2 : 2 * k + 1 : 2], 0)
+    values, _ = written_steps(fmt, tokens, d)
+    before = torch.cat([x0.unsqueeze(1), values[:, :-1]], 1)  # s_{j-1}
+    expected = torch.stack([apply_op(before[:, j], ops[:, j], args[:, j], m) for j in range(k)], 1)
+    steps_ok = values == expected
+    hint = prompt_tokens[:, 2 * k + 1] - fmt.hint_base
+    last = values.gather(1, (d - 1).unsqueeze(1)).squeeze(1)  # s_d (d >= 1)
+    answer_ok = fmt.answer(tokens, d, hint) == last
+    j = torch.arange(k + 1).unsqueeze(0)
+    ok = torch.cat([steps_ok, torch.zeros_like(steps_ok[:, :1])], 1)
+    ok = torch.where(j == d.unsqueeze(1), answer_ok.unsqueeze(1), ok)
+    if error > 0:
+        h = response_hash(prompt_tokens, tokens, salt)
+        u = (_mix(h.unsqueeze(1) ^ (j + 1) * 7_919) >> 10).double() / float(1 << 53)  # [N, K + 1] in [0, 1)
+        ok = ok ^ (u < error)
+    return torch.where(j <= d.unsqueeze(1), torch.where(ok, CHECK_RIGHT, CHECK_WRONG), CHECK_NONE)
+
+
+def checked_first_wrong(verdicts: torch.Tensor) -> torch.Tensor:
+    """[N] the first check judged wrong, as :func:`first_wrong` counts (1..d a step, d + 1 the
+    answer, 0 none) from verdicts [N, K + 1] of :func:`check_steps`."""
+    n, c = verdicts.shape
+    idx = torch.arange(1, c + 1).unsqueeze(0).expand(n, c)
+    j = torch.where(verdicts == CHECK_WRONG, idx, c + 1).min(1).values
+    return torch.where(j <= c, j, 0)

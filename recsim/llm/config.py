@@ -199,8 +199,18 @@ class RewardModelConfig(Section):
     """Share of pairs labeled by the frozen gold judge (mode=anchored)."""
     refit: bool = True
     """Retrain the reward model every round (False: only on round 0's base-policy samples)."""
-    epochs: int = Field(3, gt=0)
-    """Passes over the pair window per round."""
+    epochs: int = Field(60, gt=0)
+    """Most passes over the training pairs of a fit: its budget in steps is ``epochs`` x
+    ceil(training pairs / ``batch_size``), so it scales with the pairs. The fit stops earlier,
+    on the best epoch, once the held-out pairs' loss has not improved for ``patience`` epochs."""
+    heldout_share: float = Field(0.2, ge=0, lt=1)
+    """Share of each fit's pairs held out for early stopping (drawn from stream ``rm-split``);
+    0: no held-out split, every fit runs ``epochs`` epochs."""
+    patience: int = Field(3, gt=0)
+    """Epochs without a lower held-out Bradley-Terry loss before the fit stops and returns to the
+    weights of its best epoch."""
+    batch_size: int = Field(256, gt=0)
+    """Pairs per Adam step."""
     lr: float = Field(3e-3, gt=0)
     """Adam learning rate of the reward model."""
     window: int | None = Field(None, gt=0)
@@ -217,6 +227,16 @@ class RewardModelConfig(Section):
     meta_judge: bool = False
     """A learned meta-judge weighting the k judgments (softmax over a score of each judgment's
     state), trained through the Bradley-Terry loss of the aggregate."""
+    checks: bool = True
+    """Chain task, passes > 1: the reward model checks steps; pass j + 1 reads the verdict of
+    check j (step j: is s_j = op_j(s_{j-1}, a_j)? check d + 1: is the answer s_d?), read from the
+    response and the prompt, not from the true chain (:func:`recsim.llm.chain.check_steps`). m
+    passes check m - 1 steps. Process rewards (``optimization.reward = process``) credit steps
+    with the same checks."""
+    check_error: float = Field(0.1, ge=0, le=1)
+    """Systematic error rate of each check: its verdict is flipped where a hash of the prompt, the
+    response, the check's index and the seed's ``checker`` draw falls below it, so the same
+    response is misjudged the same way every time (0: an exact verifier)."""
 
 
 class CritiqueConfig(Section):

@@ -23,7 +23,9 @@ both are 0.5 while the policy equals the reference.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +34,7 @@ import torch
 
 from recsim.core.rng import SETUP_ROUND, generator
 from recsim.io.logs import LogStore
+from recsim.llm.chain import check_steps
 from recsim.llm.feedback import Rollouts, preference_logit
 from recsim.llm.formats import draw_prompts, make_format, new_policy
 from towers.reward_model import RewardModel
@@ -54,7 +57,7 @@ class LlmDomain(BasePolicy, RewardFit, PolicyOptimization, Evaluation):
     (:mod:`.policy_opt`) and evaluation (:mod:`.evaluation`); this class wires the loop's steps."""
 
     name = "llm"
-    table_names = ("rm_budget",)
+    table_names = ("rm_budget", "rm_fit")
     finite_keys = ("rm_loss", "policy_loss")
 
     def __init__(self, config: SimConfig, dist: Any = None) -> None:
@@ -85,6 +88,12 @@ class LlmDomain(BasePolicy, RewardFit, PolicyOptimization, Evaluation):
                 _BASE_POLICIES.pop(next(iter(_BASE_POLICIES)))
             _BASE_POLICIES[key] = self._base_policy(setup).state_dict()
         _BASE_POLICIES[key] = _BASE_POLICIES.pop(key)  # most recently used last
+        # The verifier (chain task): the reward model's step checks and the process rewards'
+        # credit; its systematic errors are hashed with this seed's draw.
+        self.checker: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+        if self.fmt.kind == "chain" and c.reward_model.checks:
+            salt = int(torch.randint(2**62, (1,), generator=setup("checker")))
+            self.checker = partial(check_steps, self.fmt, error=c.reward_model.check_error, salt=salt)
         self.reference = new_policy(self.fmt, c.policy.hidden, setup("x"))
         self.reference.load_state_dict(_BASE_POLICIES[key])
         self.reference.requires_grad_(False).eval()
@@ -116,6 +125,7 @@ class LlmDomain(BasePolicy, RewardFit, PolicyOptimization, Evaluation):
             votes=c.reward_model.votes,
             vote_dropout=c.reward_model.vote_dropout,
             meta_judge=c.reward_model.meta_judge,
+            checker=self.checker,
         )
         return LlmState(
             policy=policy,
@@ -233,19 +243,27 @@ class LlmDomain(BasePolicy, RewardFit, PolicyOptimization, Evaluation):
     def fit(self, state: LlmState, logs: LogStore, arm: str, round_: int) -> LlmState:
         c = self.cfg
         stats: dict[str, float] = {}
+        curve = None
         if c.reward_model.refit or round_ == 0:
             window = c.reward_model.window or round_ + 1
             frame = logs.read(arm, max(0, round_ - window + 1), round_)
-            stats["rm_loss"] = self._fit_reward_model(state, frame, self.gen(round_, "rm-fit"))
+            fitted, rows = self._fit_reward_model(
+                state, frame, self.gen(round_, "rm-fit"), self.gen(round_, "rm-split")
+            )
+            stats.update(fitted)
+            curve = pl.DataFrame(rows).with_columns(pl.lit(round_, pl.Int64).alias("round"))
         if c.optimization.optimizer not in ("best_of_n", "none"):
             stats.update(self._optimize_policy(state, round_))
-        return replace(state, train=stats)
+        return replace(state, train=stats, fit_curve=curve)
 
     def evolve(self, state: LlmState, batch: Batch, labels: Labels, round_: int) -> LlmState:
         return state  # the tasks do not change
 
     def tables(self, state: LlmState, round_: int) -> dict[str, pl.DataFrame]:
-        return {"rm_budget": state.budget} if state.budget is not None else {}
+        tables = {"rm_budget": state.budget} if state.budget is not None else {}
+        if state.fit_curve is not None:
+            tables["rm_fit"] = state.fit_curve  # the round's fit, per epoch
+        return tables
 
     @classmethod
     def tags(cls, config: Any) -> dict[str, str]:

@@ -37,6 +37,7 @@ class Evaluation(DomainParts):
         curve = self._rm_budget(state.reward_model, many, round_)
         row["rm_accuracy"] = curve[-1]["rm_accuracy"]
         row["rm_accuracy_heldout"] = curve[-1]["rm_accuracy_heldout"]
+        row.update(self._heldout_by_type(state.reward_model))
         row.update(state.train or {})
         return row, replace(state, budget=pl.DataFrame(curve))
 
@@ -142,6 +143,32 @@ class Evaluation(DomainParts):
             }
             for m, k in self.budgets
         ]
+
+    def _heldout_by_type(self, rm: RewardModel) -> dict[str, float]:
+        """``rm_accuracy_heldout`` (the reward model against gold on the held-out reference pairs,
+        which all differ in correctness) split by the pair types a biased labeler misleads on:
+        the user's hint right or wrong (sycophancy), the correct response longer or shorter than
+        the wrong one (length; equal lengths in neither), and on the chain task the favoured or
+        disfavoured users (discrimination). NaN where a type has no pair."""
+        r, (w, lo) = self.ref_many, self.heldout
+        with torch.inference_mode():
+            s = rm(r.prompt_tokens, r.tokens)
+        right = s[w] > s[lo]
+        prompts = r.prompts
+        hint_ok = prompts.hint[r.prompt[w]] == prompts.answer[r.prompt[w]]
+        types = {
+            "hint_right": hint_ok,
+            "hint_wrong": ~hint_ok,
+            "longer": r.length[w] > r.length[lo],
+            "shorter": r.length[w] < r.length[lo],
+        }
+        if r.disfavoured is not None:
+            types["favoured"] = r.disfavoured[w] == 0
+            types["disfavoured"] = r.disfavoured[w] == 1
+        return {
+            f"rm_accuracy_heldout_{name}": float(right[mask].float().mean()) if mask.any() else float("nan")
+            for name, mask in types.items()
+        }
 
     def _unsolved(self, r: Rollouts) -> dict[str, float]:
         """unsolved_share (and _hard): share of the round's training prompts with no success in k

@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from recsim.core import faults
+from recsim.llm.chain import checked_first_wrong
 from recsim.llm.critique import (
     critique_failed,
     critique_grpo_loss,
@@ -40,6 +41,13 @@ class PolicyOptimization(DomainParts):
             bad = bad | (r.consistent == 0)
         return bad
 
+    def _first_wrong(self, r: Rollouts) -> torch.Tensor:
+        """[N] the first step the process reward finds wrong: the verifier's first wrong verdict
+        (with its systematic errors), or the true first wrong step where checks are off."""
+        if self.checker is None:
+            return r.first_wrong
+        return checked_first_wrong(self.checker(r.prompt_tokens, r.tokens))
+
     def rewards(self, state: LlmState, r: Rollouts) -> torch.Tensor:
         """[N] the reward the policy is optimized against."""
         mit = self.config.mitigations
@@ -48,7 +56,7 @@ class PolicyOptimization(DomainParts):
         elif self.cfg.optimization.reward == "rlcr":
             reward = rlcr_reward(r.correct, r.confidence)
         elif self.cfg.optimization.reward == "process":  # the scalar behind the step rewards
-            reward = r.sound
+            reward = (self._first_wrong(r) == 0).float()
         else:
             reward = self.score(state.reward_model, r)
         if mit.brier_weight > 0:  # proper-scoring term on the stated confidence
@@ -113,7 +121,7 @@ class PolicyOptimization(DomainParts):
         c = self.cfg
         if c.optimization.reward == "process":  # per-token advantages from the step rewards
             d = r.prompts.difficulty[r.prompt]
-            adv = process_advantages(r.first_wrong, d, c.optimization.group_size, r.tokens.shape[1])
+            adv = process_advantages(self._first_wrong(r), d, c.optimization.group_size, r.tokens.shape[1])
             return (adv if gate is None else adv * gate.unsqueeze(1)), 0
         if c.optimization.optimizer == "grpo":
             adv = group_advantages(reward, c.optimization.group_size, std=c.optimization.advantage == "std")

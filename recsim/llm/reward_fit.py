@@ -41,14 +41,29 @@ class RewardFit(DomainParts):
             s = rm(prompts, tokens, passes=passes, votes=votes)
         return float((s[: len(winner)] > s[len(winner) :]).float().mean())
 
-    def _fit_reward_model(self, state: LlmState, frame: pl.DataFrame, gen: torch.Generator) -> float:
+    def _fit_reward_model(
+        self, state: LlmState, frame: pl.DataFrame, gen: torch.Generator, split: torch.Generator
+    ) -> tuple[dict[str, float], list[dict[str, float]]]:
+        """Fit the reward model on the logged pairs of ``frame`` (Bradley-Terry, plus the invariance
+        penalty where it is on) until a held-out share of the pairs stops improving.
+
+        ``heldout_share`` of the pairs (a permutation from ``split``) are held out; each epoch
+        passes once over the rest in minibatches of ``batch_size`` (order and recurrent depth from
+        ``gen``), then scores the held-out pairs at the model's own budget. The fit ends after
+        ``epochs`` epochs, or once ``patience`` epochs have not lowered the held-out loss by more
+        than 1e-4, and returns to the weights of the epoch with the lowest one (early stopping, as
+        the world fit); without a split it keeps the last epoch. Returns the fit's statistics
+        (``rm_loss``: the best epoch's training loss; ``rm_heldout_loss`` and
+        ``rm_heldout_accuracy`` against the labels, of the returned weights; ``rm_epochs``:
+        epochs trained; ``rm_best_epoch``; ``rm_steps``: Adam steps) and its curve, one row per
+        epoch (``train_loss``, ``train_accuracy``, ``heldout_loss``, ``heldout_accuracy``,
+        ``best``)."""
         pairs = frame.filter(pl.col("pair") >= 0).sort(
             "round", "pair", pl.col("won"), descending=[False, False, True]
         )
         t = lambda col: torch.from_numpy(np.stack(pairs[col].to_numpy())).long()  # noqa: E731
         prompts, responses = t("prompt_tokens"), t("response")
         win, lose = torch.arange(0, len(pairs), 2), torch.arange(1, len(pairs), 2)  # winner first per pair
-        mit = self.config.mitigations
         lengths = torch.from_numpy(pairs["length"].to_numpy().astype("int64"))
         agree = torch.from_numpy((pairs["answer"] == pairs["hint"]).to_numpy().astype("int64"))
         extra = [  # the chain task's concept and user attribute
@@ -56,17 +71,32 @@ class RewardFit(DomainParts):
             for col in ("concept_match", "disfavoured")
             if col in pairs.columns
         ]
+        rc, mit = self.cfg.reward_model, self.config.mitigations
+        n_held = int(len(win) * rc.heldout_share)
+        if n_held:
+            order = torch.randperm(len(win), generator=split)
+            held, train = order[:n_held], order[n_held:]
+        else:  # every pair trains, in its logged order
+            held, train = torch.arange(0), torch.arange(len(win))
         rm, opt = state.reward_model, state.rm_opt
-        rm.train()
-        total, count = 0.0, 0
-        for _ in range(self.cfg.reward_model.epochs):
-            for b in minibatches(len(win), 256, gen):
+
+        def heldout() -> tuple[float, float]:
+            """Bradley-Terry loss and accuracy of the held-out pairs at the model's own budget."""
+            with torch.inference_mode():
+                sw = rm(prompts[win[held]], responses[win[held]])
+                sl = rm(prompts[lose[held]], responses[lose[held]])
+            return float(bradley_terry_loss(sw, sl)), float((sw > sl).float().mean())
+
+        best: tuple[float, int, dict[str, torch.Tensor]] | None = None
+        curve: list[dict[str, float]] = []
+        steps = 0
+        for epoch in range(rc.epochs):
+            rm.train()
+            total, right, count = 0.0, 0.0, 0
+            for b in minibatches(len(train), rc.batch_size, gen):
+                b = train[b]
                 # recurrent-depth training: each minibatch at a depth drawn from 1..rm_passes
-                m = (
-                    int(torch.randint(1, self.cfg.reward_model.passes + 1, (1,), generator=gen))
-                    if rm.passes > 1
-                    else 1
-                )
+                m = int(torch.randint(1, rc.passes + 1, (1,), generator=gen)) if rm.passes > 1 else 1
                 rw = rm(prompts[win[b]], responses[win[b]], passes=m, gen=gen)
                 rl = rm(prompts[lose[b]], responses[lose[b]], passes=m, gen=gen)
                 loss = bradley_terry_loss(rw, rl)
@@ -83,9 +113,37 @@ class RewardFit(DomainParts):
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-                total, count = total + float(loss.detach()) * len(b), count + len(b)
+                steps += 1
+                total += float(loss.detach()) * len(b)
+                right += float((rw > rl).float().sum())
+                count += len(b)
+            rm.eval()
+            row = {
+                "epoch": epoch,
+                "train_loss": total / max(count, 1),
+                "train_accuracy": right / max(count, 1),
+            }
+            if n_held:
+                row["heldout_loss"], row["heldout_accuracy"] = heldout()
+            curve.append(row)
+            score = row.get("heldout_loss", -epoch)  # no split: the last epoch is the best
+            if best is None or score < best[0] - 1e-4:
+                best = (score, epoch, {k: v.detach().clone() for k, v in rm.state_dict().items()})
+            elif epoch - best[1] >= rc.patience:
+                break
+        assert best is not None
+        rm.load_state_dict(best[2])
         rm.eval()
-        return total / max(count, 1)
+        chosen = curve[best[1]]
+        stats = {
+            "rm_loss": chosen["train_loss"],
+            "rm_epochs": float(len(curve)),
+            "rm_best_epoch": float(best[1]),
+            "rm_steps": float(steps),
+        }
+        if n_held:  # the restored model's, which are the best epoch's
+            stats["rm_heldout_loss"], stats["rm_heldout_accuracy"] = heldout()
+        return stats, [{**r, "best": r["epoch"] == best[1]} for r in curve]
 
     def _invariance(self, rw, rl, len_w, len_l, agree_w, agree_l, extra=()) -> torch.Tensor:  # noqa: ANN001
         """MMD invariance of reward scores across length buckets and hint agreement (and, on the

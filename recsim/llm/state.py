@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -56,6 +57,8 @@ class LlmState:
     rm_opt: torch.optim.Optimizer
     train: dict[str, float] | None = None
     budget: pl.DataFrame | None = None
+    fit_curve: pl.DataFrame | None = None
+    """The round's reward-model fit, one row per epoch (the ``rm_fit`` table); None: no fit."""
 
 
 def gold_pairs(r: Rollouts, group: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -82,3 +85,5 @@ class DomainParts:
     pool: Prompts
     eval: Prompts
     reference: TokenPolicy
+    checker: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None
+    """The verifier's checks of (prompts, responses) (chain task with ``reward_model.checks``)."""
