@@ -14,6 +14,7 @@ ML_WORLD := $(DATA)/worlds/ml-100k
 FIT_CODE := recsim/recsys/worldfit.py recsim/recsys/datasets.py recsim/experiments/fitted.py
 
 # Test workers (pytest-xdist), one per core; each runs torch on one thread (tests/conftest.py).
+# A test file runs on one worker, so its tests share what a worker caches (the LLM base policy).
 TEST_WORKERS ?= $(shell $(PYTHON) -c "import os; print(max(1, len(os.sched_getaffinity(0))))")
 
 .PHONY: setup run test lint bench clean data
@@ -43,7 +44,8 @@ run: $(STAMP)
 
 test: $(STAMP) data
 	$(VENV)/bin/ruff check recsim towers scenarios tests
-	$(VENV)/bin/pytest -q -n $(TEST_WORKERS) tests --doctest-modules recsim towers --nbmake notebooks
+	$(VENV)/bin/pytest -q -n $(TEST_WORKERS) --dist loadfile tests --doctest-modules recsim towers
+	$(VENV)/bin/pytest -q -n $(TEST_WORKERS) --nbmake --nbmake-timeout=1200 notebooks
 
 bench: $(STAMP)
 	$(VENV)/bin/recsim bench

@@ -286,34 +286,34 @@ PLATEAU = {
 }
 
 
-def _plateau_run(seed: int, root: Path, rounds: int, **llm) -> dict[str, float]:
-    """Mean unsolved shares and hard accuracy over the second half of a run of the preset."""
-    import polars as pl
-
-    from recsim.core.loop import run_arm
-
-    d = LlmDomain(validate({"domain": "llm", "seed": seed, "llm": {**PLATEAU, **llm}}))
-    rows = run_arm(d, "arm", rounds, LogStore(root / f"{seed}-{len(llm)}"), lambda *_: None)
-    late = pl.DataFrame(rows).filter(pl.col("round") >= rounds // 2)
-    return {k: float(late[k].mean()) for k in ("unsolved_share", "unsolved_share_hard", "accuracy_hard")}
-
-
-def test_the_base_policy_never_solves_hard_prompts_and_critique_grpo_lowers_unsolved_share(tmp_path):
+def test_the_base_policy_never_solves_hard_prompts_and_only_critiques_reach_them(tmp_path):
     """Scalar GRPO gets no gradient from groups where every sample failed; Critique-GRPO's
-    refinements (with the true answer) give those groups one. Over three seeds, the share of
-    training prompts left unsolved is lower with critiques."""
+    refinements (with the true answer) give those groups one. The base policy never solves a hard
+    prompt, scalar GRPO stays on the plateau, and the critique arm's refinements of failed
+    rollouts sometimes succeed, so its failed groups carry a learning signal. Whether that lowers the
+    unsolved share over a run is the validation suite's claim ``critique-grpo-unsolved`` (seeds
+    and intervals); at this size it is a few points, within three seeds' noise."""
     base = LlmDomain(validate({"domain": "llm", "seed": 0, "llm": PLATEAU}))
     hard = base.eval.is_hard(base.fmt)
     many = base.sample(
         base.reference, base.eval.take(torch.nonzero(hard).squeeze(1)), 64, torch.Generator().manual_seed(0)
     )
     assert float(many.correct.mean()) < 0.005  # essentially never: pass@64 on ~64 hard prompts
-    scalar, critiqued = [], []
-    for seed in (0, 1, 2):
-        scalar.append(_plateau_run(seed, tmp_path, 10))
-        critiqued.append(_plateau_run(seed, tmp_path, 10, critique="ground_truth"))
-    for key in ("unsolved_share", "unsolved_share_hard"):
-        assert sum(c[key] for c in critiqued) < sum(s[key] for s in scalar), (scalar, critiqued)
+    import polars as pl
+
+    from recsim.core.loop import run_arm
+
+    def rows(**llm) -> pl.DataFrame:
+        d = LlmDomain(validate({"domain": "llm", "seed": 0, "llm": {**PLATEAU, **llm}}))
+        return pl.DataFrame(run_arm(d, "arm", 3, LogStore(tmp_path / str(len(llm))), lambda *_: None))
+
+    scalar, critiqued = rows(), rows(critique="ground_truth")
+    assert scalar["unsolved_share_hard"].min() > 0.85  # the plateau: hard groups all fail
+    assert critiqued["critiqued"].min() > 0.2  # failed rollouts are critiqued ...
+    # ... and some refinements succeed (0.24-0.32 here, about the 0.2 of guessing among A = 5
+    # answers: following a critique is a weak skill at this warm-up), so a failed group's mixed
+    # group has a correct member and a gradient, where scalar GRPO's has none
+    assert critiqued["refine_success"].min() > 0.1
 
 
 def test_the_benchmark_reports_judgments_per_second_at_each_budget():

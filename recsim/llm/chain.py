@@ -387,10 +387,9 @@ def response_hash(prompt_tokens: torch.Tensor, tokens: torch.Tensor, salt: int) 
     """[N] a 63-bit hash of each (prompt, response) pair and ``salt``: the same pair always
     hashes the same, wherever and whenever it is scored."""
     seq = torch.cat([prompt_tokens, tokens], 1).long()
-    h = torch.full((seq.shape[0],), salt & _MASK64, dtype=torch.long)
-    for j in range(seq.shape[1]):  # over positions (tens of them), each batched over all rows
-        h = _mix(h ^ (seq[:, j] + (j + 1) * 1_000_003))
-    return h
+    position = torch.arange(1, seq.shape[1] + 1) * 1_000_003
+    per_token = _mix((seq + position) ^ (salt & _MASK64))  # [N, S]: each token at its position
+    return _mix(per_token.sum(1) & _MASK64)  # int64 sums wrap
 
 
 def check_steps(
