@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import SHORT_RM_FIT
 
 from recsim.config import validate
 from recsim.llm.chain import (
@@ -395,7 +396,7 @@ def test_rlcr_calibrates_stated_confidence_on_the_chain_task(tmp_path, seed):
     weakest seed, 3); after 6 rounds brier -0.049 [-0.079, -0.018], ece -0.051 [-0.100, -0.001],
     accuracy -0.003 [-0.027, 0.022]. The bounds asserted are under half the seeds' own effects."""
     sc = load_scenario("llm-calibration")
-    small = ["llm.n_eval_prompts=64", "llm.label_prompts=64", "tracking.enabled=false"]
+    small = ["llm.n_eval_prompts=64", "llm.label_prompts=64", "tracking.enabled=false", *SHORT_RM_FIT]
     frame = sc.run(sc.resolve([*small, "loop.rounds=4", f"seed={seed}"]), tmp_path / "cal")
     rows = frame.filter(frame["round"] == 3).select("arm", "ece", "brier", "accuracy").iter_rows()
     last = {arm: values for arm, *values in rows}

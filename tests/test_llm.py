@@ -10,6 +10,7 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
+from conftest import SHORT_RM_FIT
 
 from recsim.config import validate
 from recsim.llm.domain import Batch, LlmDomain
@@ -19,7 +20,13 @@ from recsim.llm.tasks import make_prompts, step_masks
 from recsim.scenario import load_scenario
 from towers.llm_policy import response_mask
 
-SMALL = ["llm.label_prompts=64", "llm.n_eval_prompts=128", "llm.pass_k_samples=16", "tracking.enabled=false"]
+SMALL = [
+    "llm.label_prompts=64",
+    "llm.n_eval_prompts=128",
+    "llm.pass_k_samples=16",
+    "tracking.enabled=false",
+    *SHORT_RM_FIT,
+]
 
 
 def _domain(**llm) -> LlmDomain:

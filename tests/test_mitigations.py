@@ -17,7 +17,13 @@ from recsim.mitigations.invariance import invariance_penalty, mmd2
 from recsim.mitigations.sign_split import sign_split_weights
 from recsim.scenario import Scenario
 
-LLM_SMALL = {"label_prompts": 128, "n_eval_prompts": 128, "pass_k_samples": 16}
+# the reward model's fit these bounds were set with (conftest.SHORT_RM_FIT)
+LLM_SMALL = {
+    "label_prompts": 128,
+    "n_eval_prompts": 128,
+    "pass_k_samples": 16,
+    "reward_model": {"epochs": 3, "heldout_share": 0.0},
+}
 # Recommender: below the smaller of the effects on seeds 0 and 1 (position_share +0.27 and +0.19).
 MARGIN_REC = 0.1
 

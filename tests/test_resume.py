@@ -14,6 +14,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 import torch
+from conftest import SHORT_RM_FIT
 
 RECSYS = [
     "feedback-loop",
@@ -50,6 +51,7 @@ LLM = [
     "llm.sft_steps=10",
     "--set",
     "llm.policy_steps=2",
+    *(arg for setting in SHORT_RM_FIT for arg in ("--set", setting)),
 ]
 # (fault point, which pass): mid-training (after the 7th optimizer step: round 1 of the first
 # arm), mid-log-write, between metrics and MLflow, after MLflow but before the checkpoint,

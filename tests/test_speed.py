@@ -19,6 +19,7 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
+from conftest import SHORT_RM_FIT
 from scipy import stats
 from sklearn.metrics import brier_score_loss, ndcg_score
 
@@ -682,7 +683,7 @@ def test_checkpoints_written_late_equal_checkpoints_written_at_once(
     if scenario == "feedback-loop":
         overrides = [*small, "loop.rounds=3", *extra]
     else:
-        overrides = [*sc.quick, "loop.rounds=3", "tracking.enabled=false", *extra]
+        overrides = [*sc.quick, "loop.rounds=3", "tracking.enabled=false", *SHORT_RM_FIT, *extra]
     arm, config = next(iter(sc.resolve(overrides).items()))
 
     class Deferred(CheckpointWriter):
