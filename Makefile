@@ -14,8 +14,9 @@ ML_WORLD := $(DATA)/worlds/ml-100k
 FIT_CODE := recsim/recsys/worldfit.py recsim/recsys/datasets.py recsim/experiments/fitted.py
 
 # Test workers (pytest-xdist), one per core; each runs torch on one thread (tests/conftest.py).
-# A test file runs on one worker, so its tests share what a worker caches (the LLM base policy);
-# the notebooks' kernels run on one thread each too (more threads than cores slow torch down).
+# A test file (or notebook) runs on one worker, so its tests share what a worker caches (the LLM
+# base policy); the notebooks go first, as the longest files. The processes tests start and the
+# notebooks' kernels run on one thread each too (more threads than cores slow torch down).
 TEST_WORKERS ?= $(shell $(PYTHON) -c "import os; print(max(1, len(os.sched_getaffinity(0))))")
 
 .PHONY: setup run test lint bench clean data
@@ -45,8 +46,8 @@ run: $(STAMP)
 
 test: $(STAMP) data
 	$(VENV)/bin/ruff check recsim towers scenarios tests
-	$(VENV)/bin/pytest -q -n $(TEST_WORKERS) --dist loadfile tests --doctest-modules recsim towers
-	OMP_NUM_THREADS=1 $(VENV)/bin/pytest -q -n $(TEST_WORKERS) --nbmake --nbmake-timeout=1200 notebooks
+	OMP_NUM_THREADS=1 $(VENV)/bin/pytest -q -n $(TEST_WORKERS) --dist loadfile \
+		--nbmake --nbmake-timeout=1200 notebooks tests --doctest-modules recsim towers
 
 bench: $(STAMP)
 	$(VENV)/bin/recsim bench
