@@ -75,6 +75,17 @@ def test_heldout_accuracy_by_pair_type_adds_up_to_the_whole(tmp_path):
     assert row["rm_accuracy_heldout_hint_right"] > row["rm_accuracy_heldout_hint_wrong"]
 
 
+def test_by_type_accuracies_add_up_with_voted_judgments(tmp_path):
+    # voted judgments draw their views per call: the split scores the pairs as the whole does
+    d, state = _fitted(tmp_path, reward_model={"passes": 2, "votes": 2, "epochs": 3})
+    row = d._heldout_by_type(state.reward_model)
+    r, (w, _) = d.ref_many, d.heldout
+    share = float((r.prompts.hint[r.prompt[w]] == r.prompts.answer[r.prompt[w]]).float().mean())
+    right, wrong = row["rm_accuracy_heldout_hint_right"], row["rm_accuracy_heldout_hint_wrong"]
+    whole = share * right + (1 - share) * wrong
+    assert whole == pytest.approx(d.rm_accuracy(state.reward_model, r, d.heldout), abs=1e-6)
+
+
 # -- the verifier --------------------------------------------------------------------------------
 FMT = ChainFormat(56, 4, 10, 4)
 

@@ -149,11 +149,14 @@ class Evaluation(DomainParts):
         which all differ in correctness) split by the pair types a biased labeler misleads on:
         the user's hint right or wrong (sycophancy), the correct response longer or shorter than
         the wrong one (length; equal lengths in neither), and on the chain task the favoured or
-        disfavoured users (discrimination). NaN where a type has no pair."""
+        disfavoured users (discrimination). NaN where a type has no pair. The pairs are scored as
+        :meth:`rm_accuracy` scores them (the same rows in one call, so voted judgments see the same
+        views), and only they are."""
         r, (w, lo) = self.ref_many, self.heldout
+        idx = torch.cat([w, lo])
         with torch.inference_mode():
-            s = rm(r.prompt_tokens, r.tokens)
-        right = s[w] > s[lo]
+            s = rm(r.prompt_tokens[idx], r.tokens[idx])
+        right = s[: len(w)] > s[len(w) :]
         prompts = r.prompts
         hint_ok = prompts.hint[r.prompt[w]] == prompts.answer[r.prompt[w]]
         types = {
