@@ -1,7 +1,9 @@
 """The Domain protocol: what a domain implements to run on the loop, and the registry of domains.
 
 A domain is found by the arm's ``domain`` field in :data:`DOMAINS` (lazy ``"module:Class"``
-entries, so the engine names no domain module); its class is built as ``Class(config, dist)``.
+entries, so the engine names no domain module); its class is built as
+``Class(config, dist, cache)``: ``cache`` (a :class:`recsim.io.cache.SharedCache` on the run's
+``cache/`` folder, or None) holds set-ups that arms of one seed share and compute once.
 Besides the numbered steps, a domain tells the engine what it adds to a run: the per-round tables
 it writes beside ``metrics.parquet`` (:attr:`Domain.table_names`), the figures drawn from them
 (:meth:`Domain.figures`), the losses that must be finite (:attr:`Domain.finite_keys`), and the
@@ -102,6 +104,7 @@ def domain_class(name: str) -> Any:
     return DOMAINS.get(name)
 
 
-def make_domain(config: Any, dist: Any = None) -> Domain:
-    """The domain of ``config.domain`` for one arm (``dist``: this process's rank, or None)."""
-    return domain_class(config.domain)(config, dist)
+def make_domain(config: Any, dist: Any = None, cache: Any = None) -> Domain:
+    """The domain of ``config.domain`` for one arm (``dist``: this process's rank, or None;
+    ``cache``: the study's :class:`recsim.io.cache.SharedCache`, or None)."""
+    return domain_class(config.domain)(config, dist, cache)

@@ -9,6 +9,7 @@ A unit's files in the run folder ``out``:
 | ``logs/seed=S/round=R/arm-A.ckpt.pt``              | its per-round checkpoints (the state entering R + 1) |
 | ``units/seed=S/arm-A.parquet``                     | its metric rows so far (rewritten each round)  |
 | ``units/seed=S/NAME.arm-A.parquet``                | its per-round domain tables (``NAME``)         |
+| ``cache/NAME-HASH.pt``                             | set-ups shared by units (the LLM base policy)  |
 
 :func:`run_unit` runs one unit in this process (also inside a Ray task); the runner merges the
 units' rows into ``metrics.parquet`` in a fixed order, so the result does not depend on which
@@ -27,6 +28,7 @@ import polars as pl
 from recsim.core import faults
 from recsim.core.domain import make_domain
 from recsim.core.loop import StageTimes, metrics_frame, run_arm
+from recsim.io.cache import SharedCache
 from recsim.io.checkpoint import CheckpointError, CheckpointStore, CheckpointWriter
 from recsim.io.logs import LogStore, safe_name, write_atomic
 
@@ -113,7 +115,7 @@ def _run(
     unit: Unit, out: Path, resume: bool, dist: Any, on_round: Any, timer: StageTimes | None
 ) -> UnitResult:
     config, arm = unit.config, unit.arm
-    domain = make_domain(config, dist)
+    domain = make_domain(config, dist, SharedCache(out / "cache"))
     ranks = (dist.rank, dist.world_size) if dist is not None else (0, 1)
     logs = LogStore(unit.logs_root(out), *ranks)
     if dist is not None and not dist.main:

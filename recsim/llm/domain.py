@@ -33,6 +33,7 @@ import polars as pl
 import torch
 
 from recsim.core.rng import SETUP_ROUND, generator
+from recsim.io.cache import SharedCache
 from recsim.io.logs import LogStore
 from recsim.llm.chain import check_steps
 from recsim.llm.feedback import Rollouts, preference_logit
@@ -45,7 +46,7 @@ from recsim.llm.base_policy import BasePolicy
 from recsim.llm.evaluation import Evaluation, reward_shares
 from recsim.llm.policy_opt import PolicyOptimization
 from recsim.llm.reward_fit import RewardFit
-from recsim.llm.state import _BASE_POLICIES, BASE_POLICY_CACHE, Batch, Labels, LlmState, gold_pairs
+from recsim.llm.state import Batch, Labels, LlmState, gold_pairs
 from recsim.mitigations import describe
 
 __all__ = ["Batch", "Labels", "LlmDomain", "LlmState", "gold_pairs", "reward_shares"]
@@ -60,7 +61,7 @@ class LlmDomain(BasePolicy, RewardFit, PolicyOptimization, Evaluation):
     table_names = ("rm_budget", "rm_fit")
     finite_keys = ("rm_loss", "policy_loss")
 
-    def __init__(self, config: SimConfig, dist: Any = None) -> None:
+    def __init__(self, config: SimConfig, dist: Any = None, cache: SharedCache | None = None) -> None:
         self.config = config
         c = self.cfg = config.llm
         self.fmt = make_format(c)
@@ -71,7 +72,7 @@ class LlmDomain(BasePolicy, RewardFit, PolicyOptimization, Evaluation):
         self.eval = draw_prompts(
             self.fmt, c.task.n_eval_prompts, c.task.hint_wrong, setup("eval-prompts"), c.task.hard_share
         )
-        key = (
+        key = (  # everything the supervised warm-up depends on
             config.seed,
             self.fmt,
             c.task.hint_wrong,
@@ -82,12 +83,11 @@ class LlmDomain(BasePolicy, RewardFit, PolicyOptimization, Evaluation):
             c.task.hard_share,
             c.critique.sft,
             c.policy.sft_sycophancy,
+            torch.get_num_threads(),  # its float sums are split by thread
         )
-        if key not in _BASE_POLICIES:  # arms of one scenario share the base policy: train it once
-            while len(_BASE_POLICIES) >= BASE_POLICY_CACHE:  # the least recently used goes
-                _BASE_POLICIES.pop(next(iter(_BASE_POLICIES)))
-            _BASE_POLICIES[key] = self._base_policy(setup).state_dict()
-        _BASE_POLICIES[key] = _BASE_POLICIES.pop(key)  # most recently used last
+        # Arms of one seed with the same warm-up settings share the base policy: trained once per
+        # process, and once per study where the runner gives a cache folder.
+        base = (cache or SharedCache()).get("base-policy", key, lambda: self._base_policy(setup).state_dict())
         # The verifier (chain task): the reward model's step checks and the process rewards'
         # credit; its systematic errors are hashed with this seed's draw.
         self.checker: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
@@ -95,7 +95,7 @@ class LlmDomain(BasePolicy, RewardFit, PolicyOptimization, Evaluation):
             salt = int(torch.randint(2**62, (1,), generator=setup("checker")))
             self.checker = partial(check_steps, self.fmt, error=c.reward_model.check_error, salt=salt)
         self.reference = new_policy(self.fmt, c.policy.hidden, setup("x"))
-        self.reference.load_state_dict(_BASE_POLICIES[key])
+        self.reference.load_state_dict(base)
         self.reference.requires_grad_(False).eval()
         # Reference responses for gold and proxy: fixed draws of the frozen reference policy.
         self.ref_one = self.sample(self.reference, self.eval, 1, setup("reference-1"))

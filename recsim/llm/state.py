@@ -20,11 +20,6 @@ if TYPE_CHECKING:
 
 
 PASS_K = (1, 2, 4, 8, 16, 32, 64)
-# The supervised base policies of the last configurations seen (each a pure function of its key):
-# arms of one study that share a seed and the task settings reuse it instead of training it again
-# (units run arms outer, seeds inner, so one entry per seed of a study is kept; ~0.5 MB each).
-BASE_POLICY_CACHE = 16
-_BASE_POLICIES: dict[tuple, dict[str, torch.Tensor]] = {}
 
 
 @dataclass(frozen=True)

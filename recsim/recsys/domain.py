@@ -75,7 +75,8 @@ class RecsysDomain:
     table_names = ("position_curves",)
     finite_keys = ("train_loss",)
 
-    def __init__(self, config: SimConfig, dist: Dist | None = None) -> None:
+    def __init__(self, config: SimConfig, dist: Dist | None = None, cache: Any = None) -> None:
+        # ``cache`` (the study's shared set-ups) is not used: a world is drawn in milliseconds.
         self.config = config
         self.dist = dist
         self.world0 = World.create(config)
