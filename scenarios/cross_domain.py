@@ -12,7 +12,7 @@ RECSYS = {
     "ranker": {"name": "mmoe", "position": "shallow_tower", "window": 5},
     "metrics": {"panel_users": 128},
 }
-LLM = {"domain": "llm", "llm": {"optimizer": "grpo", "reward": "reward_model"}}
+LLM = {"domain": "llm", "llm": {"optimizer": "grpo", "reward": "reward_model", "initial_prompts": 4096}}
 BOTH = lambda delta: (delta, delta)  # noqa: E731  the same knob in both domains
 # mitigation -> (recommender delta, LLM delta)
 MITIGATIONS = {

@@ -24,6 +24,7 @@ SCENARIO = Scenario(
             "critique_sft": 0.25,
             "sft_steps": 1500,  # long enough for the shortcut to hold on the hard prompts
             "label_prompts": 512,  # 256 hard training prompts a round for unsolved_share
+            "initial_prompts": 4096,  # the reward model's base-policy preference set
             "rm_refit": False,  # the reward is binary; the reward model only feeds proxy metrics
         },
         "loop": {"rounds": 10},

@@ -12,7 +12,7 @@ SCENARIO = Scenario(
     base={
         "domain": "llm",
         # the reward is binary; the reward model only feeds proxy metrics
-        "llm": {"reward": "binary", "rm_refit": False},
+        "llm": {"reward": "binary", "rm_refit": False, "initial_prompts": 4096},
         "loop": {"rounds": 10},
     },
     arms={

@@ -14,7 +14,7 @@ SCENARIO = Scenario(
     base={
         "domain": "llm",
         # the reward model refits each round on the last 4 rounds' pairs of the policy's samples
-        "llm": {"optimizer": "grpo", "reward": "reward_model", "rm_window": 4},
+        "llm": {"optimizer": "grpo", "reward": "reward_model", "rm_window": 4, "initial_prompts": 4096},
         "loop": {"rounds": 8},
     },
     arms={

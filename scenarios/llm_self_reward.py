@@ -7,7 +7,11 @@ SCENARIO = Scenario(
     name="llm-self-reward",
     description="GRPO against a reward model retrained each round on the policy's samples: biased "
     "labeler vs self-reward vs 25% gold anchor.",
-    base={"domain": "llm", "llm": {"optimizer": "grpo", "reward": "reward_model"}, "loop": {"rounds": 10}},
+    base={
+        "domain": "llm",
+        "llm": {"optimizer": "grpo", "reward": "reward_model", "initial_prompts": 4096},
+        "loop": {"rounds": 10},
+    },
     arms={
         "labeler": {"llm": {"rm_mode": "labeler"}},
         "self-reward": {"llm": {"rm_mode": "self"}},

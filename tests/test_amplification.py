@@ -100,7 +100,8 @@ def test_the_llm_open_loop_fits_the_reward_model_on_the_base_policys_samples(tmp
     from recsim.llm.config import QUICK
 
     quick = {k: v for k, _, v in (q.partition("=") for q in QUICK)}
-    overrides = {**quick, "loop.rounds": 3, "llm.task.n_prompts": 256, "llm.policy.sft_steps": 60}
+    overrides = {**quick, "loop.rounds": 3, "llm.task.n_prompts": 256, "llm.labeler.initial_prompts": 64}
+    overrides["llm.policy.sft_steps"] = 60
     arms = {
         "closed": {},
         "open": {"loop": {"feedback": "open"}},

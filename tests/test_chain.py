@@ -295,6 +295,7 @@ TINY = [
     "llm.n_prompts=64",
     "llm.n_eval_prompts=16",
     "llm.label_prompts=8",
+    "llm.initial_prompts=8",
     "llm.batch_prompts=8",
     "llm.pass_k_samples=8",
     "llm.sft_steps=5",
@@ -317,7 +318,10 @@ REDEFINED = {"spurious_share", "rm_loss"}
 ROUNDED = {"brier"}
 #: scenario settings changed since (to keep each LLM scenario under four minutes a seed), set back
 #: so that the code, not the scenario, is what the reference checks.
-BEFORE = {"llm-negative-reinforcement": ["llm.rm_refit=true"]}
+BEFORE = {
+    "llm-negative-reinforcement": ["llm.rm_refit=true"],
+    "llm-calibration": ["llm.rm_refit=true"],  # its rewards are binary and RLCR: fitted once since
+}
 #: defaults changed since, set back for every scenario: the reward model's fit now stops early on a
 #: held-out share of its pairs, within at most 60 epochs (it ran 3 epochs on all of them)
 FIT_BEFORE = ["llm.reward_model.epochs=3", "llm.reward_model.heldout_share=0"]
@@ -396,7 +400,13 @@ def test_rlcr_calibrates_stated_confidence_on_the_chain_task(tmp_path, seed):
     weakest seed, 3); after 6 rounds brier -0.049 [-0.079, -0.018], ece -0.051 [-0.100, -0.001],
     accuracy -0.003 [-0.027, 0.022]. The bounds asserted are under half the seeds' own effects."""
     sc = load_scenario("llm-calibration")
-    small = ["llm.n_eval_prompts=64", "llm.label_prompts=64", "tracking.enabled=false", *SHORT_RM_FIT]
+    small = [
+        "llm.n_eval_prompts=64",
+        "llm.label_prompts=64",
+        "llm.initial_prompts=64",
+        "tracking.enabled=false",
+        *SHORT_RM_FIT,
+    ]
     frame = sc.run(sc.resolve([*small, "loop.rounds=4", f"seed={seed}"]), tmp_path / "cal")
     rows = frame.filter(frame["round"] == 3).select("arm", "ece", "brier", "accuracy").iter_rows()
     last = {arm: values for arm, *values in rows}

@@ -38,6 +38,7 @@ TINY_LOOP = [
     "llm.n_prompts=64",
     "llm.n_eval_prompts=16",
     "llm.label_prompts=8",
+    "llm.initial_prompts=8",
     "llm.batch_prompts=8",
     "llm.pass_k_samples=8",
     "llm.sft_steps=5",
@@ -80,14 +81,21 @@ CHANGED = {
     "llm-negative-reinforcement/default": {"llm.rm_refit": False},
     "llm-negative-reinforcement/tiny": {"llm.rm_refit": False},
     "llm-critique/default": {"llm.label_prompts": 512},
+    # binary and RLCR rewards: the reward model only feeds proxy metrics, fitted once
+    "llm-calibration/default": {"llm.rm_refit": False},
+    "llm-calibration/tiny": {"llm.rm_refit": False},
 }
+# the reward model's first preference set: 4,096 of the base policy's prompts in every LLM
+# scenario (the tiny preset sets it to its label_prompts); unset elsewhere
+INITIAL = "llm.initial_prompts"  # its old-style alias, as the layout is compared
 # the proxy reward model's fit since: at most 60 epochs, stopping early on a held-out share of its
 # pairs (REFIT: the changed default; FIT_FIELDS: the fields added with it, at their defaults),
 # and the verifier's checks (read only by reward models of passes > 1 and by process rewards)
 REFIT = {"llm.rm_epochs": 60}
 FIT_FIELDS = {
     "llm.reward_model.heldout_share": 0.2,
-    "llm.reward_model.patience": 3,
+    "llm.reward_model.patience": 10,
+    "llm.reward_model.refit_patience": 2,
     "llm.reward_model.batch_size": 256,
     "llm.reward_model.checks": True,
     "llm.reward_model.check_error": 0.1,
@@ -124,10 +132,14 @@ def test_every_builtin_scenario_resolves_to_the_same_values(key):
         old = {**before[arm], **refit, **CHANGED.get(key, {})}
         assert {k: now[k] for k in now if k in old} == {k: old[k] for k in now if k in old}, arm
         new = set(now) - set(old)
-        known = CHAIN_FIELDS | set(ADDED) | set(FIT_FIELDS)
+        known = CHAIN_FIELDS | set(ADDED) | set(FIT_FIELDS) | {INITIAL}
         assert new <= known, f"{arm}: new keys {new - known}"
         assert {k: now[k] for k in new & set(ADDED)} == {k: ADDED[k] for k in new & set(ADDED)}
         assert {k: now[k] for k in new & set(FIT_FIELDS)} == {k: FIT_FIELDS[k] for k in new & set(FIT_FIELDS)}
+        tiny = next((int(o.split("=")[1]) for o in overrides if o.startswith("llm.initial_prompts=")), None)
+        assert now.get(INITIAL) == (
+            tiny if tiny is not None else 4096 if now.get("domain") == "llm" else None
+        ), arm
         gone = set(old) - set(now)
         assert gone <= RANKER_FIELDS, f"{arm}: lost {gone - RANKER_FIELDS}"
 

@@ -22,6 +22,7 @@ from towers.llm_policy import response_mask
 
 SMALL = [
     "llm.label_prompts=64",
+    "llm.initial_prompts=64",
     "llm.n_eval_prompts=128",
     "llm.pass_k_samples=16",
     "tracking.enabled=false",

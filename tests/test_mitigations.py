@@ -203,6 +203,7 @@ def test_compare_prints_the_domain_by_mitigation_table(tmp_path, monkeypatch):
         "policy.n_candidates=30",
         "metrics.panel_users=16",
         "llm.label_prompts=16",
+        "llm.initial_prompts=16",
         "llm.n_eval_prompts=16",
         "llm.pass_k_samples=8",
         "llm.sft_steps=5",

@@ -44,6 +44,8 @@ LLM = [
     "--set",
     "llm.label_prompts=16",
     "--set",
+    "llm.initial_prompts=16",
+    "--set",
     "llm.batch_prompts=16",
     "--set",
     "llm.pass_k_samples=8",

@@ -54,6 +54,18 @@ def test_the_fit_stops_on_its_heldout_split_and_returns_to_its_best_epoch(tmp_pa
     assert s["rm_steps"] == s["rm_epochs"] * steps_per_epoch  # the budget scales with the pairs
 
 
+def test_a_refit_from_the_last_rounds_weights_stops_after_its_own_patience(tmp_path):
+    llm = {**SUM, "rm_epochs": 200, "reward_model": {"patience": 6, "refit_patience": 1}}
+    d = LlmDomain(validate({"domain": "llm", "llm": llm}))
+    state, logs = d.initial_state(), LogStore(tmp_path / "logs")
+    for r in (0, 1):
+        batch = d.act(state, r)
+        logs.append(r, "a", d.log_frame(state, batch, d.feedback(state, batch, r)))
+        state = d.fit(state, logs, "a", r)
+        patience = 6 if r == 0 else 1
+        assert state.train["rm_epochs"] == state.train["rm_best_epoch"] + patience + 1, r
+
+
 def test_without_a_heldout_split_the_fit_runs_its_budget(tmp_path):
     _, state = _fitted(tmp_path, rm_epochs=4, reward_model={"heldout_share": 0.0})
     assert state.train["rm_epochs"] == 4 and state.train["rm_steps"] == 4 * 4  # 1,024 pairs / 256
@@ -135,16 +147,14 @@ def test_the_verifiers_errors_are_systematic_at_their_rate():
     assert set(noisy[real].unique().tolist()) <= {CHECK_RIGHT, CHECK_WRONG}
 
 
-def test_a_budget_of_m_passes_reads_the_first_m_minus_1_checks():
+def test_a_budget_of_m_passes_reads_the_first_m_checks():
     p, tokens = _responses(64, 2)
     g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
     check = partial(check_steps, FMT, error=0.0, salt=1)
-    plain = RewardModel(FMT.prompt_vocab, FMT.vocab, 16, g(), passes=1, checker=check)
-    assert plain.checker is None and plain.verdict is None  # one pass has no pass to check with
+    unchecked = RewardModel(FMT.prompt_vocab, FMT.vocab, 16, g(), passes=3)
     rm = RewardModel(FMT.prompt_vocab, FMT.vocab, 16, g(), passes=3, checker=check)
     base = rm(p.tokens, tokens)
-    rm.checker = lambda pr, tok: torch.full((len(tok), FMT.slots + 1), CHECK_WRONG)
-    assert torch.equal(rm(p.tokens, tokens), base)  # zero at init: extra passes start as the identity
+    assert torch.equal(base, unchecked(p.tokens, tokens))  # the checks start unread (zero at init)
     with torch.no_grad():
         rm.verdict.weight.normal_(generator=g())
         rm.block.mlp[2].weight.normal_(generator=g())
@@ -158,11 +168,16 @@ def test_a_budget_of_m_passes_reads_the_first_m_minus_1_checks():
         return checker
 
     rm.checker = lambda pr, tok: torch.full((len(tok), FMT.slots + 1), CHECK_RIGHT)
-    right, right2 = rm(p.tokens, tokens), rm(p.tokens, tokens, passes=2)
+    right = {m: rm(p.tokens, tokens, passes=m) for m in (1, 2, 3)}
     for col in (0, 1, 2, 4):
         rm.checker = verdicts(col)
-        assert (not torch.allclose(rm(p.tokens, tokens), right)) == (col < 2), col  # passes 2, 3: checks 1, 2
-        assert (not torch.allclose(rm(p.tokens, tokens, passes=2), right2)) == (col == 0), col
+        for m in (1, 2, 3):  # m passes read checks 1..m: a verdict past them changes nothing
+            changed = not torch.allclose(rm(p.tokens, tokens, passes=m), right[m])
+            assert changed == (col < m), (col, m)
+    plain = RewardModel(FMT.prompt_vocab, FMT.vocab, 16, g(), passes=1, checker=check)
+    with torch.no_grad():
+        plain.verdict.weight.normal_(generator=g())
+    assert not torch.allclose(plain(p.tokens, tokens), unchecked(p.tokens, tokens, passes=1))
 
 
 def test_process_rewards_credit_steps_by_the_verifiers_checks(tmp_path):
@@ -200,6 +215,6 @@ def _hint_wrong_accuracy(tmp_path, seed: int) -> dict[int, float]:
 
 def test_more_passes_check_more_steps_and_lift_accuracy_where_the_hint_is_wrong(tmp_path):
     accs = [_hint_wrong_accuracy(tmp_path, seed) for seed in (0, 1)]
-    for acc in accs:  # 6 passes check every step of a 4-step chain and its answer; 1 pass none
+    for acc in accs:  # 5 passes check every step of a 4-step chain and its answer; 1 pass the first
         assert acc[6] > acc[1] + 0.05, accs
         assert acc[6] >= acc[2] - 0.02, accs

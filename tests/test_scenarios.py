@@ -20,6 +20,7 @@ TINY_LOOP = [
     "llm.n_prompts=64",
     "llm.n_eval_prompts=16",
     "llm.label_prompts=8",
+    "llm.initial_prompts=8",
     "llm.batch_prompts=8",
     "llm.pass_k_samples=8",
     "llm.sft_steps=5",

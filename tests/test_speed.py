@@ -683,7 +683,8 @@ def test_checkpoints_written_late_equal_checkpoints_written_at_once(
     if scenario == "feedback-loop":
         overrides = [*small, "loop.rounds=3", *extra]
     else:
-        overrides = [*sc.quick, "loop.rounds=3", "tracking.enabled=false", *SHORT_RM_FIT, *extra]
+        overrides = [*sc.quick, "loop.rounds=3", "llm.labeler.initial_prompts=64", "tracking.enabled=false"]
+        overrides += [*SHORT_RM_FIT, *extra]
     arm, config = next(iter(sc.resolve(overrides).items()))
 
     class Deferred(CheckpointWriter):

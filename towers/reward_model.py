@@ -9,11 +9,11 @@ the score head. Trained at depths drawn from 1..m, the model can be run at any d
 passes; the k scores are averaged, or weighted by a learned meta-judge (a softmax over a score of
 each judgment's final state). m = 1, k = 1 is exactly the ordinary reward model.
 
-Checks (a ``checker``: prompts, responses -> [N, C] verdicts, 0 none, 1 wrong, 2 right): pass
-i + 1 (i = 1..m - 1) reads the verdict of check i before its refinement block, as a learned
-embedding added to the state (zero at init, so extra passes still start as the identity). A
-budget of m passes checks m - 1 steps: where chains are longer than that, more passes see more
-of them, and the score can use them only if it was trained at those depths.
+Checks (a ``checker``: prompts, responses -> [N, C] verdicts, 0 none, 1 wrong, 2 right): pass j
+(j = 1..m) reads the verdict of check j, as a learned embedding added to the state (zero at init)
+- the first pass after the GRU, each further one before its refinement block. A budget of m
+passes checks m steps: where chains are longer than that, more passes see more of them, and the
+score can use them only if it was trained at those depths.
 
 Trained with the Bradley-Terry loss on preference pairs, -log sigmoid(r(y_w) - r(y_l)).
 Shapes: N sequences, S = P + T tokens, H hidden, k judgments.
@@ -92,10 +92,10 @@ class RewardModel(nn.Module):
         self.meta = nn.Linear(hidden, 1) if meta_judge and votes > 1 else None
         if self.meta is not None:
             _init(self.meta, gen)
-        self.checker = checker if passes > 1 else None
-        self.verdict = nn.Embedding(3, hidden) if self.checker is not None else None
+        self.checker = checker
+        self.verdict = nn.Embedding(3, hidden) if checker is not None else None
         if self.verdict is not None:
-            nn.init.zeros_(self.verdict.weight)  # extra passes start as the identity
+            nn.init.zeros_(self.verdict.weight)  # the checks start unread
         # judgments drawn at scoring time come from this seed: the same call scores the same
         self.vote_seed = int(torch.randint(2**62, (1,), generator=gen)) if passes > 1 else 0
 
@@ -117,6 +117,9 @@ class RewardModel(nn.Module):
         seq = torch.cat([prompts, responses + self.offset], 1)  # [N, S]
         out, _ = self.gru(self.embed(seq))
         h = out[:, -1]  # [N, H], the state after the last token
+        verdicts = self.checker(prompts, responses) if self.checker is not None else None  # [N, C]
+        if verdicts is not None:
+            h = h + self.verdict(verdicts[:, 0])  # pass 1 reads check 1
         if m == 1:
             return self.head(h).squeeze(-1)
         n, s, _ = out.shape
@@ -128,15 +131,11 @@ class RewardModel(nn.Module):
             visible[:, -1] = True  # every judgment sees the end of the response
         if k > 1:
             out, h = out.repeat_interleave(k, 0), h.repeat_interleave(k, 0)
+            verdicts = verdicts.repeat_interleave(k, 0) if verdicts is not None else None
         keys, values = self.block.key(out), self.block.value(out)
-        verdicts = None
-        if self.checker is not None:
-            verdicts = self.checker(prompts, responses)  # [N, C]
-            if k > 1:
-                verdicts = verdicts.repeat_interleave(k, 0)
-        for i in range(m - 1):
-            if verdicts is not None and i < verdicts.shape[1]:
-                h = h + self.verdict(verdicts[:, i])  # pass i + 2 reads check i + 1
+        for j in range(1, m):
+            if verdicts is not None and j < verdicts.shape[1]:
+                h = h + self.verdict(verdicts[:, j])  # pass j + 1 reads check j + 1
             h = self.block(h, keys, values, visible)
         scores = self.head(h).squeeze(-1)
         if k == 1:

@@ -36,6 +36,7 @@ ALIASES: dict[str, tuple[str, str]] = {
     "kl_coef": ("optimization", "kl_coef"),
     "w_lambda": ("optimization", "w_lambda"),
     "label_prompts": ("labeler", "label_prompts"),
+    "initial_prompts": ("labeler", "initial_prompts"),
     "gold_weight": ("labeler", "gold_weight"),
     "length_bias": ("labeler", "length_bias"),
     "sycophancy_bias": ("labeler", "sycophancy_bias"),
@@ -66,6 +67,7 @@ QUICK = (
     "llm.task.n_prompts=1024",
     "llm.task.n_eval_prompts=64",
     "llm.labeler.label_prompts=64",
+    "llm.labeler.initial_prompts=512",
     "llm.optimization.batch_prompts=32",
     "llm.evaluation.pass_k_samples=16",
     "llm.policy.sft_steps=300",
@@ -170,6 +172,11 @@ class LabelerConfig(Section):
 
     label_prompts: int = Field(256, gt=0)
     """Prompts sampled each round for the labeler: group_size / 2 pairs each, the reward model's data."""
+    initial_prompts: int | None = Field(None, gt=0)
+    """Prompts labeled in round 0, on the base policy's samples: the preference set the reward
+    model is first fitted on (InstructGPT's comparisons are of the supervised model's samples,
+    tens of thousands of them), before each later round adds ``label_prompts`` of the current
+    policy's. None: ``label_prompts``."""
     gold_weight: float = Field(4.0, ge=0)
     """Labeler: weight of the correctness difference in its Bradley-Terry logit."""
     length_bias: float = Field(1.5, ge=0)
@@ -206,9 +213,15 @@ class RewardModelConfig(Section):
     heldout_share: float = Field(0.2, ge=0, lt=1)
     """Share of each fit's pairs held out for early stopping (drawn from stream ``rm-split``);
     0: no held-out split, every fit runs ``epochs`` epochs."""
-    patience: int = Field(3, gt=0)
-    """Epochs without a lower held-out Bradley-Terry loss before the fit stops and returns to the
-    weights of its best epoch."""
+    patience: int = Field(10, gt=0)
+    """Epochs without a lower held-out Bradley-Terry loss before the first fit (from the initial
+    weights) stops and returns to the weights of its best epoch. Its held-out loss falls in steps:
+    the length and the first check's verdict are learned in the first epochs, the user's hint
+    several epochs of plateau later (measured on ``llm-overoptimization``: a patience of 3 stopped
+    inside the plateau on 2 of 5 seeds)."""
+    refit_patience: int = Field(2, gt=0)
+    """The same for every later fit, which starts from the last round's weights (near its
+    optimum, with the round's new pairs added)."""
     batch_size: int = Field(256, gt=0)
     """Pairs per Adam step."""
     lr: float = Field(3e-3, gt=0)
@@ -228,10 +241,10 @@ class RewardModelConfig(Section):
     """A learned meta-judge weighting the k judgments (softmax over a score of each judgment's
     state), trained through the Bradley-Terry loss of the aggregate."""
     checks: bool = True
-    """Chain task, passes > 1: the reward model checks steps; pass j + 1 reads the verdict of
-    check j (step j: is s_j = op_j(s_{j-1}, a_j)? check d + 1: is the answer s_d?), read from the
-    response and the prompt, not from the true chain (:func:`recsim.llm.chain.check_steps`). m
-    passes check m - 1 steps. Process rewards (``optimization.reward = process``) credit steps
+    """Chain task: the reward model checks steps; pass j reads the verdict of check j (step j: is
+    s_j = op_j(s_{j-1}, a_j)? check d + 1: is the answer s_d?), read from the response and the
+    prompt, not from the true chain (:func:`recsim.llm.chain.check_steps`). m passes check m
+    steps. Process rewards (``optimization.reward = process``) credit steps
     with the same checks."""
     check_error: float = Field(0.1, ge=0, le=1)
     """Systematic error rate of each check: its verdict is flipped where a hash of the prompt, the
@@ -335,6 +348,12 @@ class LlmConfig(Section):
                 "llm.reward_model.votes > 1 needs llm.reward_model.passes > 1 "
                 "(judgments differ in the passes)"
             )
+        for name in ("label_prompts", "initial_prompts"):
+            value = getattr(self.labeler, name)
+            if value is not None and value > t.n_prompts:
+                raise ValueError(
+                    f"llm.labeler.{name} must be <= llm.task.n_prompts ({t.n_prompts}), got {value}"
+                )
         return self
 
 

@@ -166,9 +166,13 @@ class LlmDomain(BasePolicy, RewardFit, PolicyOptimization, Evaluation):
         return Batch(rollouts, served, n)
 
     def _label_samples(self, policy: torch.nn.Module, round_: int) -> Rollouts:
-        """G samples of ``policy`` for each of the round's ``label_prompts`` training prompts."""
+        """G samples of ``policy`` for each of the round's ``label_prompts`` training prompts
+        (round 0: ``initial_prompts``, where set)."""
         c = self.cfg
-        idx = torch.randperm(len(self.pool), generator=self.gen(round_, "prompts"))[: c.labeler.label_prompts]
+        n = c.labeler.label_prompts
+        if round_ == 0 and c.labeler.initial_prompts is not None:
+            n = c.labeler.initial_prompts
+        idx = torch.randperm(len(self.pool), generator=self.gen(round_, "prompts"))[:n]
         return self.sample(policy, self.pool.take(idx), c.optimization.group_size, self.gen(round_, "sample"))
 
     def logged(self, state: LlmState, round_: int) -> tuple[Batch, Labels] | None:
@@ -248,7 +252,7 @@ class LlmDomain(BasePolicy, RewardFit, PolicyOptimization, Evaluation):
             window = c.reward_model.window or round_ + 1
             frame = logs.read(arm, max(0, round_ - window + 1), round_)
             fitted, rows = self._fit_reward_model(
-                state, frame, self.gen(round_, "rm-fit"), self.gen(round_, "rm-split")
+                state, frame, self.gen(round_, "rm-fit"), self.gen(round_, "rm-split"), warm=round_ > 0
             )
             stats.update(fitted)
             curve = pl.DataFrame(rows).with_columns(pl.lit(round_, pl.Int64).alias("round"))
@@ -276,7 +280,11 @@ class LlmDomain(BasePolicy, RewardFit, PolicyOptimization, Evaluation):
         """Lower bound: the prompt pool and a round's samples (tokens as int64), small models."""
         c = config.llm
         prompts = (c.task.n_prompts + c.task.n_eval_prompts) * make_format(c).prompt_tokens * 8
-        samples = (c.labeler.label_prompts + c.optimization.batch_prompts) * c.optimization.group_size * 64
+        samples = (
+            (max(c.labeler.label_prompts, c.labeler.initial_prompts or 0) + c.optimization.batch_prompts)
+            * c.optimization.group_size
+            * 64
+        )
         return prompts + samples + c.task.n_eval_prompts * c.evaluation.pass_k_samples * 64
 
     @classmethod

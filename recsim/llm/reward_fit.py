@@ -42,7 +42,12 @@ class RewardFit(DomainParts):
         return float((s[: len(winner)] > s[len(winner) :]).float().mean())
 
     def _fit_reward_model(
-        self, state: LlmState, frame: pl.DataFrame, gen: torch.Generator, split: torch.Generator
+        self,
+        state: LlmState,
+        frame: pl.DataFrame,
+        gen: torch.Generator,
+        split: torch.Generator,
+        warm: bool = False,
     ) -> tuple[dict[str, float], list[dict[str, float]]]:
         """Fit the reward model on the logged pairs of ``frame`` (Bradley-Terry, plus the invariance
         penalty where it is on) until a held-out share of the pairs stops improving.
@@ -50,7 +55,8 @@ class RewardFit(DomainParts):
         ``heldout_share`` of the pairs (a permutation from ``split``) are held out; each epoch
         passes once over the rest in minibatches of ``batch_size`` (order and recurrent depth from
         ``gen``), then scores the held-out pairs at the model's own budget. The fit ends after
-        ``epochs`` epochs, or once ``patience`` epochs have not lowered the held-out loss by more
+        ``epochs`` epochs, or once ``patience`` epochs (``refit_patience`` for a ``warm`` fit, one
+        that starts from an earlier fit's weights) have not lowered the held-out loss by more
         than 1e-4, and returns to the weights of the epoch with the lowest one (early stopping, as
         the world fit); without a split it keeps the last epoch. Returns the fit's statistics
         (``rm_loss``: the best epoch's training loss; ``rm_heldout_loss`` and
@@ -129,7 +135,7 @@ class RewardFit(DomainParts):
             score = row.get("heldout_loss", -epoch)  # no split: the last epoch is the best
             if best is None or score < best[0] - 1e-4:
                 best = (score, epoch, {k: v.detach().clone() for k, v in rm.state_dict().items()})
-            elif epoch - best[1] >= rc.patience:
+            elif epoch - best[1] >= (rc.refit_patience if warm else rc.patience):
                 break
         assert best is not None
         rm.load_state_dict(best[2])
