@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-import yaml
 
-from recsim.core.config import ConfigError, Section
+from recsim.core.config import ConfigError, Section, load_yaml
+from recsim.io.paths import check_output_folder
 from recsim.scenario import Scenario, _from_mapping, load_scenario
 
 __all__ = ["Result", "load", "run", "scenarios"]
@@ -98,8 +98,7 @@ def run(
         owned = tempfile.TemporaryDirectory(prefix=f"recsim-{sc.name}-")
         out = Path(owned.name) / "run"
     out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ConfigError(f"output folder {out} exists and is not empty; choose a new one")
+    check_output_folder(out, "out")
     tracker = None
     settings = sc.tracking(configs)
     if settings.enabled:
@@ -137,7 +136,7 @@ class Result:
     def __init__(self, out: Path, _owner: Any = None) -> None:
         self.out = Path(out)
         self._owner = _owner
-        self.config: dict[str, Any] = yaml.safe_load((self.out / "config.yaml").read_text()) or {}
+        self.config: dict[str, Any] = load_yaml((self.out / "config.yaml").read_text()) or {}
         self._metrics: pl.DataFrame | None = None
 
     def __repr__(self) -> str:

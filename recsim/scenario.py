@@ -26,6 +26,7 @@ from recsim.config import (
     parse_override,
     validate,
 )
+from recsim.core.config import load_yaml, yaml_problem
 from recsim.core.registry import Registry
 from recsim.llm.config import QUICK
 
@@ -228,11 +229,11 @@ def load_scenario(name_or_path: str) -> Scenario:
         if not path.is_file():
             raise ConfigError(f"scenario file {path} does not exist")
         try:
-            data = yaml.safe_load(path.read_text())
+            data = load_yaml(path.read_text())
         except UnicodeDecodeError:
             raise ConfigError(f"{path}: not a text file (a scenario is YAML text)") from None
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+            raise ConfigError(f"{path}: not valid YAML ({yaml_problem(exc)})") from None
         return _from_mapping(data, str(path))
     known = builtin_scenarios()
     if name_or_path not in known:
@@ -255,9 +256,9 @@ def load_run(folder: Path) -> tuple[Scenario, dict[str, SimConfig], str, dict[st
             f"--resume: {folder} has no config.yaml, so it is not a run folder (or it never started)"
         )
     try:
-        data = yaml.safe_load(path.read_text())
+        data = load_yaml(path.read_text())
     except yaml.YAMLError as exc:
-        raise ConfigError(f"--resume: {path} is not valid YAML ({getattr(exc, 'problem', exc)})") from None
+        raise ConfigError(f"--resume: {path} is not valid YAML ({yaml_problem(exc)})") from None
     if not isinstance(data, dict) or not isinstance(data.get("arms"), dict) or "scenario" not in data:
         raise ConfigError(f"--resume: {path} lacks 'scenario' and 'arms'; it was not written by recsim run")
     if "distributed" in data:

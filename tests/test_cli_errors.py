@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -90,6 +92,17 @@ CASES = [
     (["--set", "llm.group_size=1"], "llm.optimization.group_size: Input should be greater than 1 (got 1)"),
     (["--set", "seed=[1, 2]"], "seed: Input should be a valid integer"),
     (["--quick"], "scenario 'exploration' has no --quick preset"),
+    # non-finite numbers: no float field gives NaN or an infinity a meaning
+    (["--set", "world.base_logit=.inf"], "world.base_logit: Input should be a finite number (got inf)"),
+    (["--set", "policy.epsilon=.nan"], "policy.epsilon: Input should be a finite number (got nan)"),
+    (["--set", "ranker.lr=-.inf"], "ranker.lr: Input should be a finite number (got -inf)"),
+    (
+        ["--set", "behavior.eta={mobile: .inf, desktop: 0.6}"],
+        "behavior.eta.mobile: Input should be a finite number (got inf)",
+    ),
+    (["--set", "llm.labeler.length_bias=.nan"], "llm.labeler.length_bias: Input should be a finite number"),
+    # a value that repeats a key
+    (["--set", "behavior.eta={mobile: 1.0, mobile: 2.0}"], "key 'mobile' appears twice (lines 1 and 1)"),
 ]
 
 
@@ -121,6 +134,57 @@ def test_unknown_scenario_and_missing_yaml(tmp_path, monkeypatch):
     result = CliRunner().invoke(app, ["run", "broken.yaml"])
     assert result.exit_code == 2 and "not valid YAML" in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml", "broken.yaml"]
+
+
+def test_a_scenario_that_repeats_a_key_is_refused_naming_it_and_its_lines(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for text, message in [
+        (
+            "name: x\narms:\n  a: {}\n  b: {}\n  a: {loop: {rounds: 2}}\n",
+            "key 'a' appears twice (lines 3 and 5)",
+        ),
+        ("name: x\nname: y\narms: {a: {}}\n", "key 'name' appears twice (lines 1 and 2)"),
+        ("name: x\narms:\n  a: {world: {n_users: 50, n_users: 60}}\n", "key 'n_users' appears twice"),
+    ]:
+        (tmp_path / "s.yaml").write_text(text)
+        result = CliRunner().invoke(app, ["run", "s.yaml", "--no-tracking"])
+        err = result.stderr.strip()
+        assert result.exit_code == 2 and "\n" not in err and message in err, err
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["s.yaml"]
+
+
+def _unusable_paths(tmp: Path) -> list[tuple[str, str]]:
+    (tmp / "afile").write_text("x")
+    return [
+        (str(tmp / "afile"), "exists and is not a folder"),
+        (str(tmp / "afile" / "sub"), f"goes through {tmp / 'afile'}, which is a file, not a folder"),
+        (str(tmp / ("n" * 300) / "run"), "is longer than 255 bytes"),
+        (str(tmp / "/".join(["d" * 200] * 20)), "the path is too long"),
+    ]
+
+
+def test_unusable_output_paths_are_one_line_and_write_nothing(tmp_path, monkeypatch):
+    import recsim
+    from recsim.config import ConfigError
+
+    monkeypatch.chdir(tmp_path)
+    for out, message in _unusable_paths(tmp_path):
+        result = CliRunner().invoke(app, ["run", "exploration", "--out", out, "--no-tracking"])
+        err = result.stderr.strip()
+        assert result.exit_code == 2 and err.startswith("error: ") and "\n" not in err, err
+        assert message in err, err
+        with pytest.raises(ConfigError, match=re.escape(message[:30])):
+            recsim.run("exploration", out=out, tracking=False, rounds=1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
+def test_an_output_folder_that_may_not_be_written_is_refused(tmp_path, monkeypatch):
+    import os
+
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if str(p) == str(tmp_path) else real(p, mode))
+    result = CliRunner().invoke(app, ["run", "exploration", "--out", str(tmp_path / "r"), "--no-tracking"])
+    assert result.exit_code == 2 and f"cannot write to {tmp_path} (permission denied)" in result.stderr
 
 
 def test_non_empty_output_folder_is_refused_and_left_alone(tmp_path, monkeypatch):

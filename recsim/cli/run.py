@@ -11,6 +11,7 @@ import typer
 
 from recsim.cli.common import app, console, err_console, fail, fmt, summary_table
 from recsim.core.config import ConfigError
+from recsim.io.paths import check_output_folder
 
 ScenarioArg = Annotated[
     str | None,
@@ -129,8 +130,10 @@ def run(
     out = out or Path("runs") / sc.name / time.strftime("%Y%m%d-%H%M%S")
     if ctx is not None:
         out = ctx.broadcast_object(out)  # rank 0's timestamp names the folder of every rank
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        fail(f"output folder {out} exists and is not empty; choose a new --out")
+    try:
+        check_output_folder(out)
+    except ConfigError as exc:
+        fail(str(exc))
     if ctx is not None:
         ctx.barrier()  # every rank checked the folder before any writes to it
         quiet = quiet or not ctx.main

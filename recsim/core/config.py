@@ -17,11 +17,61 @@ class ConfigError(ValueError):
     """Invalid user input (config, override or scenario name); the message is one line."""
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a mapping that repeats a key (YAML would keep the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            try:
+                first = seen.get(key)
+            except TypeError:  # an unhashable key: the base loader says so
+                break
+            if first is not None:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice (lines {first} and {line})", key_node.start_mark
+                )
+            seen[key] = line
+        return super().construct_mapping(node, deep)
+
+
+def load_yaml(text: str) -> Any:
+    """Parse YAML text safely; a mapping that repeats a key is a ``yaml.YAMLError`` naming the key
+    and both lines.
+
+    >>> load_yaml("arms: {a: 1, b: 2}")
+    {'arms': {'a': 1, 'b': 2}}
+    >>> load_yaml("a: 1\na: 2")
+    Traceback (most recent call last):
+    ...
+    yaml.constructor.ConstructorError: key 'a' appears twice (lines 1 and 2)
+      in "<unicode string>", line 2, column 1:
+        a: 2
+        ^
+    """
+    return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+
+
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """One line for a YAML error: its problem and, where known, the line it is on."""
+    problem = getattr(exc, "problem", None) or (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    mark = getattr(exc, "problem_mark", None)
+    where = f"line {mark.line + 1}: " if mark is not None and "line" not in problem else ""
+    return f"{where}{problem}"
+
+
 class Section(BaseModel):
-    """Base of every config section: unknown keys refused, frozen, one docstring per field."""
+    """Base of every config section: unknown keys refused, frozen, one docstring per field; no
+    float field takes NaN or an infinity (none gives them a meaning)."""
 
     model_config = ConfigDict(
-        extra="forbid", frozen=True, use_attribute_docstrings=True, validate_default=True
+        extra="forbid",
+        frozen=True,
+        use_attribute_docstrings=True,
+        validate_default=True,
+        allow_inf_nan=False,
     )
 
 
@@ -99,10 +149,9 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not sep or not all(path):
         raise ConfigError(f"--set expects dotted.key=value, got {text!r}")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = load_yaml(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
-        reason = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"--set {key}: value {raw!r} is not valid YAML ({reason})") from None
+        raise ConfigError(f"--set {key}: value {raw!r} is not valid YAML ({yaml_problem(exc)})") from None
     return path, value
 
 

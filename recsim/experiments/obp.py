@@ -39,9 +39,8 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-import yaml
 
-from recsim.core.config import ConfigError
+from recsim.core.config import ConfigError, load_yaml
 
 __all__ = ["export_obp", "load_obp"]
 
@@ -87,7 +86,7 @@ def _rows(run: Path, arm: str, seed: int | None, round_: int | None) -> tuple[An
     path = run / "config.yaml"
     if not path.is_file() or not (run / "logs").is_dir():
         raise ConfigError(f"{run} is not a run folder with logs (no config.yaml and logs/)")
-    data = yaml.safe_load(path.read_text())
+    data = load_yaml(path.read_text())
     arms = data.get("arms", {})
     if arm not in arms:
         raise ConfigError(f"--arm must be one of {', '.join(arms)}, got {arm!r}")

@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-import yaml
 
+from recsim.core.config import load_yaml
 from recsim.recsys import ope
 from recsim.scenario import Scenario
 
@@ -134,7 +134,7 @@ class OpeScenario(Scenario):
         from recsim.config import validate
         from recsim.io.logs import scan_logs
 
-        arms = yaml.safe_load((out / "config.yaml").read_text())["arms"]
+        arms = load_yaml((out / "config.yaml").read_text())["arms"]
         logs = scan_logs(out / "logs")
         parts = []
         for arm, raw in arms.items():
