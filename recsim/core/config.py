@@ -38,7 +38,7 @@ class _StrictLoader(yaml.SafeLoader):
 
 
 def load_yaml(text: str) -> Any:
-    """Parse YAML text safely; a mapping that repeats a key is a ``yaml.YAMLError`` naming the key
+    r"""Parse YAML text safely; a mapping that repeats a key is a ``yaml.YAMLError`` naming the key
     and both lines.
 
     >>> load_yaml("arms: {a: 1, b: 2}")
