@@ -24,7 +24,7 @@ from typing import Any
 
 import polars as pl
 
-from recsim.core.config import ConfigError, Section, load_yaml
+from recsim.core.config import ConfigError, Section, load_yaml, refuse_unknown
 from recsim.io.paths import check_output_folder
 from recsim.scenario import Scenario, _from_mapping, load_scenario
 
@@ -167,6 +167,35 @@ class Result:
         window = self.config.get("window")
         return (int(window[0]), int(window[1])) if window else None
 
+    def _names(self, metrics: Sequence[str] | None, default: Sequence[str] | None = None) -> list[str]:
+        """``metrics`` (or the default), each a metric of this run: an unknown name is a
+        :class:`ConfigError` naming its close matches, and so is a metric some units have and
+        others lack (a value a worker could not compute is an error, not an absence)."""
+        if isinstance(metrics, str):
+            raise ConfigError(f"metrics must be a list of names, got the string {metrics!r}")
+        names = list(metrics) if metrics is not None else list(default if default is not None else self.table)
+        frame = self.metrics
+        known = [c for c in frame.columns if c not in ("arm", "seed", "domain", "round")]
+        refuse_unknown(names, known)
+        for name in (
+            names if "seed" in frame.columns else []
+        ):  # in each arm's round, every seed has it or none
+            units = frame.group_by("arm", "round").agg(
+                pl.col(name).is_null().sum().alias("missing"), pl.len().alias("rows")
+            )
+            partial = units.filter((pl.col("missing") > 0) & (pl.col("missing") < pl.col("rows")))
+            if len(partial):
+                arm, round_ = partial["arm"][0], partial["round"][0]
+                rows = frame.filter(
+                    (pl.col("arm") == arm) & (pl.col("round") == round_) & pl.col(name).is_null()
+                )
+                where = ", ".join(f"seed={s}" for s in rows["seed"].head(3).to_list())
+                raise ConfigError(
+                    f"metric {name!r} is missing from unit {arm}/{where} in round {round_}, "
+                    "where the arm's other seeds have it"
+                )
+        return names
+
     def summary(
         self, metrics: Sequence[str] | None = None, window: tuple[int, int] | None = None
     ) -> pl.DataFrame:
@@ -174,7 +203,7 @@ class Result:
         the mean over the rounds ``window`` (None: the run's own :attr:`window`)."""
         from recsim.core.stats import describe
 
-        return describe(self.metrics, list(metrics or self.table), window or self.window)
+        return describe(self.metrics, self._names(metrics), window or self.window)
 
     def compare(
         self,
@@ -188,9 +217,7 @@ class Result:
         detectable effect (``mde``) and the seeds that would detect half the difference."""
         from recsim.core.stats import paired
 
-        return paired(
-            self.metrics, list(metrics or self.table), self._reference(reference), window or self.window
-        )
+        return paired(self.metrics, self._names(metrics), self._reference(reference), window or self.window)
 
     def rounds(self, reference: str | None = None, metrics: Sequence[str] | None = None) -> pl.DataFrame:
         """The per-round paired difference to ``reference`` (arm, metric, round, diff, sd, n, low,
@@ -198,7 +225,7 @@ class Result:
         on one side of zero through the last round (null: it does not settle)."""
         from recsim.core.stats import paired_rounds, settled
 
-        per_round = paired_rounds(self.metrics, list(metrics or self.table), self._reference(reference))
+        per_round = paired_rounds(self.metrics, self._names(metrics), self._reference(reference))
         return per_round.join(settled(per_round), on=["arm", "metric"], how="left")
 
     def amplification(
@@ -214,7 +241,7 @@ class Result:
 
         configs = {arm: validate(raw, arm) for arm, raw in self.config.get("arms", {}).items()}
         pairs = amplification_pairs(configs)
-        return amplification(self.metrics, list(metrics or self.table), pairs, window or self.window)
+        return amplification(self.metrics, self._names(metrics), pairs, window or self.window)
 
     def _reference(self, reference: str | None) -> str:
         reference = reference or self.reference
@@ -229,7 +256,10 @@ class Result:
         from recsim.io.plots import plot_curves
 
         path = Path(path) if path is not None else self.out / "curves-api.png"
-        return plot_curves(self.metrics, list(metrics or self.config.get("plot", self.table)), path)
+        names = self._names(
+            metrics, [m for m in self.config.get("plot", self.table) if m in self.metrics.columns]
+        )
+        return plot_curves(self.metrics, names, path)
 
     def logs(self) -> pl.LazyFrame:
         """Every log partition as one lazy frame (``seed`` and ``round`` from the path)."""

@@ -159,6 +159,11 @@ def test_cli_run_tracks_mlflow_and_compare_reads_it_back(tmp_path, monkeypatch, 
     assert "oracle" in result.output and (tmp_path / "cmp.png").stat().st_size > 10_000
     result = CliRunner().invoke(app, ["compare", "--experiment", "nope", "--tracking-uri", uri])
     assert result.exit_code == 2 and "no MLflow experiment 'nope'" in result.stderr
+    named = ["compare", "--experiment", "exploration", "--tracking-uri", uri, "--out", "typo.png"]
+    result = CliRunner().invoke(app, [*named, "--metrics", "gold,ginni"])
+    err = result.stderr.strip()
+    assert result.exit_code == 2 and "unknown metric 'ginni' (did you mean gini" in err and "\n" not in err
+    assert not (tmp_path / "typo.png").exists()
 
 
 def test_yaml_scenario_and_per_arm_override(tmp_path, small):

@@ -191,6 +191,30 @@ def test_python_api_takes_dicts_and_config_objects():
         result.compare(reference="nope")
 
 
+def test_a_metric_that_does_not_exist_or_is_missing_from_a_unit_is_refused(sequential, tmp_path):
+    result = recsim.load(sequential)
+    for call in (
+        lambda: result.summary(["ginni"]),
+        lambda: result.compare(metrics=["ginni"]),
+        lambda: result.rounds(metrics=["ginni"]),
+        lambda: result.plot(["ginni"], tmp_path / "p.png"),
+    ):
+        with pytest.raises(ConfigError, match=r"unknown metric 'ginni' \(did you mean gini"):
+            call()
+    assert not (tmp_path / "p.png").exists()  # no blank figure
+    with pytest.raises(ConfigError, match="metrics must be a list of names"):
+        result.summary("gini")
+    # a unit whose worker did not compute a metric the arm's other seeds have
+    arm = result.metrics["arm"][0]
+    hole = (pl.col("arm") == arm) & (pl.col("seed") == 1) & (pl.col("round") == 1)
+    result._metrics = result.metrics.with_columns(
+        pl.when(hole).then(None).otherwise(pl.col("gini")).alias("gini")
+    )
+    with pytest.raises(ConfigError, match=f"metric 'gini' is missing from unit {arm}/seed=1 in round 1"):
+        result.summary(["gini"])
+    assert len(result.summary(["gold"])) > 0  # the others still read
+
+
 def test_bad_study_input_is_one_line_and_writes_nothing(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     binary = tmp_path / "bin.yaml"

@@ -47,6 +47,10 @@ def scenarios() -> None:
     console.print(table)
 
 
+#: ``recsim compare``'s metrics when none are named: those of them the runs logged.
+COMPARE_METRICS = "gold,gap,spurious_share,gini,ece,ndcg_truth,accuracy"
+
+
 @app.command()
 def compare(
     experiment: Annotated[
@@ -54,8 +58,12 @@ def compare(
     ] = "feedback-loop",
     tracking_uri: Annotated[str, typer.Option(help="MLflow tracking URI.")] = "sqlite:///mlflow.db",
     metrics: Annotated[
-        str, typer.Option(help="Comma-separated metrics for the table and figure.")
-    ] = "gold,gap,spurious_share,gini,ece,ndcg_truth,accuracy",
+        str | None,
+        typer.Option(
+            help="Comma-separated metrics for the table and figure (each must have been logged); "
+            "default: those of gold, gap, spurious_share, gini, ece, ndcg_truth, accuracy the runs have."
+        ),
+    ] = None,
     out: Annotated[Path, typer.Option(help="PNG of the metrics over rounds.")] = Path("compare.png"),
     parent: Annotated[
         str | None, typer.Option(help="Parent run id; default: the latest finished one.")
@@ -64,11 +72,13 @@ def compare(
     """Table of the latest run of an experiment (arms side by side) and a PNG of metrics over rounds."""
     from recsim.io.compare import CompareError, load_comparison
 
-    names = [m.strip() for m in metrics.split(",") if m.strip()]
+    given = metrics is not None
+    names = [m.strip() for m in (metrics or COMPARE_METRICS).split(",") if m.strip()]
     try:
-        result = load_comparison(tracking_uri, experiment, names, parent)
+        result = load_comparison(tracking_uri, experiment, names, parent, strict=given)
     except CompareError as exc:
         fail(str(exc))
+    names = [m for m in names if any(m in values for values in result.final.values())]
     from recsim.io.plots import plot_curves
 
     console.print(summary_table(result.final, f"{experiment}: run {result.parent_id[:8]}, final round"))

@@ -7,6 +7,8 @@ config that composes them is :class:`recsim.config.SimConfig`.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import yaml
@@ -15,6 +17,25 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 class ConfigError(ValueError):
     """Invalid user input (config, override or scenario name); the message is one line."""
+
+
+def refuse_unknown(names: Sequence[str], known: Sequence[str], what: str = "metric") -> None:
+    """A :class:`ConfigError` (one line) naming the first of ``names`` not in ``known`` and its
+    close matches.
+
+    >>> refuse_unknown(["gold", "gini"], ["gold", "gini", "gap"])
+    >>> refuse_unknown(["gni"], ["gold", "gini", "gap"])
+    Traceback (most recent call last):
+    ...
+    recsim.core.config.ConfigError: unknown metric 'gni' (did you mean gini?)
+    """
+    unknown = [n for n in names if n not in set(known)]
+    if not unknown:
+        return
+    close = difflib.get_close_matches(unknown[0], list(known), n=3, cutoff=0.5)
+    hint = f"did you mean {', '.join(close)}?" if close else f"known: {', '.join(sorted(known)[:12])}"
+    more = f"; also unknown: {', '.join(repr(n) for n in unknown[1:])}" if len(unknown) > 1 else ""
+    raise ConfigError(f"unknown {what} {unknown[0]!r} ({hint}){more}")
 
 
 class _StrictLoader(yaml.SafeLoader):

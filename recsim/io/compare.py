@@ -7,6 +7,8 @@ from pathlib import Path
 
 import polars as pl
 
+from recsim.core.config import ConfigError, refuse_unknown
+
 
 class CompareError(ValueError):
     """Nothing to compare (no experiment, no finished run); the message is one line."""
@@ -31,8 +33,12 @@ class Comparison:
         return table
 
 
-def load_comparison(uri: str, experiment: str, metrics: list[str], parent: str | None = None) -> Comparison:
-    """The arms (nested runs) of the latest finished parent run of ``experiment``, or of ``parent``."""
+def load_comparison(
+    uri: str, experiment: str, metrics: list[str], parent: str | None = None, strict: bool = True
+) -> Comparison:
+    """The arms (nested runs) of the latest finished parent run of ``experiment``, or of ``parent``.
+    A metric no arm logged is refused naming its close matches (``strict=False``: left out, for a
+    default list that spans both domains)."""
     import mlflow
 
     prefix = "sqlite:///"
@@ -65,6 +71,15 @@ def load_comparison(uri: str, experiment: str, metrics: list[str], parent: str |
     children = runs[arm_of == parent].sort_values("start_time")
     if children.empty:
         raise CompareError(f"run '{parent}' has no arms")
+    logged = [c[len("metrics.") :] for c in children.columns if c.startswith("metrics.")]
+    logged = [m for m in logged if children[f"metrics.{m}"].notna().any()]
+    if strict:
+        try:
+            refuse_unknown(metrics, logged)
+        except ConfigError as exc:
+            raise CompareError(f"{exc} in the arms of run {parent[:8]}") from None
+    else:
+        metrics = [m for m in metrics if m in logged]
     final: dict[str, dict[str, float | None]] = {}
     tags: dict[str, tuple[str, str]] = {}
     rows: list[dict[str, object]] = []
