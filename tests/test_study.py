@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 import recsim
 from recsim.cli import app
 from recsim.core.config import ConfigError
+from recsim.core.runner import TABLE_COLUMNS
 from recsim.core.stats import describe, paired
 from recsim.recsys.config import WorldConfig
 
@@ -70,7 +71,11 @@ def test_every_arm_runs_on_every_seed_with_intervals(sequential):
     lo, hi = sps.t.interval(0.95, 1, loc=values.mean(), scale=sps.sem(values))
     assert gold["n"] == 2 and np.isclose(gold["low"], lo) and np.isclose(gold["high"], hi)
     assert summary["paired"]["oracle"]["gold"]["n"] == 2 and "mf" not in summary["paired"]
-    assert (sequential / "summary.md").read_text().count("| oracle |") == 4  # means, diffs, power, settling
+    md = (sequential / "summary.md").read_text()
+    tables = [line for line in md.splitlines() if line.startswith("| arm |")]
+    assert len(tables) >= 4  # means, diffs, power, settling: each one table per group of metrics
+    assert all(line.count("|") - 2 <= TABLE_COLUMNS for line in tables)
+    assert md.count("| oracle |") == len(tables) and "nan" not in md.lower() and "e-1" not in md
 
 
 def test_a_seed_of_a_study_is_the_run_of_that_seed_alone(sequential, tmp_path):

@@ -612,25 +612,72 @@ def _settle_cell(r: dict[str, Any]) -> str:
 
 
 def _diff_cell(r: dict[str, Any]) -> str:
-    text = _cell(r["diff"], r["low"], r["high"]) + (" *" if r["distinguishable"] else "")
+    text = _cell(r["diff"], r["low"], r["high"])
+    if text.endswith("(no variance)") or text == "-":
+        return text
     p = r["p"]
-    return text + (f" (p={p:.3g})" if p is not None and math.isfinite(p) else "")
+    text += " *" if r["distinguishable"] else ""
+    if p is None or not math.isfinite(p):
+        return text
+    return text + (" (p<0.001)" if p < 0.001 else f" (p={p:.2g})")
 
 
 def _cell(mean: float | None, low: float | None, high: float | None) -> str:
+    """``mean [low, high]`` rounded to the interval's precision (two significant digits of its
+    half-width); "no variance" where the seeds agree (to float rounding).
+
+    >>> _cell(-0.05858, -0.1243, 0.007167)
+    '-0.059 [-0.124, 0.007]'
+    >>> _cell(0.5, 0.5 - 1e-16, 0.5 + 1e-16)
+    '0.5 (no variance)'
+    >>> _cell(123.4, 111.0, 135.8)
+    '123 [111, 136]'
+    """
     if mean is None or not math.isfinite(mean):
         return "-"
-    if low is None or not math.isfinite(low):
+    if low is None or high is None or not (math.isfinite(low) and math.isfinite(high)):
         return f"{mean:.4g}"
-    return f"{mean:.4g} [{low:.4g}, {high:.4g}]"
+    half = (high - low) / 2
+    if half <= 1e-9 * max(1.0, abs(mean)):
+        return f"{mean:.4g} (no variance)"
+    digits = max(0, 1 - math.floor(math.log10(half)))
+    return f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
+#: Most metric columns in one summary table (wider tables do not fit a screen).
+TABLE_COLUMNS = 6
+
+
+def metric_groups(metrics: list[str], width: int = TABLE_COLUMNS) -> list[list[str]]:
+    """``metrics`` in tables of at most ``width``: a family (names sharing their first word, three
+    or more of them, e.g. ``rm_*``, ``pass_at_*``) in tables of its own, the rest in order.
+
+    >>> metric_groups(["gold", "gap", "rm_loss", "rm_accuracy", "rm_steps", "gini"], 3)
+    [['gold', 'gap', 'gini'], ['rm_loss', 'rm_accuracy', 'rm_steps']]
+    """
+    family = lambda m: m.split("_")[0]  # noqa: E731
+    sizes: dict[str, int] = {}
+    for m in metrics:
+        sizes[family(m)] = sizes.get(family(m), 0) + 1
+    groups: dict[str, list[str]] = {}
+    for m in metrics:
+        groups.setdefault(family(m) if sizes[family(m)] >= 3 else "", []).append(m)
+    ordered = ([groups.pop("")] if "" in groups else []) + list(groups.values())
+    return [g[i : i + width] for g in ordered for i in range(0, len(g), width)]
 
 
 def _markdown(rows: pl.DataFrame, cell: Callable[[dict[str, Any]], str]) -> list[str]:
+    """One markdown table per group of metrics (:func:`metric_groups`), arms as rows."""
     metrics = list(dict.fromkeys(rows["metric"].to_list())) if rows.height else []
     arms = list(dict.fromkeys(rows["arm"].to_list())) if rows.height else []
     cells = {(r["arm"], r["metric"]): cell(r) for r in rows.iter_rows(named=True)}
-    out = ["| arm | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
-    out += ["| " + arm + " | " + " | ".join(cells.get((arm, m), "-") for m in metrics) + " |" for arm in arms]
+    out: list[str] = []
+    for group in metric_groups(metrics) or [[]]:
+        out += [""] if out else []
+        out += ["| arm | " + " | ".join(group) + " |", "|---" * (len(group) + 1) + "|"]
+        out += [
+            "| " + arm + " | " + " | ".join(cells.get((arm, m), "-") for m in group) + " |" for arm in arms
+        ]
     return out
 
 
