@@ -10,6 +10,8 @@ import sys
 import polars as pl
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from recsim.config import ConfigError, validate
 from recsim.recsys.datasets import LogError, _indexed, movielens_wheel, read_log
@@ -422,3 +424,67 @@ def test_a_click_log_without_ratings_fits_and_runs(tmp_path):
     )
     assert cfg.world.satisfaction_logit == card["base_logit"]
     assert World.create(cfg).satisfaction_scale == card["affinity_scale"]
+
+
+_CORRUPT = {  # a bad cell -> what the error says about it
+    "abc": "'abc' is not a number",
+    "NaN": "is not finite",
+    "inf": "is not finite",
+    "-inf": "is not finite",
+}
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    rows=st.integers(2, 30),
+    at=st.integers(0, 29),
+    column=st.sampled_from(["rating", "timestamp", "user", "item"]),
+    bad=st.sampled_from(sorted(_CORRUPT) + [""]),
+)
+def test_any_bad_cell_of_a_log_is_named_by_its_line_and_column(tmp_path, rows, at, column, bad):
+    at = at % rows
+    lines = ["user,item,rating,timestamp"] + [f"{i},{100 + i},{1 + i % 5},{1000 + i}" for i in range(rows)]
+    cells = lines[at + 1].split(",")
+    cells[["user", "item", "rating", "timestamp"].index(column)] = bad
+    lines[at + 1] = ",".join(cells)
+    path = tmp_path / "log.csv"
+    path.write_text("\n".join(lines) + "\n")
+    if bad == "" and column in ("rating", "timestamp"):  # a missing rating or time is allowed
+        read_log(path)
+        return
+    if bad == "":
+        message = f"is empty (every row needs a {column})"
+    elif column in ("user", "item"):  # any text is an id
+        read_log(path)
+        return
+    elif column == "timestamp":  # a non-finite number in it makes the column float: not an integer
+        message = "is not an integer"
+    else:
+        message = _CORRUPT[bad]
+    with pytest.raises(LogError) as info:
+        read_log(path)
+    text = str(info.value)
+    assert f"line {at + 2}, column {column!r}" in text and message in text and "\n" not in text, text
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "user,item,rating\n1,10,4\n",
+            "1 user(s) x 1 item(s) is too small to fit: it needs at least 2 users",
+        ),
+        ("user,item,rating\n1,10,4\n2,11,abc\n", "line 3, column 'rating': 'abc' is not a number"),
+        ("user,item,rating\n1,10,4\n2,11,NaN\n", "line 3, column 'rating': nan is not finite"),
+        (
+            "user,item,click\n" + "".join(f"{u},{i},1\n" for u in range(3) for i in range(20)),
+            "every user-item pair",
+        ),
+    ],
+)
+def test_world_fit_refuses_logs_it_cannot_fit_with_status_2(tmp_path, text, message):
+    (tmp_path / "log.csv").write_text(text)
+    res = _cli(str(tmp_path / "log.csv"), "--out", str(tmp_path / "w"), "--no-report")
+    assert res.returncode == 2, res.stderr
+    assert message in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert not (tmp_path / "w").exists()

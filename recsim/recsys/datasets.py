@@ -25,6 +25,7 @@ import hashlib
 import io
 import os
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -140,6 +141,8 @@ def _generic(path: Path, columns: dict[str, str]) -> tuple[pl.DataFrame, pl.Data
             raise LogError(f"{path}: no {need} column {name_of[need]!r} (columns: {', '.join(raw.columns)})")
     if name_of["rating"] not in raw.columns and name_of["click"] not in raw.columns:
         raise LogError(f"{path}: needs a rating or a click column (columns: {', '.join(raw.columns)})")
+    where = (lambda i: f"line {i + 2}") if not parquet else (lambda i: f"row {i + 1}")  # noqa: E731
+    _check_values(raw, name_of, path, where)
     pick = lambda key, dtype: (  # noqa: E731
         pl.col(name_of[key]).cast(dtype) if name_of[key] in raw.columns else pl.lit(None, dtype)
     )
@@ -157,6 +160,41 @@ def _generic(path: Path, columns: dict[str, str]) -> tuple[pl.DataFrame, pl.Data
             pl.col(name_of["category"]).cast(pl.String).alias("category"),
         ).unique("item", keep="first")
     return frame, items, digest, path.name
+
+
+def _check_values(
+    raw: pl.DataFrame, name_of: dict[str, str], path: Path, where: Callable[[int], str]
+) -> None:
+    """Every row has a user and an item; rating, click and timestamp are numbers (finite, and a
+    whole number for the timestamp). A LogError names the first bad row, its column and value."""
+
+    def first(bad: pl.Series, column: str, why: str) -> None:
+        if bad.any():
+            i = int(bad.arg_true()[0])
+            value = raw[column][i]
+            what = f"{value!r} {why}" if value is not None and str(value).strip() else why
+            raise LogError(f"{path}: {where(i)}, column {column!r}: {what}")
+
+    for key in ("user", "item"):
+        column = name_of[key]
+        values = raw[column]
+        empty = values.is_null()
+        if values.dtype == pl.String:
+            empty = empty | (values.str.strip_chars() == "")
+        first(empty, column, f"is empty (every row needs a {key})")
+    for key, dtype in (("rating", pl.Float64), ("click", pl.Float64), ("timestamp", pl.Int64)):
+        column = name_of[key]
+        if column not in raw.columns:
+            continue
+        values = raw[column]
+        cast = values.cast(dtype, strict=False)
+        first(
+            values.is_not_null() & cast.is_null(),
+            column,
+            f"is not {'an integer' if dtype == pl.Int64 else 'a number'}",
+        )
+        if dtype == pl.Float64:
+            first(cast.is_not_null() & ~cast.is_finite(), column, "is not finite")
 
 
 def _movielens(path: Path) -> tuple[pl.DataFrame, pl.DataFrame | None, str, str]:

@@ -121,6 +121,15 @@ def fit_world(log: InteractionLog, options: FitOptions | None = None) -> FittedW
     if opt.activity == "days" and not log.has_timestamps:
         raise ValueError(f"{log.name}: activity 'days' needs a timestamp on every row")
     n_users, n_items = log.n_users, log.n_items
+    need_items = 2 if log.categories is not None else max(2, opt.clusters)
+    if n_users < 2 or n_items < need_items:
+        why = (
+            f" (k-means makes --clusters {opt.clusters} categories of them)" if log.categories is None else ""
+        )
+        raise ValueError(
+            f"{log.name}: {n_users} user(s) x {n_items} item(s) is too small to fit: it needs at least "
+            f"2 users and {need_items} items{why}"
+        )
     if n_users * n_items > opt.max_pairs:
         raise ValueError(
             f"{n_users} users x {n_items} items = {n_users * n_items:,} pairs exceeds max_pairs "
@@ -137,6 +146,11 @@ def fit_world(log: InteractionLog, options: FitOptions | None = None) -> FittedW
     clicked[_col(pairs, "user")[hit], _col(pairs, "item")[hit]] = True
     if not clicked.any():
         raise ValueError(f"{log.name}: no clicked or rated pair to fit")
+    if clicked.all():
+        raise ValueError(
+            f"{log.name}: every user-item pair is clicked or rated, so nothing tells relevance apart: "
+            "a log to fit needs pairs that were not consumed"
+        )
     click = _fit_click(clicked, opt)
     density = float(clicked.float().mean())
     target = opt.click_rate if opt.click_rate is not None else density
