@@ -23,8 +23,10 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+import yaml
 
 from recsim.core.config import ConfigError, Section, load_yaml, refuse_unknown
+from recsim.io.logs import LogError, unreadable
 from recsim.io.paths import check_output_folder
 from recsim.scenario import Scenario, _from_mapping, load_scenario
 
@@ -136,7 +138,15 @@ class Result:
     def __init__(self, out: Path, _owner: Any = None) -> None:
         self.out = Path(out)
         self._owner = _owner
-        self.config: dict[str, Any] = load_yaml((self.out / "config.yaml").read_text()) or {}
+        path = self.out / "config.yaml"
+        try:
+            config = load_yaml(path.read_text())
+        except (yaml.YAMLError, UnicodeDecodeError, OSError) as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+            raise LogError(f"{path} is unreadable (damaged or not ours): {first}") from None
+        if config is not None and not isinstance(config, dict):
+            raise LogError(f"{path} is not a run's config (a mapping of scenario, seeds and arms)")
+        self.config: dict[str, Any] = config or {}
         self._metrics: pl.DataFrame | None = None
 
     def __repr__(self) -> str:
@@ -147,7 +157,11 @@ class Result:
     def metrics(self) -> pl.DataFrame:
         """metrics.parquet: one row per arm, seed and round."""
         if self._metrics is None:
-            self._metrics = pl.read_parquet(self.out / "metrics.parquet")
+            path = self.out / "metrics.parquet"
+            try:
+                self._metrics = pl.read_parquet(path)
+            except (pl.exceptions.PolarsError, OSError) as exc:
+                raise unreadable(path, exc) from None
         return self._metrics
 
     @property

@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from recsim.cli.common import app, console, fail
+from recsim.cli.common import app, console, err_console, fail
 
 export_app = typer.Typer(no_args_is_help=True, help="Write a run's logs in other tools' layouts.")
 app.add_typer(export_app, name="export")
@@ -30,11 +30,15 @@ def obp(
     simulator's truth (expected rewards) and each round's logging policy, plus a schema card."""
     from recsim.core.config import ConfigError
     from recsim.experiments.obp import export_obp
+    from recsim.io.logs import LogError
 
     try:
         card = export_obp(run, arm, out, seed, round_)
     except ConfigError as exc:
         fail(str(exc))
+    except LogError as exc:  # a damaged run folder: status 1, the file named
+        err_console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
     console.print(
         f"{out}: {len(card['rounds'])} round(s) of arm '{arm}', seed {card['seed']}; "
         f"keys {', '.join(card['keys'])}",

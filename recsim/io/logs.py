@@ -48,6 +48,12 @@ class LogError(ValueError):
     """A log partition is missing, truncated or unreadable; the message names the file."""
 
 
+def unreadable(path: Path, exc: BaseException, what: str = "") -> LogError:
+    """The one-line error for a damaged Parquet file: its path and the reader's first line."""
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+    return LogError(f"{what}{path} is unreadable (truncated or not Parquet): {first}")
+
+
 def safe_name(arm: str) -> str:
     """A file-name-safe form of an arm name."""
     return _SAFE.sub("_", arm)
@@ -167,7 +173,10 @@ class LogStore:
         try:
             frame = pl.read_parquet(path)
         except (pl.exceptions.PolarsError, OSError) as exc:
-            raise LogError(f"log partition {path} is unreadable (truncated or not Parquet): {exc}") from None
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+            raise LogError(
+                f"log partition {path} is unreadable (truncated or not Parquet): {first}"
+            ) from None
         return frame.with_columns(pl.lit(round_, dtype=pl.Int32).alias("round"))
 
     def scan(self) -> pl.LazyFrame:
@@ -177,13 +186,26 @@ class LogStore:
 
 def scan_logs(root: Path | str) -> pl.LazyFrame:
     """Lazy frame over a run's logs with ``seed`` and ``round`` from the hive path: ``root`` is the
-    run's ``logs`` folder (``seed=S/round=R/*.parquet``) or one seed's (``round=R/*.parquet``)."""
+    run's ``logs`` folder (``seed=S/round=R/*.parquet``) or one seed's (``round=R/*.parquet``).
+    Every partition's footer is read first, so a damaged one is a :class:`LogError` naming it
+    here, not an error from polars when the frame is collected."""
     root = Path(root)
     schema = {"seed": pl.Int64, "round": pl.Int32}
     if any(root.glob("seed=*")):
-        return pl.scan_parquet(
-            root / "seed=*" / "round=*" / "*.parquet", hive_partitioning=True, hive_schema=schema
-        )
-    if not root.name.startswith("seed="):
-        schema = {"round": pl.Int32}
-    return pl.scan_parquet(root / "round=*" / "*.parquet", hive_partitioning=True, hive_schema=schema)
+        pattern = root / "seed=*" / "round=*" / "*.parquet"
+    else:
+        pattern = root / "round=*" / "*.parquet"
+        if not root.name.startswith("seed="):
+            schema = {"round": pl.Int32}
+    partitions = sorted(root.glob(str(pattern.relative_to(root))))
+    if not partitions:
+        raise LogError(f"{root} holds no log partitions")
+    for path in partitions:
+        try:
+            pl.read_parquet_schema(path)
+        except (pl.exceptions.PolarsError, OSError) as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+            raise LogError(
+                f"log partition {path} is unreadable (truncated or not Parquet): {first}"
+            ) from None
+    return pl.scan_parquet(pattern, hive_partitioning=True, hive_schema=schema)
