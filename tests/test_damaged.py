@@ -35,7 +35,9 @@ def test_a_damaged_log_partition_is_named_by_export_and_the_api(run_folder, tmp_
     shutil.copytree(run_folder, folder)
     part = folder / "logs" / "seed=0" / "round=1" / "arm-mf.parquet"
     _damage(part, how)
-    res = CliRunner().invoke(app, ["export", "obp", str(folder), "--arm", "mf", "--out", str(tmp_path / "o.npz")])
+    res = CliRunner().invoke(
+        app, ["export", "obp", str(folder), "--arm", "mf", "--out", str(tmp_path / "o.npz")]
+    )
     err = res.stderr.strip()
     assert res.exit_code == 1 and err.startswith("error: ") and "\n" not in err, res.output
     assert f"log partition {part} is unreadable" in err
