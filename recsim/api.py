@@ -88,6 +88,10 @@ def run(
     picked = tuple(seeds) if seeds is not None else (next(iter(configs.values())).seed,)
     if not picked or len(set(picked)) != len(picked):
         raise ConfigError(f"seeds must be distinct, got {list(picked)}")
+    if ray_address:
+        from recsim.core.parallel import check_ray_address
+
+        check_ray_address(ray_address)
     study = Study(
         seeds=picked,
         threads=threads,

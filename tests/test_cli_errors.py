@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from recsim.cli import app
+from recsim.config import ConfigError
 
 CASES = [
     (["--set", "world.n_users=-5"], "world.n_users: Input should be greater than 0 (got -5)"),
@@ -185,6 +186,38 @@ def test_an_output_folder_that_may_not_be_written_is_refused(tmp_path, monkeypat
     monkeypatch.setattr(os, "access", lambda p, mode: False if str(p) == str(tmp_path) else real(p, mode))
     result = CliRunner().invoke(app, ["run", "exploration", "--out", str(tmp_path / "r"), "--no-tracking"])
     assert result.exit_code == 2 and f"cannot write to {tmp_path} (permission denied)" in result.stderr
+
+
+def test_a_ray_address_where_no_head_listens_fails_fast_before_writing(tmp_path, monkeypatch):
+    import socket
+    import time
+
+    monkeypatch.chdir(tmp_path)
+    with socket.socket() as s:  # a free port on the loopback: nothing listens once it closes
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    start = time.perf_counter()
+    args = ["run", "exploration", "--workers", "1", "--ray-address", f"127.0.0.1:{port}", "--out", "out"]
+    result = CliRunner().invoke(app, args)
+    err = result.stderr.strip()
+    assert result.exit_code == 2 and "\n" not in err, result.output
+    assert f"--ray-address 127.0.0.1:{port}: no Ray head answers there (connection refused)" in err
+    assert time.perf_counter() - start < 30 and list(tmp_path.iterdir()) == []
+    from recsim.core.parallel import check_ray_address
+
+    waited = []
+
+    def silent(address, timeout):  # noqa: ANN001 - a host that never answers
+        waited.append(timeout)
+        raise TimeoutError
+
+    monkeypatch.setenv("RECSIM_RAY_TIMEOUT", "0.5")
+    monkeypatch.setattr(socket, "create_connection", silent)
+    with pytest.raises(ConfigError, match=r"no answer within 0.5 s"):
+        check_ray_address(f"ray://127.0.0.1:{port}")
+    assert waited == [0.5]  # the wait is bounded by the setting
+    with pytest.raises(ConfigError, match="expects HOST:PORT"):
+        check_ray_address("nowhere")
 
 
 def test_non_empty_output_folder_is_refused_and_left_alone(tmp_path, monkeypatch):

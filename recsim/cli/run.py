@@ -233,6 +233,13 @@ def _study(
         fail(f"--workers must be >= 0, got {workers}")
     if ray_address and not workers:
         fail("--ray-address needs --workers N (units run at once on the cluster)")
+    if ray_address:
+        from recsim.core.parallel import check_ray_address
+
+        try:
+            check_ray_address(ray_address)
+        except ConfigError as exc:
+            fail(str(exc))
     rounds = max(c.loop.rounds for c in configs.values()) if loop else 0
     if window is not None and window[1] >= rounds:
         fail(f"--window {window[0]}-{window[1]} reaches past the last round ({rounds - 1})")

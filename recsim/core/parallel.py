@@ -65,6 +65,41 @@ def run_on_ray(
             ray.cancel(ref, force=True)
 
 
+#: Seconds to wait for a Ray head's port before refusing ``--ray-address`` (``RECSIM_RAY_TIMEOUT``).
+RAY_CONNECT_TIMEOUT = 30.0
+
+
+def check_ray_address(address: str, timeout: float | None = None) -> None:
+    """Refuse, within ``timeout`` seconds (default ``RECSIM_RAY_TIMEOUT`` or 30), an address
+    ("HOST:PORT" or "ray://HOST:PORT") where nothing accepts a connection, before a study writes
+    anything: a ConfigError in one line. ("auto" and other forms are left to Ray.)"""
+    import socket
+
+    from recsim.core.config import ConfigError
+
+    if timeout is None:
+        timeout = float(os.environ.get("RECSIM_RAY_TIMEOUT", RAY_CONNECT_TIMEOUT))
+    target = address.removeprefix("ray://")
+    host, sep, port = target.rpartition(":")
+    if not sep or not port.isdigit():
+        if target == "auto":
+            return
+        raise ConfigError(f"--ray-address expects HOST:PORT, got {address!r}")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            pass
+    except OSError as exc:
+        reason = (
+            f"no answer within {timeout:g} s"
+            if isinstance(exc, TimeoutError)
+            else (exc.strerror or type(exc).__name__).lower()
+        )
+        raise ConfigError(
+            f"--ray-address {address}: no Ray head answers there ({reason}); "
+            "start one with `ray start --head` or drop --ray-address"
+        ) from None
+
+
 def _init(ray: Any, address: str | None, cpus: int) -> None:
     """Join the cluster at ``address``, or start a local Ray with ``cpus`` CPUs (no dashboard)."""
     if ray.is_initialized():
