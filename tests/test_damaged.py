@@ -1,10 +1,17 @@
-"""A damaged run folder is named in one line by every command that reads it, never a traceback."""
+"""A damaged run folder is named in one line by every command that reads it, never a traceback; a
+run whose disk fills stops in one line, keeps every complete round and resumes to identical bytes."""
 
 from __future__ import annotations
 
+import os
+import resource
 import shutil
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
+import polars as pl
 import pytest
 from typer.testing import CliRunner
 
@@ -55,3 +62,51 @@ def test_a_damaged_metrics_or_config_file_is_named_by_the_api(run_folder, tmp_pa
     with pytest.raises(LogError, match=f"{path} is unreadable") as info:
         recsim.load(folder).summary()
     assert "\n" not in str(info.value)
+
+
+TWO = """name: two
+base: {world: {n_users: 150, n_items: 60}, metrics: {panel_users: 8}, loop: {rounds: 3}}
+arms:
+  pop: {ranker: {name: popularity}}
+  mf: {ranker: {name: mf}}
+"""
+
+
+def _limited(limit: int, *args: str) -> subprocess.CompletedProcess:
+    """``recsim ARGS`` in a process whose files may not grow past ``limit`` bytes, as a disk that
+    fills would stop them (SIGXFSZ ignored: the write fails with EFBIG instead)."""
+
+    def cap() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "recsim", *args]
+    return subprocess.run(cmd, preexec_fn=cap, capture_output=True, text=True, env=env, timeout=300)  # noqa: PLW1509
+
+
+def _outputs(folder: Path) -> dict[str, bytes]:
+    paths = [folder / "metrics.parquet", *sorted((folder / "logs").rglob("*.parquet"))]
+    paths += sorted((folder / "units").rglob("*.parquet"))
+    return {str(p.relative_to(folder)): p.read_bytes() for p in paths}
+
+
+def test_a_full_disk_stops_the_run_in_one_line_and_resume_finishes_it_identically(tmp_path):
+    scenario = tmp_path / "two.yaml"
+    scenario.write_text(TWO)
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    run = ["run", str(scenario), "--no-tracking", "-q", "--threads", "1"]
+    assert _limited(resource.RLIM_INFINITY, *run, "--out", str(whole)).returncode == 0
+    # popularity's files (under 20 kB) fit; mf's first checkpoint (about 60 kB) does not
+    res = _limited(40_000, *run, "--out", str(cut))
+    err = res.stderr.strip()
+    assert res.returncode == 1 and "\n" not in err and "Traceback" not in res.stderr, res.stderr
+    ckpt = cut / "logs" / "seed=0" / "round=0" / "arm-mf.ckpt.pt"
+    assert err.startswith(f"error: cannot write {ckpt}: file too large (a file-size limit)"), err
+    assert f"recsim run --resume {cut}" in err
+    assert not ckpt.exists() and not list(cut.rglob("*.tmp-*"))  # nothing half-written
+    kept = pl.read_parquet(cut / "units" / "seed=0" / "arm-pop.parquet")
+    assert kept["round"].to_list() == [0, 1, 2]  # the complete unit's rounds are kept
+    res = _limited(resource.RLIM_INFINITY, "run", "--resume", str(cut), "-q")
+    assert res.returncode == 0, res.stderr
+    assert _outputs(cut) == _outputs(whole)

@@ -408,6 +408,7 @@ def _guarded(work: Any, progress: Any, out: Path) -> Any:
     """``work()``; Ctrl-C says how to resume (exit 130), a run error says where its outputs are (1)."""
     from recsim.core.errors import NonFiniteError
     from recsim.core.parallel import ParallelError
+    from recsim.io.atomic import WriteError
     from recsim.io.checkpoint import CheckpointError
     from recsim.io.logs import LogError
     from recsim.io.tracking import TrackingError
@@ -423,6 +424,16 @@ def _guarded(work: Any, progress: Any, out: Path) -> Any:
             soft_wrap=True,
         )
         raise typer.Exit(130) from None
+    except WriteError as exc:  # a full disk or a file-size limit: every complete round is kept
+        progress.stop()
+        err_console.print(
+            f"error: {exc}; every complete round is kept in {out}: free space and continue with "
+            f"recsim run --resume {out}",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(1) from None
     except (NonFiniteError, LogError, CheckpointError, TrackingError, ParallelError) as exc:
         progress.stop()
         err_console.print(

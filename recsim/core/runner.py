@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from recsim.core import faults
 from recsim.core.domain import domain_class
 from recsim.core.loop import OnRound, metrics_frame
 from recsim.core.units import Unit, UnitResult, last_complete_round, read_unit, run_unit
+from recsim.io.atomic import write_json, write_text
 from recsim.io.checkpoint import CheckpointError
 from recsim.io.logs import safe_name, write_atomic
 from recsim.io.tracking import NullTracker, Tracker, git_commit
@@ -45,13 +45,6 @@ class ScenarioSpec(Protocol):
     def post(self, frame: pl.DataFrame, out: Path) -> dict[str, float]:
         """Scenario-level results computed from every arm's metrics (logged on the parent run)."""
         ...
-
-
-def write_json(data: dict[str, Any], path: Path) -> None:
-    """``data`` as indented JSON at ``path``, atomically (temp name, then rename)."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, allow_nan=False, default=str))
-    os.replace(tmp, path)
 
 
 class RunRecord:
@@ -83,7 +76,7 @@ class RunRecord:
     def __enter__(self) -> RunRecord:
         self.out.mkdir(parents=True, exist_ok=True)
         if self.config is not None:
-            (self.out / "config.yaml").write_text(yaml.safe_dump(self.config, sort_keys=False))
+            write_text(self.out / "config.yaml", yaml.safe_dump(self.config, sort_keys=False))
         self.commit = git_commit()
         self.tracker.start(self.name, {"scenario": self.name, "git_commit": self.commit}, run_id=self.run_id)
         self.started = time.perf_counter()
@@ -101,7 +94,7 @@ class RunRecord:
             "elapsed_s": round(time.perf_counter() - self.started, 3),
             **fields,
         }
-        (self.out / "summary.json").write_text(json.dumps(data, indent=2, allow_nan=False, default=str))
+        write_json(data, self.out / "summary.json")
         return data
 
     def finished(self, *extra: Path) -> None:
@@ -349,7 +342,7 @@ class StudyRun:
                 self.tracker.log({m: row[m] for m in numeric}, step=row["round"], key=arm)
         path = self.out / "arms" / f"{safe_name(arm)}.yaml"
         path.parent.mkdir(exist_ok=True)
-        path.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+        write_text(path, yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
         self.tracker.end_run(arm, [path])
         self.ids["ended"].append(arm)
         self._save_ids()
@@ -526,7 +519,7 @@ def write_statistics(
     text = summary_markdown(stats, diffs, reference, study, settling)
     if pairs:
         text += amplification_markdown(amp, settled(amp_rounds))
-    (out / "summary.md").write_text(text)
+    write_text(out / "summary.md", text)
     figure = plot_intervals(stats.filter(pl.col("metric").is_in(list(scenario.table))), out / "intervals.png")
     figures = [figure]
     if len(study.seeds) >= 2 and per_round.height:

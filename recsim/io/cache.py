@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import os
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from recsim.io.atomic import atomic_path
 
 #: Entries kept in each process (~0.5 MB per base policy).
 MEMORY_ENTRIES = 16
@@ -80,14 +81,8 @@ class SharedCache:
                     pass
             value = compute()
             self.computed.append(f"{name}-{key_hash(key)}")
-            tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-            try:
+            with atomic_path(path) as tmp:
                 torch.save(value, tmp)
-                with open(tmp, "rb") as fh:
-                    os.fsync(fh.fileno())
-                os.replace(tmp, path)
-            finally:
-                tmp.unlink(missing_ok=True)
             return value
 
 

@@ -20,7 +20,6 @@ exactly as when it dies before a synchronous write.
 
 from __future__ import annotations
 
-import os
 import re
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -28,7 +27,7 @@ from typing import Any
 
 import torch
 
-from recsim.core import faults
+from recsim.io.atomic import atomic_path
 from recsim.io.logs import safe_name
 
 FORMAT = 1
@@ -63,16 +62,8 @@ class CheckpointStore:
 
     def save(self, round_: int, arm: str, payload: dict[str, Any]) -> Path:
         path = self.path(round_, arm)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        try:
+        with atomic_path(path, "checkpoint-write") as tmp:
             torch.save({"format": FORMAT, "arm": arm, "round": round_, **payload}, tmp)
-            with open(tmp, "rb") as fh:
-                os.fsync(fh.fileno())
-            faults.point("checkpoint-write")
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
         for old in self.rounds(arm)[: -self.keep]:
             self.path(old, arm).unlink(missing_ok=True)
         return path

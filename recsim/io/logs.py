@@ -33,13 +33,12 @@ the others): ``candidates`` (List(Int64), the slate's candidate set) and ``candi
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
 import polars as pl
 
-from recsim.core import faults
+from recsim.io.atomic import atomic_path
 
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
@@ -62,17 +61,8 @@ def safe_name(arm: str) -> str:
 def write_atomic(frame: pl.DataFrame, path: Path, fault: str | None = None) -> None:
     """Write ``frame`` to ``path`` via a temporary file and ``os.replace`` (complete or absent);
     ``fault`` names the crash-injection point between the two (see :mod:`recsim.core.faults`)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(path, fault) as tmp:
         frame.write_parquet(tmp)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        if fault is not None:
-            faults.point(fault)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 class LogStore:

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import polars as pl
 
+from recsim.io.atomic import write_with
+
 
 def _margins(
     fig: object,
@@ -75,7 +77,7 @@ def _save_panels(fig: object, axes: object, used: int, path: Path, title: str = 
     legend_rows = -(-max(len(labels), 1) // ncol)
     _margins(fig, left=0.7, right=0.25, top=0.85 if title else 0.45, bottom=0.55 + 0.25 * legend_rows)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)  # type: ignore[attr-defined]
+    write_with(path, lambda p: fig.savefig(p, format="png", dpi=110))  # type: ignore[attr-defined]
     plt.close(fig)
     return path
 
@@ -106,7 +108,7 @@ def plot_position_curves(frame: pl.DataFrame, path: Path) -> Path:
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    write_with(path, lambda p: fig.savefig(p, format="png", dpi=110))
     plt.close(fig)
     return path
 
@@ -142,7 +144,7 @@ def plot_intervals(stats: pl.DataFrame, path: Path) -> Path:
     longest = max((len(str(a)) for a in arms), default=4)
     _margins(fig, left=0.3 + 0.075 * longest, right=0.2, top=0.35, bottom=0.45, wspace=0.12)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    write_with(path, lambda p: fig.savefig(p, format="png", dpi=110))
     plt.close(fig)
     return path
 

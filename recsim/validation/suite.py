@@ -254,7 +254,7 @@ def study_frames(
         frame = run_setting(study, setting, want["seeds"], folder, workers, threads)
         seconds = (dt.datetime.now(dt.UTC) - started).total_seconds()
         commit = git_commit()
-        from recsim.core.runner import write_json
+        from recsim.io.atomic import write_json
 
         write_json({**want, "commit": commit, "seconds": round(seconds, 1)}, record)
         frames[setting.name] = (frame, commit)
@@ -404,7 +404,7 @@ def validate(
     figures.mkdir(exist_ok=True)
     for entry in report["claims"]:
         plot_claim(entry, figures / f"{entry['id']}.png")
-    from recsim.core.runner import write_json
+    from recsim.io.atomic import write_json
 
     write_json(report, out / "report.json")
     md = render_markdown(report)
