@@ -186,8 +186,22 @@ def _from_mapping(data: Any, source: str) -> Scenario:
         )
     if not isinstance(data.get("arms"), dict) or not all(isinstance(v, dict) for v in data["arms"].values()):
         raise ConfigError(f"{source}: 'arms' must map each arm name to a config delta")
-    if data.get("reference") is not None and data["reference"] not in data["arms"]:
-        raise ConfigError(f"{source}: reference '{data['reference']}' is not one of the arms")
+    if not data["arms"]:
+        raise ConfigError(f"{source}: 'arms' is empty; a scenario needs at least one arm")
+    if data.get("base") is not None and not isinstance(data["base"], dict):
+        raise ConfigError(f"{source}: 'base' must be a config mapping, got {type(data['base']).__name__}")
+    for key in ("plot", "table", "quick"):
+        value = data.get(key)
+        if key in data and (not isinstance(value, list) or not all(isinstance(v, str) for v in value)):
+            raise ConfigError(f"{source}: '{key}' must be a list of names, got {value!r}")
+    for key in ("name", "description"):
+        if key in data and not isinstance(data[key], str | int | float):
+            raise ConfigError(f"{source}: '{key}' must be text, got {data[key]!r}")
+    ref = data.get("reference")
+    if ref is not None and (
+        not isinstance(ref, str | int) or isinstance(ref, bool) or str(ref) not in map(str, data["arms"])
+    ):
+        raise ConfigError(f"{source}: reference {ref!r} is not one of the arms")
     return Scenario(
         name=str(data.get("name", Path(source).stem)),
         description=str(data.get("description", "")),
@@ -195,7 +209,7 @@ def _from_mapping(data: Any, source: str) -> Scenario:
         base=data.get("base") or {},
         plot=tuple(data.get("plot", DEFAULT_PLOT)),
         table=tuple(data.get("table", DEFAULT_TABLE)),
-        reference=data.get("reference"),
+        reference=str(ref) if ref is not None else None,
         quick=tuple(str(o) for o in data.get("quick") or ()),
         window=window,
     )
@@ -287,7 +301,7 @@ def load_run(folder: Path) -> tuple[Scenario, dict[str, SimConfig], str, dict[st
             arms={a: {} for a in configs},
             plot=tuple(data.get("plot", DEFAULT_PLOT)),
             table=tuple(data.get("table", DEFAULT_TABLE)),
-            reference=data.get("reference"),
+            reference=str(ref) if ref is not None else None,
         )
     seeds = data.get("seeds") or [next(iter(configs.values())).seed]
     threads = data.get("threads")
