@@ -301,7 +301,7 @@ def load_run(folder: Path) -> tuple[Scenario, dict[str, SimConfig], str, dict[st
             arms={a: {} for a in configs},
             plot=tuple(data.get("plot", DEFAULT_PLOT)),
             table=tuple(data.get("table", DEFAULT_TABLE)),
-            reference=str(ref) if ref is not None else None,
+            reference=data.get("reference"),
         )
     seeds = data.get("seeds") or [next(iter(configs.values())).seed]
     threads = data.get("threads")
