@@ -15,6 +15,7 @@ import torch
 from conftest import SHORT_RM_FIT
 
 from recsim.config import validate
+from recsim.io.logs import LogStore
 from recsim.llm.chain import (
     ChainFormat,
     chain_response,
@@ -375,6 +376,27 @@ def test_chain_metrics_recover_each_modes_sensitivity_from_known_scores():
     assert chain_metrics(4.0 * r.correct, r, d.fmt.max_elaboration)["spurious_share"] == pytest.approx(
         0.0, abs=1e-9
     )
+
+
+def test_the_scenarios_proxy_learns_a_real_but_imperfect_signal(tmp_path):
+    """``llm-overoptimization`` at its default size (round 0: 4,096 base-policy prompts, 16,384
+    labeled pairs, one pass that reads the first step's check; its base policy is this file's
+    seed-0 default, trained once), seed 0: held-out accuracy against
+    gold on pairs that differ in correctness 0.722 (seeds 0-4: 0.722, 0.711, 0.747, 0.667, 0.729;
+    0.50-0.54 with the 12-step fit it replaced). Imperfect where the labeler is biased: it prefers
+    the longer response far more often than the shorter."""
+    cfg = load_scenario("llm-overoptimization").resolve(["tracking.enabled=false"])["best-of-n"]
+    d = LlmDomain(cfg)
+    state = d.initial_state()
+    batch = d.act(state, 0)
+    logs = LogStore(tmp_path / "logs")
+    logs.append(0, "a", d.log_frame(state, batch, d.feedback(state, batch, 0)))
+    state = d.fit(state, logs, "a", 0)
+    acc = d.rm_accuracy(state.reward_model, d.ref_many, d.heldout)
+    by_type = d._heldout_by_type(state.reward_model)
+    assert 0.65 <= acc <= 0.85, acc
+    assert by_type["rm_accuracy_heldout_longer"] > by_type["rm_accuracy_heldout_shorter"] + 0.15, by_type
+    assert state.train["rm_epochs"] < cfg.llm.reward_model.epochs  # it stopped on its held-out split
 
 
 @pytest.mark.parametrize("seed", [0, 1])

@@ -218,25 +218,3 @@ def test_more_passes_check_more_steps_and_lift_accuracy_where_the_hint_is_wrong(
     for acc in accs:  # 5 passes check every step of a 4-step chain and its answer; 1 pass the first
         assert acc[6] > acc[1] + 0.05, accs
         assert acc[6] >= acc[2] - 0.02, accs
-
-
-def test_the_scenarios_proxy_learns_a_real_but_imperfect_signal(tmp_path):
-    """``llm-overoptimization`` at its default size (round 0: 4,096 base-policy prompts, 16,384
-    labeled pairs, one pass that reads the first step's check), seed 0: held-out accuracy against
-    gold on pairs that differ in correctness 0.722 (seeds 0-4: 0.722, 0.711, 0.747, 0.667, 0.729;
-    0.50-0.54 with the 12-step fit it replaced). Imperfect where the labeler is biased: it prefers
-    the longer response far more often than the shorter."""
-    from recsim.scenario import load_scenario
-
-    cfg = load_scenario("llm-overoptimization").resolve(["tracking.enabled=false"])["best-of-n"]
-    d = LlmDomain(cfg)
-    state = d.initial_state()
-    batch = d.act(state, 0)
-    logs = LogStore(tmp_path / "logs")
-    logs.append(0, "a", d.log_frame(state, batch, d.feedback(state, batch, 0)))
-    state = d.fit(state, logs, "a", 0)
-    acc = d.rm_accuracy(state.reward_model, d.ref_many, d.heldout)
-    by_type = d._heldout_by_type(state.reward_model)
-    assert 0.65 <= acc <= 0.85, acc
-    assert by_type["rm_accuracy_heldout_longer"] > by_type["rm_accuracy_heldout_shorter"] + 0.15, by_type
-    assert state.train["rm_epochs"] < cfg.llm.reward_model.epochs  # it stopped on its held-out split
