@@ -195,23 +195,11 @@ class Result:
         frame = self.metrics
         known = [c for c in frame.columns if c not in ("arm", "seed", "domain", "round")]
         refuse_unknown(names, known)
-        for name in (
-            names if "seed" in frame.columns else []
-        ):  # in each arm's round, every seed has it or none
-            units = frame.group_by("arm", "round").agg(
-                pl.col(name).is_null().sum().alias("missing"), pl.len().alias("rows")
-            )
-            partial = units.filter((pl.col("missing") > 0) & (pl.col("missing") < pl.col("rows")))
-            if len(partial):
-                arm, round_ = partial["arm"][0], partial["round"][0]
-                rows = frame.filter(
-                    (pl.col("arm") == arm) & (pl.col("round") == round_) & pl.col(name).is_null()
-                )
-                where = ", ".join(f"seed={s}" for s in rows["seed"].head(3).to_list())
-                raise ConfigError(
-                    f"metric {name!r} is missing from unit {arm}/{where} in round {round_}, "
-                    "where the arm's other seeds have it"
-                )
+        from recsim.core.stats import missing_units
+
+        gap = missing_units(frame, names)
+        if gap is not None:
+            raise ConfigError(gap)
         return names
 
     def summary(

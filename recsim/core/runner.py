@@ -30,7 +30,7 @@ from recsim.core.loop import OnRound, metrics_frame
 from recsim.core.units import Unit, UnitResult, last_complete_round, read_unit, run_unit
 from recsim.io.atomic import write_json, write_text
 from recsim.io.checkpoint import CheckpointError
-from recsim.io.logs import safe_name, write_atomic
+from recsim.io.logs import LogError, safe_name, write_atomic
 from recsim.io.tracking import NullTracker, Tracker, git_commit
 
 
@@ -501,6 +501,7 @@ def write_statistics(
         amplification,
         amplification_rounds,
         describe,
+        missing_units,
         paired,
         paired_rounds,
         settled,
@@ -509,6 +510,9 @@ def write_statistics(
 
     reference = reference_arm(scenario, configs)
     metrics = metric_columns(frame)
+    gap = missing_units(frame, metrics)
+    if gap is not None:  # a value a worker could not compute: an error, not an absence
+        raise LogError(f"{gap}; the units' rows are in {out / 'units'}")
     stats = describe(frame, metrics, study.window)
     diffs = paired(frame, metrics, reference, study.window)
     per_round = paired_rounds(frame, list(scenario.table), reference)

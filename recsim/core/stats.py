@@ -130,6 +130,29 @@ def interval(values: np.ndarray) -> tuple[float, float, int, float, float]:
     return mean, sd, n, mean - half, mean + half
 
 
+def missing_units(frame: pl.DataFrame, metrics: Sequence[str]) -> str | None:
+    """The first metric some seeds of an arm's round have and others lack (a value a worker could
+    not compute), as a sentence naming the unit and the round; None when every (arm, round) has
+    each metric on all its seeds or on none (a metric of another domain, or one a round does not
+    measure)."""
+    if "seed" not in frame.columns:
+        return None
+    for name in metrics:
+        counts = frame.group_by("arm", "round", maintain_order=True).agg(
+            pl.col(name).is_null().sum().alias("missing"), pl.len().alias("rows")
+        )
+        partial = counts.filter((pl.col("missing") > 0) & (pl.col("missing") < pl.col("rows")))
+        if partial.height:
+            arm, round_ = partial["arm"][0], partial["round"][0]
+            gaps = frame.filter((pl.col("arm") == arm) & (pl.col("round") == round_) & pl.col(name).is_null())
+            seeds = ", ".join(f"seed={s}" for s in gaps["seed"].head(3).to_list())
+            return (
+                f"metric {name!r} is missing from unit {arm}/{seeds} in round {round_}, "
+                "where the arm's other seeds have it"
+            )
+    return None
+
+
 def describe(
     frame: pl.DataFrame, metrics: Sequence[str], window: tuple[int, int] | None = None
 ) -> pl.DataFrame:
