@@ -265,6 +265,7 @@ _LLM_TINY = (
     "llm.task.n_prompts=512",
     "llm.task.n_eval_prompts=32",
     "llm.evaluation.pass_k_samples=8",
+    "llm.labeler.initial_prompts=64",  # a check of the machinery: the first fit as small as the rest
 )
 _REC_TINY = ("world.n_users=300", "world.n_items=200", "loop.rounds=3", "metrics.panel_users=32")
 
