@@ -6,8 +6,10 @@ import multiprocessing as mp
 import time
 from pathlib import Path
 
+import polars as pl
 import torch
 
+import recsim
 from recsim.config import validate
 from recsim.io.cache import SharedCache, clear_memory
 from recsim.llm.domain import LlmDomain
@@ -75,3 +77,41 @@ def test_processes_asking_at_once_compute_once(tmp_path: Path) -> None:
         p.join(timeout=60)
     assert sorted(n for n, _ in got) == [0, 1]  # one computed, the other waited and read
     assert all(w == [0.0, 1.0, 2.0, 3.0] for _, w in got)
+
+
+def _first_fit_study(out: Path, arms: dict[str, dict]) -> pl.DataFrame:
+    clear_memory()  # as a fresh study starts
+    base = {
+        "domain": "llm",
+        "llm": {
+            **WARMUP,
+            "rm_refit": False,
+            "reward": "reward_model",
+            "label_prompts": 16,
+            "initial_prompts": 128,
+        },
+        "loop": {"rounds": 2},
+        "metrics": {"panel_users": 8},
+    }
+    result = recsim.run({"name": "first-fit", "base": base, "arms": arms}, seeds=[0], out=out, tracking=False)
+    return result.metrics
+
+
+def test_arms_with_the_same_first_pairs_fit_once_and_match_a_fit_of_their_own(tmp_path: Path) -> None:
+    arms = {
+        "bon": {"llm": {"optimizer": "best_of_n"}},
+        "grpo": {"llm": {"optimizer": "grpo"}},
+        "biased": {"llm": {"optimizer": "grpo", "length_bias": 3.0}},  # other labels: its own fit
+    }
+    both = _first_fit_study(tmp_path / "all", arms)
+    entries = list((tmp_path / "all" / "cache").glob("rm-first-fit-*.pt"))
+    assert len(entries) == 2  # bon and grpo share one fit; the biased labeler's pairs have another
+    # grpo fitted alone (nothing to share) gives the same run, to the last bit
+    alone = _first_fit_study(tmp_path / "alone", {"grpo": arms["grpo"]})
+    pick = lambda m: m.filter(pl.col("arm") == "grpo").drop("seconds", strict=False)  # noqa: E731
+    assert pick(both).equals(pick(alone))
+    first = dict(both.filter(pl.col("round") == 0).select("arm", "rm_heldout_loss").iter_rows())
+    assert first["bon"] == first["grpo"] != first["biased"]
+    curve = pl.read_parquet(tmp_path / "all" / "rm_fit.parquet").drop("seed")
+    by_arm = {arm: curve.filter(pl.col("arm") == arm).drop("arm") for arm in arms}
+    assert by_arm["bon"].height > 0 and by_arm["bon"].equals(by_arm["grpo"])  # the curve travels too

@@ -9,7 +9,7 @@ A unit's files in the run folder ``out``:
 | ``logs/seed=S/round=R/arm-A.ckpt.pt``              | its per-round checkpoints (the state entering R + 1) |
 | ``units/seed=S/arm-A.parquet``                     | its metric rows so far (rewritten each round)  |
 | ``units/seed=S/NAME.arm-A.parquet``                | its per-round domain tables (``NAME``)         |
-| ``cache/NAME-HASH.pt``                             | set-ups shared by units (the LLM base policy)  |
+| ``cache/NAME-HASH.pt``                             | set-ups shared by units (LLM base policy, fit) |
 
 :func:`run_unit` runs one unit in this process (also inside a Ray task); the runner merges the
 units' rows into ``metrics.parquet`` in a fixed order, so the result does not depend on which

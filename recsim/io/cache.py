@@ -1,7 +1,8 @@
 """What units of one study share: a result that is a pure function of its key, computed once.
 
 Arms of one seed often need the same expensive, deterministic set-up (the LLM domain's supervised
-base policy). :class:`SharedCache` computes it once per key and hands every later asker a copy:
+base policy, and its reward model's first fit on that policy's pairs). :class:`SharedCache`
+computes it once per key and hands every later asker a copy:
 
 - in this process, from a small least-recently-used table (units run arms outer, seeds inner);
 - with a folder (a run's ``cache/``), across processes too: one file per key,
@@ -10,8 +11,8 @@ base policy). :class:`SharedCache` computes it once per key and hands every late
   file is complete or absent. A file that cannot be read is computed again and replaced.
 
 The key must hold everything the result depends on (the settings, the seed, torch's thread count
-where float sums depend on it); its ``repr`` is hashed, so it is built of plain values and frozen
-dataclasses.
+where float sums depend on it); its ``repr`` is hashed, so it is built of plain values, frozen
+dataclasses and :func:`content_digest` of the data a result is computed from.
 """
 
 from __future__ import annotations
@@ -19,22 +20,38 @@ from __future__ import annotations
 import fcntl
 import hashlib
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 import torch
 
 from recsim.io.atomic import atomic_path
 
 #: Entries kept in each process (~0.5 MB per base policy).
 MEMORY_ENTRIES = 16
-_MEMORY: OrderedDict[str, dict[str, torch.Tensor]] = OrderedDict()
+_MEMORY: OrderedDict[str, dict[str, Any]] = OrderedDict()
 
 
 def key_hash(key: Any) -> str:
     """First 16 hex digits of the SHA-256 of ``repr(key)``."""
     return hashlib.sha256(repr(key).encode()).hexdigest()[:16]
+
+
+def content_digest(value: pl.DataFrame | Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 of a frame's schema and rows, or of a ``state_dict``'s names, dtypes, shapes and
+    bytes: a key part for a result computed from that data."""
+    h = hashlib.sha256()
+    if isinstance(value, pl.DataFrame):
+        h.update(repr(value.schema).encode())
+        h.update(value.hash_rows(seed=0).to_numpy().tobytes())
+        return h.hexdigest()
+    for name, t in value.items():
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 class SharedCache:

@@ -33,7 +33,7 @@ import polars as pl
 import torch
 
 from recsim.core.rng import SETUP_ROUND, generator
-from recsim.io.cache import SharedCache
+from recsim.io.cache import SharedCache, content_digest
 from recsim.io.logs import LogStore
 from recsim.llm.chain import check_steps
 from recsim.llm.feedback import Rollouts, preference_logit
@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 from recsim.llm.base_policy import BasePolicy
 from recsim.llm.evaluation import Evaluation, reward_shares
 from recsim.llm.policy_opt import PolicyOptimization
-from recsim.llm.reward_fit import RewardFit
+from recsim.llm.reward_fit import RewardFit, fit_columns
 from recsim.llm.state import Batch, Labels, LlmState, gold_pairs
 from recsim.mitigations import describe
 
@@ -87,7 +87,8 @@ class LlmDomain(BasePolicy, RewardFit, PolicyOptimization, Evaluation):
         )
         # Arms of one seed with the same warm-up settings share the base policy: trained once per
         # process, and once per study where the runner gives a cache folder.
-        base = (cache or SharedCache()).get("base-policy", key, lambda: self._base_policy(setup).state_dict())
+        self.cache = cache or SharedCache()
+        base = self.cache.get("base-policy", key, lambda: self._base_policy(setup).state_dict())
         # The verifier (chain task): the reward model's step checks and the process rewards'
         # credit; its systematic errors are hashed with this seed's draw.
         self.checker: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
@@ -251,14 +252,55 @@ class LlmDomain(BasePolicy, RewardFit, PolicyOptimization, Evaluation):
         if c.reward_model.refit or round_ == 0:
             window = c.reward_model.window or round_ + 1
             frame = logs.read(arm, max(0, round_ - window + 1), round_)
-            fitted, rows = self._fit_reward_model(
+            fit = lambda: self._fit_reward_model(  # noqa: E731
                 state, frame, self.gen(round_, "rm-fit"), self.gen(round_, "rm-split"), warm=round_ > 0
             )
+            fitted, rows = self._first_fit(state, frame, fit) if round_ == 0 else fit()
             stats.update(fitted)
             curve = pl.DataFrame(rows).with_columns(pl.lit(round_, pl.Int64).alias("round"))
         if c.optimization.optimizer not in ("best_of_n", "none"):
             stats.update(self._optimize_policy(state, round_))
         return replace(state, train=stats, fit_curve=curve)
+
+    def _first_fit(
+        self, state: LlmState, frame: pl.DataFrame, fit: Callable[[], tuple[dict[str, float], list]]
+    ) -> tuple[dict[str, float], list]:
+        """Round 0's fit, shared by arms of one seed whose fit has the same inputs.
+
+        The fit is a pure function of its pairs, the reward model's initial weights, its settings
+        and the seed's ``rm-fit`` / ``rm-split`` streams, so its key is a digest of exactly those
+        (and torch's thread count): arms that log the same base-policy pairs (an optimizer's arms
+        against one reward model, open and closed loops) fit once per study, and the others read the
+        fitted weights, the optimizer's state, the statistics and the curve. An arm whose labels,
+        mitigations or model differ has another key and fits its own."""
+        key = (
+            "rm-first-fit",
+            self.config.seed,
+            content_digest(frame.filter(pl.col("pair") >= 0).select(fit_columns(frame))),
+            content_digest(state.reward_model.state_dict()),
+            self.cfg.reward_model,
+            self.config.mitigations,
+            self.cfg.task.max_elaboration,
+            torch.get_num_threads(),
+        )
+
+        def compute() -> dict[str, Any]:
+            stats, rows = fit()
+            return copy.deepcopy(  # not the live tensors, which later rounds may change in place
+                {
+                    "reward_model": state.reward_model.state_dict(),
+                    "rm_opt": state.rm_opt.state_dict(),
+                    "stats": stats,
+                    "rows": rows,
+                }
+            )
+
+        shared = self.cache.get("rm-first-fit", key, compute)
+        # Every arm, the one that computed it included, takes the shared copy's values.
+        state.reward_model.load_state_dict(shared["reward_model"])
+        state.reward_model.eval()
+        state.rm_opt.load_state_dict(copy.deepcopy(shared["rm_opt"]))
+        return dict(shared["stats"]), [dict(r) for r in shared["rows"]]
 
     def evolve(self, state: LlmState, batch: Batch, labels: Labels, round_: int) -> LlmState:
         return state  # the tasks do not change

@@ -12,6 +12,14 @@ from recsim.llm.state import DomainParts, LlmState
 from recsim.mitigations.invariance import invariance_penalty
 from towers.reward_model import RewardModel, bradley_terry_loss
 
+#: The log columns a fit reads (with the chain task's ``concept_match`` and ``disfavoured``).
+FIT_COLUMNS = ("round", "pair", "won", "prompt_tokens", "response", "length", "answer", "hint")
+
+
+def fit_columns(frame: pl.DataFrame) -> list[str]:
+    """The columns of ``frame`` that a reward-model fit reads: its inputs, all of them."""
+    return [*FIT_COLUMNS, *(c for c in ("concept_match", "disfavoured") if c in frame.columns)]
+
 
 class RewardFit(DomainParts):
     """Reward-model fitting and scoring, a concern of :class:`recsim.llm.domain.LlmDomain`."""
@@ -64,8 +72,10 @@ class RewardFit(DomainParts):
         epochs trained; ``rm_best_epoch``; ``rm_steps``: Adam steps) and its curve, one row per
         epoch (``train_loss``, ``train_accuracy``, ``heldout_loss``, ``heldout_accuracy``,
         ``best``)."""
-        pairs = frame.filter(pl.col("pair") >= 0).sort(
-            "round", "pair", pl.col("won"), descending=[False, False, True]
+        pairs = (
+            frame.filter(pl.col("pair") >= 0)
+            .select(fit_columns(frame))
+            .sort("round", "pair", pl.col("won"), descending=[False, False, True])
         )
         t = lambda col: torch.from_numpy(np.stack(pairs[col].to_numpy())).long()  # noqa: E731
         prompts, responses = t("prompt_tokens"), t("response")
