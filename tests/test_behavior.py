@@ -73,8 +73,13 @@ def test_cascade_matches_its_exact_click_probability_and_stops_after_a_click():
     assert int(fb.click.sum(1).max()) == 1  # at most one click per slate
     exact = click_probability("cascade", theta[device], rel)
     _assert_rates_match(fb.click, exact, device)
-    # With nothing attractive above, cascade examination equals the PBM curve.
-    assert torch.allclose(click_probability("cascade", theta[:1], torch.zeros(1, k)), torch.zeros(1, k))
+    # With nothing attractive above, cascade examination equals the PBM curve; below an attractive
+    # item it is discounted by the chance of a click there, 1 - rel.
+    rel = torch.zeros(3, k)
+    rel[:, 2], rel[:, 4] = torch.tensor([0.3, 0.6, 0.9]), 0.5
+    cascade, pbm = click_probability("cascade", theta[:1], rel), click_probability("pbm", theta[:1], rel)
+    torch.testing.assert_close(cascade[:, :3], pbm[:, :3])
+    torch.testing.assert_close(cascade[:, 4], pbm[:, 4] * (1 - rel[:, 2]))
 
 
 def test_choice_picks_exactly_one_item_in_proportion_to_attention_times_relevance():

@@ -5,12 +5,14 @@ cross-field invariants hold."""
 from __future__ import annotations
 
 import pytest
+import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from recsim.config import ConfigError, SimConfig, flatten
 from recsim.scenario import load_scenario
 
+DEFAULTS = {k: v for k, v in flatten(SimConfig()).items() if k != "seed"}
 KEYS = sorted(flatten(SimConfig()).keys()) + [
     "world.colour",
     "llm",
@@ -43,6 +45,21 @@ def test_any_override_is_accepted_or_refused_in_one_line(pairs):
         assert config.policy.slate_size <= config.world.n_items
         assert set(config.behavior.eta) == set(config.world.devices)
         assert config.metrics.panel_users <= config.world.n_users
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.sampled_from(sorted(DEFAULTS)), min_size=1, max_size=6, unique=True))
+def test_any_field_given_its_own_default_back_is_accepted_unchanged(keys):
+    """The other side of the property above: a resolver that refused everything would pass it.
+    Every field's default, written as the YAML the command line reads, must resolve to itself."""
+    sc = load_scenario("exploration")
+    overrides = [
+        f"{k}={yaml.safe_dump(DEFAULTS[k], default_flow_style=True).strip().removesuffix('...').strip()}"
+        for k in keys
+    ]
+    resolved = flatten(sc.resolve(overrides)["mf"])
+    for k in keys:
+        assert resolved[k] == DEFAULTS[k], k
 
 
 @settings(max_examples=100, deadline=None)
