@@ -19,7 +19,7 @@ FIT_CODE := recsim/recsys/worldfit.py recsim/recsys/datasets.py recsim/experimen
 # notebooks' kernels run on one thread each too (more threads than cores slow torch down).
 TEST_WORKERS ?= $(shell $(PYTHON) -c "import os; print(max(1, len(os.sched_getaffinity(0))))")
 
-.PHONY: setup run test lint bench clean data
+.PHONY: setup run test lint bench clean data figure
 
 setup: $(STAMP)
 
@@ -45,9 +45,13 @@ run: $(STAMP)
 	$(VENV)/bin/recsim run feedback-loop --seeds 3
 
 test: $(STAMP) data
-	$(VENV)/bin/ruff check recsim towers scenarios tests
+	$(VENV)/bin/ruff check recsim towers scenarios tests docs
 	OMP_NUM_THREADS=1 $(VENV)/bin/pytest -q -n $(TEST_WORKERS) --dist loadfile \
 		--nbmake --nbmake-timeout=1200 notebooks tests --doctest-modules recsim towers
+
+# The README's figure, from a fresh default run (3 seeds).
+figure: $(STAMP)
+	$(PY) docs/figure.py
 
 bench: $(STAMP)
 	$(VENV)/bin/recsim bench

@@ -47,6 +47,7 @@ def run(
     tracking: bool | None = None,
     quick: bool = False,
     amplification: bool = False,
+    plugins: Sequence[str] = (),
 ) -> Result:
     """Run every arm of ``scenario`` on every seed; returns the :class:`Result`.
 
@@ -67,9 +68,15 @@ def run(
         quick: apply the scenario's small preset (its ``quick`` overrides) before ``overrides``.
         amplification: add each arm's open-loop companions (``ARM@open``, ``ARM@random``: see
             :meth:`recsim.scenario.Scenario.amplified`); :meth:`Result.amplification` reads them.
+        plugins: modules to import first (they register components; as ``recsim run --plugins``).
+            Every module that registered a component, these and any other, is imported again by
+            each Ray worker; a registration made in the running script itself cannot be, so with
+            ``workers`` it is refused.
     """
+    from recsim.core.registry import load_plugins
     from recsim.core.runner import Study, study_window
 
+    load_plugins(plugins)
     sc = _scenario(scenario)
     if amplification:
         if not hasattr(sc, "amplified"):
@@ -99,6 +106,7 @@ def run(
         ray_address=ray_address,
         window=study_window(sc, configs, window),
     )
+    study.plugins()  # what Ray workers must import: refused before anything is written
     owned = None
     if out is None:
         owned = tempfile.TemporaryDirectory(prefix=f"recsim-{sc.name}-")

@@ -27,7 +27,7 @@ from recsim.config import (
     validate,
 )
 from recsim.core.config import load_yaml, yaml_problem
-from recsim.core.registry import Registry
+from recsim.core.registry import Registry, load_plugins
 from recsim.llm.config import QUICK
 
 #: the LLM scenarios' small preset (``recsim run NAME --quick``), see :data:`recsim.llm.config.QUICK`.
@@ -277,6 +277,10 @@ def load_run(folder: Path) -> tuple[Scenario, dict[str, SimConfig], str, dict[st
         raise ConfigError(f"--resume: {path} lacks 'scenario' and 'arms'; it was not written by recsim run")
     if "distributed" in data:
         raise ConfigError(f"--resume: {folder} was a --distributed run; sharded runs cannot be resumed")
+    plugins = data.get("plugins") or []
+    if not isinstance(plugins, list) or not all(isinstance(m, str) for m in plugins):
+        raise ConfigError(f"--resume: {path}: 'plugins' is not a list of module names")
+    load_plugins(plugins)  # the components the run's arms were resolved with
     configs = {}
     for arm, raw in data["arms"].items():
         if not isinstance(raw, dict):

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+import yaml
 from scipy import stats as sps
 from typer.testing import CliRunner
 
@@ -282,3 +283,29 @@ def test_runs_started_at_once_on_a_new_store_all_succeed(tmp_path):
         [mlflow.MlflowClient(tracking_uri=uri).get_experiment_by_name("exploration").experiment_id]
     )
     assert sum(1 for r in runs if "arm" not in r.data.tags) == 4  # four scenario runs
+
+
+def test_plugins_reach_the_ray_workers(tmp_path):
+    """A metric registered in one's own module is imported again by every Ray worker: the parallel
+    study has its column, with the sequential study's values (equal threads)."""
+    from test_plugins import PLUGIN, STUDY, recsim_run
+
+    (tmp_path / "myplug.py").write_text(PLUGIN)
+    (tmp_path / "plugged.yaml").write_text(yaml.safe_dump(STUDY))
+    common = [
+        "plugged.yaml",
+        "--plugins",
+        "myplug",
+        "--seeds",
+        "0,1",
+        "--threads",
+        "1",
+        "--no-tracking",
+        "-q",
+    ]
+    for out, workers in (("seq", "0"), ("ray", "2")):
+        proc = recsim_run(tmp_path, *common, "--workers", workers, "--out", out)
+        assert proc.returncode == 0, proc.stderr[-800:]
+    seq, par = (pl.read_parquet(tmp_path / o / "metrics.parquet") for o in ("seq", "ray"))
+    assert par["served_relevance"].is_finite().all() and par.height == 8
+    assert par.drop("seconds", strict=False).equals(seq.drop("seconds", strict=False))

@@ -11,6 +11,7 @@ import typer
 
 from recsim.cli.common import app, console, err_console, fail, fmt, summary_table
 from recsim.core.config import ConfigError
+from recsim.core.registry import load_plugins
 from recsim.io.paths import check_output_folder
 
 ScenarioArg = Annotated[
@@ -69,6 +70,13 @@ Amplification = Annotated[
         "ones (ARM@random, recommender): the summary gives closed - open, the loop's amplification.",
     ),
 ]
+Plugins = Annotated[
+    str | None,
+    typer.Option(
+        help="Comma-separated modules to import first: they register rankers, click models, metrics "
+        "or scenarios (found from the working directory; Ray workers import them too)."
+    ),
+]
 Resume = Annotated[
     Path | None,
     typer.Option(help="Continue the run in this folder from its last complete round (same config)."),
@@ -95,11 +103,16 @@ def run(
     window: Window = None,
     quick: Quick = False,
     amplification: Amplification = False,
+    plugins: Plugins = None,
     resume: Resume = None,
 ) -> None:
     """Run every arm of a scenario on every seed; write config.yaml, metrics.parquet, logs/,
     curves.png, summary.json and summary.md (means with 95% intervals, paired differences)."""
     parallel = {"workers": workers, "ray_address": ray_address, "window": _window(window)}
+    try:
+        load_plugins((plugins or "").split(","))
+    except ConfigError as exc:
+        fail(str(exc))
     if resume is not None:
         given = {
             "--rounds": rounds is not None,
@@ -262,6 +275,10 @@ def _check_workers(study: Any) -> None:
         per = threads_per_unit(study.workers, study.threads)
         if study.workers * per > cores:
             fail(f"--workers {study.workers} x --threads {per} exceeds the {cores} cores here; lower either")
+    try:
+        study.plugins()  # what Ray workers must import: refused here if they cannot
+    except ConfigError as exc:
+        fail(str(exc))
 
 
 def _check_memory(configs: dict[str, Any], study: Any) -> None:

@@ -17,9 +17,13 @@ recsim.core.registry.UnknownName: unknown shape 'circle' (known: square)
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Iterator
+import os
+import sys
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Generic, TypeVar
+
+from recsim.core.config import ConfigError
 
 T = TypeVar("T")
 
@@ -31,18 +35,37 @@ class UnknownName(ValueError, KeyError):
         return str(self.args[0])  # the message as given (KeyError would quote it)
 
 
+#: Packages of the simulator itself: their registrations need no plugin to reach a worker.
+BUILTIN_PACKAGES = ("recsim", "scenarios", "towers")
+#: Entry-point group of installed plugins: each entry names a module that registers components.
+ENTRY_POINT_GROUP = "recsim.plugins"
+_REGISTRIES: list[Registry[Any]] = []
+
+
+def _caller_module() -> str:
+    """The module that called into this one (past ``contextlib``, for :meth:`Registry.temporarily`)."""
+    frame = sys._getframe(1)
+    while frame is not None and frame.f_globals.get("__name__") in (__name__, "contextlib"):
+        frame = frame.f_back  # type: ignore[assignment]
+    return frame.f_globals.get("__name__", "__main__") if frame is not None else "__main__"
+
+
 class Registry(Generic[T]):
-    """Name -> entry, in registration order (the order is kept: metric columns follow it)."""
+    """Name -> entry, in registration order (the order is kept: metric columns follow it). Each
+    entry remembers the module that registered it (:func:`plugin_modules`)."""
 
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self._entries: dict[str, T | str] = {}
+        self._origins: dict[str, str] = {}
+        _REGISTRIES.append(self)
 
     def register(self, name: str, entry: T | str, *, replace: bool = False) -> None:
         """Add ``entry`` (or a lazy ``"module:attr"`` path) under ``name``."""
         if name in self._entries and not replace:
             raise ValueError(f"{self.kind} '{name}' is registered already")
         self._entries[name] = entry
+        self._origins[name] = _caller_module()
 
     def __call__(self, name: str) -> Callable[[T], T]:
         """Decorator form of :meth:`register`."""
@@ -56,6 +79,11 @@ class Registry(Generic[T]):
     def unregister(self, name: str) -> None:
         """Remove ``name`` (tests that register toy components clean up with it)."""
         self._entries.pop(name, None)
+        self._origins.pop(name, None)
+
+    def origin(self, name: str) -> str:
+        """The module that registered ``name``."""
+        return self._origins[name]
 
     @contextmanager
     def temporarily(self, name: str, entry: T | str) -> Iterator[None]:
@@ -88,3 +116,59 @@ class Registry(Generic[T]):
     def items(self) -> list[tuple[str, Any]]:
         """(name, entry) pairs with lazy entries resolved."""
         return [(name, self.get(name)) for name in self._entries]
+
+
+def _builtin(module: str) -> bool:
+    return module.split(".")[0] in BUILTIN_PACKAGES
+
+
+def plugin_registrations() -> list[tuple[str, str, str]]:
+    """(kind, name, module) of every current entry registered from outside the simulator's own
+    packages, in registration order."""
+    return [
+        (r.kind, name, module)
+        for r in _REGISTRIES
+        for name, module in r._origins.items()
+        if not _builtin(module)
+    ]
+
+
+def plugin_modules() -> list[str]:
+    """The modules outside the simulator that registered a current entry (``__main__`` included):
+    what a worker process must import to see the same components."""
+    return list(dict.fromkeys(module for _, _, module in plugin_registrations()))
+
+
+class PluginError(ConfigError):
+    """A plugin module that cannot be imported; the message is one line (exit status 2)."""
+
+
+_ENTRY_POINTS_LOADED: list[str] | None = None
+
+
+def load_plugins(modules: Sequence[str] = (), entry_points: bool = True) -> list[str]:
+    """Import ``modules`` (each registers its components when imported; the working directory is
+    on the path, as for ``python -m``) and, once per process, every module of the
+    ``recsim.plugins`` entry-point group. Returns the modules imported by name."""
+    global _ENTRY_POINTS_LOADED
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # inherited by Ray workers with the driver's path
+    names = [m.strip() for m in modules if m and m.strip() and m.strip() != "__main__"]
+    if entry_points and _ENTRY_POINTS_LOADED is None:
+        from importlib.metadata import entry_points as installed
+
+        _ENTRY_POINTS_LOADED = []
+        for ep in installed(group=ENTRY_POINT_GROUP):
+            _import(ep.value.partition(":")[0], f"entry point {ep.name!r} of {ENTRY_POINT_GROUP}")
+            _ENTRY_POINTS_LOADED.append(ep.value)
+    for name in names:
+        _import(name, "plugin module")
+    return names
+
+
+def _import(module: str, what: str) -> None:
+    try:
+        importlib.import_module(module)
+    except Exception as exc:  # noqa: BLE001 - any failure while importing: one line that names it
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise PluginError(f"{what} {module!r} cannot be imported ({type(exc).__name__}: {first})") from None

@@ -25,6 +25,7 @@ import polars as pl
 import yaml
 
 from recsim.core import faults
+from recsim.core.config import ConfigError
 from recsim.core.domain import domain_class
 from recsim.core.loop import OnRound, metrics_frame
 from recsim.core.units import Unit, UnitResult, last_complete_round, read_unit, run_unit
@@ -125,6 +126,7 @@ def resolved_config(
         "seeds": list(study.seeds),
         "threads": study.threads,
         "window": list(study.window) if study.window is not None else None,
+        "plugins": list(study.plugins()),
         "arms": {a: c.model_dump(mode="json") for a, c in configs.items()},
     }
 
@@ -162,12 +164,32 @@ class Study:
         return cls(seeds=(next(iter(configs.values())).seed,))
 
     def units(self, configs: dict[str, Any]) -> list[Unit]:
-        """Every (arm, seed), arms outer: the order of metrics.parquet."""
+        """Every (arm, seed), arms outer: the order of metrics.parquet. Each carries the modules
+        that registered components from outside the simulator (:func:`plugins`)."""
+        plugins = self.plugins()
         return [
-            Unit(arm, s, config.model_copy(update={"seed": s}))
+            Unit(arm, s, config.model_copy(update={"seed": s}), plugins)
             for arm, config in configs.items()
             for s in self.seeds
         ]
+
+    def plugins(self) -> tuple[str, ...]:
+        """The modules outside the simulator whose registrations the units need (imported again
+        by every worker). On Ray, a component registered in the running script (``__main__``)
+        cannot be imported there: refused in one line rather than silently missing."""
+        from recsim.core.registry import plugin_modules, plugin_registrations
+
+        if self.workers:
+            script = [
+                f"{kind} '{name}'" for kind, name, module in plugin_registrations() if module == "__main__"
+            ]
+            if script:
+                raise ConfigError(
+                    f"{', '.join(script)} registered in the running script cannot reach Ray workers: "
+                    "move the registration into a module and name it with --plugins (plugins= in "
+                    "recsim.run), or run with workers=0"
+                )
+        return tuple(m for m in plugin_modules() if m != "__main__")
 
 
 def final_table(

@@ -28,6 +28,7 @@ import polars as pl
 from recsim.core import faults
 from recsim.core.domain import make_domain
 from recsim.core.loop import StageTimes, metrics_frame, run_arm
+from recsim.core.registry import load_plugins
 from recsim.io.cache import SharedCache
 from recsim.io.checkpoint import CheckpointError, CheckpointStore, CheckpointWriter
 from recsim.io.logs import LogStore, safe_name, write_atomic
@@ -35,11 +36,14 @@ from recsim.io.logs import LogStore, safe_name, write_atomic
 
 @dataclass(frozen=True)
 class Unit:
-    """One arm on one seed: ``config`` is the arm's config with ``seed`` set."""
+    """One arm on one seed: ``config`` is the arm's config with ``seed`` set; ``plugins`` the
+    modules that register the components it may use (imported before it runs, so a Ray worker
+    sees the driver's registrations)."""
 
     arm: str
     seed: int
     config: Any
+    plugins: tuple[str, ...] = ()
 
     @property
     def key(self) -> str:
@@ -102,6 +106,7 @@ def run_unit(
     """
     import torch
 
+    load_plugins(unit.plugins, entry_points=True)
     saved = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)

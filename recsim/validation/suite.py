@@ -404,13 +404,10 @@ def validate(
     figures.mkdir(exist_ok=True)
     for entry in report["claims"]:
         plot_claim(entry, figures / f"{entry['id']}.png")
-    from recsim.io.atomic import write_json
+    from recsim.io.atomic import write_json, write_text
 
     write_json(report, out / "report.json")
-    md = render_markdown(report)
-    tmp = out / ".report.md.tmp"
-    tmp.write_text(md)
-    tmp.replace(out / "report.md")
+    write_text(out / "report.md", render_markdown(report))
     if readme is not None:
         rewrite_readme(Path(readme), report)
     if tracker is not None:
@@ -576,7 +573,8 @@ def plot_claim(entry: dict[str, Any], path: Path) -> Path:
 
 
 def rewrite_readme(path: Path, report: dict[str, Any]) -> None:
-    """Replace the README's validation block with the summary table, its date and commit."""
+    """Replace the validation block of ``path`` (docs/validation.md) with the summary table, its
+    date and commit."""
     text = path.read_text()
     head, rest = text.split(README_START, 1)
     _, tail = rest.split(README_END, 1)
@@ -584,14 +582,14 @@ def rewrite_readme(path: Path, report: dict[str, Any]) -> None:
     block = [
         README_START,
         f"Generated{mode} on {report['date']} at commit {report['commit'][:10]} by "
-        "`recsim validate --readme README.md`.",
+        "`recsim validate --readme docs/validation.md`.",
         "",
         *summary_rows(report),
         README_END,
     ]
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(head + "\n".join(block) + tail)
-    tmp.replace(path)
+    from recsim.io.atomic import write_text
+
+    write_text(path, head + "\n".join(block) + tail)
 
 
 def log_mlflow(tracker: Any, report: dict[str, Any], out: Path) -> None:

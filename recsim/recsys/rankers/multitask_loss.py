@@ -82,7 +82,7 @@ class BatchLoss(nn.Module):
         (``invariance_conditional``), it keeps what the click explains. The served score has no
         position input, so the penalty acts only through which items the log showed where; on a
         ranker's own logs that is its earlier score, and the penalty removes relevance with it
-        (measured in the README, under Mitigations)."""
+        (measured in docs/mitigations.md)."""
         if self.model.spec.position != "feature":
             return logits[:, 0]
         top = cells - (positions - 1)  # the same device's position-1 cell (cells are 1-based)
